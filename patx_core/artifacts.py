@@ -1,0 +1,100 @@
+"""Atomic artifact writes, on local disk or any fsspec URL.
+
+A user's last good checkpoint, report or champion must survive a crash or a kill
+mid-write, so every artifact goes to a unique temp file in the *same* directory
+(same filesystem, so the rename is atomic) and is renamed over the target only
+once fully written and fsynced. Two runs writing at once never share a temp path.
+Object stores (``s3://``, ``gs://``, ``memory://``…) publish a PUT whole, so
+there the payload is written in one call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from upath import UPath
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def as_path(path: PathLike) -> Path:
+    """A pathlib-compatible path; URLs (``s3://…``) become fsspec-backed ``UPath``s."""
+    if isinstance(path, Path):
+        return path
+    text = os.fspath(path)
+    return UPath(text) if "://" in text else Path(text)
+
+
+def is_local(path: PathLike) -> bool:
+    p = as_path(path)
+    return not isinstance(p, UPath) or getattr(p, "protocol", "") in ("", "file", "local")
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    target = as_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not is_local(target):
+        target.write_bytes(data)
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=os.fspath(target.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.fspath(target))
+    except BaseException:
+        # KeyboardInterrupt included: never leave temp files behind a clean failure.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Persist the rename itself; not supported on every platform/filesystem.
+    try:
+        fd = os.open(os.fspath(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def atomic_write_with(path: PathLike, write: Callable[[io.BytesIO], None]) -> Path:
+    """Serialize through ``write(buffer)`` (torch.save, np.save, df.write_parquet…), then publish."""
+    buf = io.BytesIO()
+    write(buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> Path:
+    return atomic_write_bytes(dst, as_path(src).read_bytes())
+
+
+def read_json(path: PathLike) -> Any:
+    return json.loads(as_path(path).read_text(encoding="utf-8"))
