@@ -1,0 +1,298 @@
+"""One function per step of the lifecycle: what each Dagster asset calls, and what a notebook can.
+
+Each step takes plain values, a ``VariantConfig`` and a ``VariantPaths``, writes its artifacts
+atomically through ``patx_core``, and returns a ``StepResult``: the value (if any), metadata
+for the UI, and ``CheckOutcome``s for the properties the orchestration turns into asset checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from patx_core.artifacts import PathLike, as_path, atomic_copy, atomic_write_json, read_json
+from patx_core.config import VariantConfig
+from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
+from patx_core.scaler import Scaler
+from patx_core.windows import WindowedData
+
+log = logging.getLogger(__name__)
+
+POSITIVE_RATE_RANGE = (0.05, 0.95)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One verified property of a step's output."""
+
+    name: str
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class StepResult:
+    value: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    markdown: str = ""
+
+
+def _iso(ts: Any) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _date_range(frame: pl.DataFrame) -> dict[str, Any]:
+    return {"first_timestamp": _iso(frame["timestamp"].min()), "last_timestamp": _iso(frame["timestamp"].max())}
+
+
+def _scaler_path(paths: VariantPaths):
+    return paths.work_dir / "scaler.json"
+
+
+def _windows_path(paths: VariantPaths):
+    return paths.work_dir / "windows.npz"
+
+
+def _history_path(paths: VariantPaths):
+    return paths.checkpoint_dir / "history.json"
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def load_raw_prices(raw_path: PathLike, variant: VariantConfig) -> StepResult:
+    """Read and validate the raw parquet; refuses (``RawDataError``) before anything is written."""
+    from patx_core.validation import RawPricesSchema, read_raw_parquet, required_rows
+
+    raw = read_raw_parquet(raw_path, min_rows=required_rows(variant.data, variant.labels, variant.split))
+    RawPricesSchema.validate(raw)  # the stored frame itself satisfies the schema (raises otherwise)
+    schema_check = CheckOutcome(
+        "raw_prices_schema", True,
+        {"columns": {c: str(t) for c, t in raw.schema.items()}, "rows": raw.height},
+        "pandera RawPricesSchema and the OHLC/timestamp invariants hold")
+    meta = {"dagster/row_count": raw.height, "path": str(raw_path), **_date_range(raw)}
+    return StepResult(value=raw, metadata=meta, checks=[schema_check])
+
+
+def build_features(raw: pl.DataFrame, variant: VariantConfig) -> StepResult:
+    """Features, triple-barrier labels and trade outcomes for every raw row."""
+    from patx_core.dataset import build_feature_table
+    from patx_core.features import feature_columns
+
+    table = build_feature_table(raw, variant.data, variant.labels)
+    cols = list(feature_columns(variant.data.feature_set))
+    complete = table.filter(pl.all_horizontal(pl.col(cols).is_not_null()))
+    first_complete = complete["timestamp"].min()
+    after_warmup = table.filter(pl.col("timestamp") >= first_complete) if first_complete is not None else table
+    bad = after_warmup.select(
+        [(pl.col(c).is_null() | ~pl.col(c).is_finite()).sum().alias(c) for c in cols]).row(0, named=True)
+    bad = {c: int(n) for c, n in bad.items() if n}
+    labelled = table["label"].drop_nulls()
+    pos_rate = float(labelled.mean()) if labelled.len() else float("nan")
+    lo, hi = POSITIVE_RATE_RANGE
+    checks = [
+        CheckOutcome("features_finite", not bad, {"bad_values_by_column": bad, "rows_checked": after_warmup.height},
+                     "no null/inf after warm-up" if not bad else f"null/inf after warm-up in {bad}"),
+        CheckOutcome("features_label_positive_rate", lo <= pos_rate <= hi,
+                     {"positive_rate": pos_rate, "labelled_rows": labelled.len(), "range": [lo, hi]},
+                     f"positive rate {pos_rate:.3f} (allowed [{lo}, {hi}])"),
+    ]
+    meta = {"dagster/row_count": table.height, "feature_set": variant.data.feature_set,
+            "feature_columns": cols, "labelled_rows": labelled.len(), "positive_rate": pos_rate,
+            "first_complete_timestamp": _iso(first_complete), **_date_range(table)}
+    return StepResult(value=table, metadata=meta, checks=checks)
+
+
+def build_splits(table: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
+    """Chronological purged splits; the scaler (fitted on train rows only) goes to the work dir."""
+    from patx_core.dataset import split_dataset
+
+    ds = split_dataset(table, variant.split, variant.labels, variant.data)
+    atomic_write_json(_scaler_path(paths), ds.scaler.to_plain())
+    frame = ds.frame
+    summary = split_summary(frame)
+    checks = [purge_check(frame, ds.bounds, variant.labels.horizon),
+              CheckOutcome("splits_scaler_std_positive", bool(np.all(ds.scaler.std > 0)),
+                           {"min_std": float(ds.scaler.std.min()),
+                            "std": dict(zip(ds.scaler.feature_columns, map(float, ds.scaler.std)))},
+                           "scaler fitted on train rows only; every std > 0")]
+    meta = {"dagster/row_count": frame.height, "splits": summary,
+            "scaler_mean": dict(zip(ds.scaler.feature_columns, map(float, ds.scaler.mean)))}
+    return StepResult(value=frame, metadata=meta, checks=checks)
+
+
+def split_summary(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per split: rows, sequences (samples), start/end timestamps, positive rate of its samples."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("train", "val", "test"):
+        part = frame.filter(pl.col("split") == name)
+        if part.height == 0:
+            continue
+        samples = part.filter(pl.col("is_sample"))
+        out[name] = {"rows": part.height, "sequences": samples.height,
+                     "start": _iso(part["timestamp"].min()), "end": _iso(part["timestamp"].max()),
+                     "positive_rate": float(samples["label"].mean()) if samples.height else None}
+    return out
+
+
+def purge_check(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]], horizon: int) -> CheckOutcome:
+    """Splits are contiguous, ordered and disjoint, and no sample's label horizon leaves its split."""
+    order = [s for s in ("train", "val", "test") if s in bounds]
+    problems: list[str] = []
+    for a, b in zip(order, order[1:]):
+        if bounds[a][1] != bounds[b][0]:
+            problems.append(f"{a} ends at row {bounds[a][1]} but {b} starts at {bounds[b][0]}")
+    split_col = frame["split"].to_numpy()
+    is_sample = frame["is_sample"].to_numpy()
+    for name in order[:-1]:
+        start, end = bounds[name]
+        if not np.all(split_col[start:end] == name):
+            problems.append(f"rows {start}..{end} are not all {name}")
+        rows = np.flatnonzero(is_sample[start:end]) + start
+        leaking = rows[rows + horizon >= end]
+        if leaking.size:
+            problems.append(f"{leaking.size} {name} samples have a label horizon reaching the next split "
+                            f"(first at row {int(leaking[0])})")
+    return CheckOutcome("splits_purged_disjoint", not problems,
+                        {"bounds": {k: list(v) for k, v in bounds.items()}, "horizon": horizon,
+                         "problems": problems},
+                        "; ".join(problems) or f"disjoint, ordered, purged by {horizon} rows")
+
+
+def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
+    """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
+    from patx_core.dataset import windows_from_frame
+
+    scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
+    data = windows_from_frame(splits_frame, scaler, variant.data.window_size)
+    data.save(_windows_path(paths))
+    meta = {"matrix_shape": list(data.matrix.shape), "window_size": data.window_size,
+            "matrix_mb": round(data.matrix.nbytes / 2**20, 3),
+            "sequences": {s: data.n_sequences(s) for s in data.splits},
+            "windows_share_memory": bool(np.shares_memory(data.all_windows(), data.matrix))}
+    return StepResult(value=data, metadata=meta)
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def train_model(variant: VariantConfig, paths: VariantPaths, *,
+                on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
+    """Train with early stopping; publish ``best_model.pth`` (self-contained) and ``scaler.pkl``.
+
+    ``scaler.pkl`` and ``history.json`` are written first and ``best_model.pth`` last, so the
+    checkpoint — which carries its own scaler — is the commit point of a training run.
+    """
+    from patx_core.checkpoint import save_checkpoint, save_scaler
+    from patx_core.train import Trainer
+
+    data = WindowedData.load(_windows_path(paths))
+    scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
+    trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end)
+    history = trainer.train()
+    best = history["best_epoch"] - 1
+    best_metrics = {k: float(v[best]) for k, v in history.items() if isinstance(v, list) and len(v) > best}
+    save_scaler(paths.scaler, scaler)
+    atomic_write_json(_history_path(paths), _jsonable(history))
+    save_checkpoint(paths.checkpoint, model=trainer.model, variant=variant, scaler=scaler,
+                    metrics={**best_metrics, "best_epoch": history["best_epoch"]},
+                    feature_columns=data.feature_columns)
+    meta = {"epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+            "best_val_loss": best_metrics.get("val_loss"), "training_seconds": history["seconds"],
+            "device": history["device"], "params": history["params"], "seed": variant.train.seed,
+            "stopped_early": history.get("stopped_early"), "checkpoint": str(paths.checkpoint)}
+    return StepResult(value=history, metadata=meta)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+def code_version() -> str | None:
+    """The git commit of this checkout, if it is one (recorded in manifests)."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _sha256(path: PathLike) -> str:
+    return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- promotion
+
+
+def promote_champion(variant: VariantConfig, paths: VariantPaths) -> StepResult:
+    """Copy the checkpoint to ``models/<variant>/`` with a manifest — only behind a passed gate.
+
+    The blocking asset check already keeps this step from running after a failed gate; reading
+    the gate again here keeps a direct call (notebook, a selection without the check) just as safe.
+    """
+    evaluation = read_json(paths.evaluation_json)
+    gate = evaluation["checks"]["precision_gate"]
+    if not gate["passed"]:
+        raise RuntimeError(f"variant {variant.name!r}: precision gate failed ({gate['reason']}); "
+                           f"the champion in {paths.champion_dir} is left unchanged")
+    checkpoint_sha = _sha256(paths.checkpoint)
+    if evaluation.get("checkpoint_sha256") not in (None, checkpoint_sha):
+        raise RuntimeError(f"variant {variant.name!r}: {paths.checkpoint} changed since it was evaluated; "
+                           "re-run evaluation_report before promoting")
+    manifest = {
+        "variant": variant.name,
+        "promoted_at": datetime.now(timezone.utc).isoformat(),
+        "checkpoint_sha256": checkpoint_sha,
+        "dataset": evaluation["dataset"],
+        "splits": evaluation["splits"],
+        "metrics": evaluation["metrics"],
+        "threshold": evaluation["threshold"],
+        "precision_gate": gate,
+        "variant_config": variant.to_dict(),
+        "code_version": code_version(),
+    }
+    atomic_copy(paths.checkpoint, paths.champion_checkpoint)
+    atomic_write_json(paths.champion_manifest, manifest)
+    meta = {"champion": str(paths.champion_checkpoint), "threshold": manifest["threshold"],
+            "gate_precision": gate["precision"], "gate_signals": gate["n_signals"],
+            "checkpoint_sha256": checkpoint_sha}
+    return StepResult(value=manifest, metadata=meta)
+
+
+def latest_signal(variant: VariantConfig, paths: VariantPaths, raw_path: PathLike) -> StepResult:
+    """Apply the champion to the newest window of the raw data → ``signals/<variant>/latest.json``."""
+    from patx_core.predict import predict_from_paths
+
+    if not paths.champion_checkpoint.exists() or not paths.champion_manifest.exists():
+        raise RuntimeError(f"variant {variant.name!r} has no champion in {paths.champion_dir}: its precision "
+                           "gate has never passed, so there is no model trusted to signal")
+    manifest = read_json(paths.champion_manifest)
+    (row,) = predict_from_paths(paths.champion_checkpoint, raw_path, last=1, threshold=manifest["threshold"])
+    signal = {**row, "variant": variant.name,
+              "model": {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold",
+                                                     "code_version", "dataset", "precision_gate")}}
+    atomic_write_json(paths.signal_json, signal)
+    meta = {"timestamp": row["timestamp"], "probability": row["probability"], "signal": row["signal"],
+            "threshold": row["threshold"], "path": str(paths.signal_json)}
+    return StepResult(value=signal, metadata=meta)

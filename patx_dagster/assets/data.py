@@ -1,0 +1,48 @@
+"""Data assets: raw_prices → features → splits → windows, one partition per variant."""
+
+import dagster as dg
+import polars as pl
+
+from patx_core import pipeline
+from patx_dagster.checks import results, specs_for
+from patx_dagster.partitions import variant_partitions
+from patx_dagster.resources import PatxStorage
+
+GROUP = "data"
+
+
+@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+          check_specs=specs_for("raw_prices"), io_manager_key="parquet_io_manager")
+def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+    """The raw candles, validated (pandera schema + invariants) before anything downstream runs."""
+    variant = storage.variant(context.partition_key)
+    step = pipeline.load_raw_prices(storage.raw_path(), variant)
+    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+
+
+@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+          check_specs=specs_for("features"), io_manager_key="parquet_io_manager")
+def features(context: dg.AssetExecutionContext, storage: PatxStorage,
+             raw_prices: pl.DataFrame) -> dg.MaterializeResult:
+    """The 14 features, triple-barrier labels and each row's trade outcome."""
+    step = pipeline.build_features(raw_prices, storage.variant(context.partition_key))
+    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+
+
+@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+          check_specs=specs_for("splits"), io_manager_key="parquet_io_manager")
+def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
+           features: pl.DataFrame) -> dg.MaterializeResult:
+    """Chronological, purged train/val/test rows (``split``, ``is_sample``) and the z-score scaler
+    fitted on train rows only (``work/<variant>/scaler.json``)."""
+    name = context.partition_key
+    step = pipeline.build_splits(features, storage.variant(name), storage.paths(name))
+    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+
+
+@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"numpy"})
+def windows(context: dg.AssetExecutionContext, storage: PatxStorage, splits: pl.DataFrame) -> dg.MaterializeResult:
+    """The normalized matrix and each split's window end rows (windows are strided views)."""
+    name = context.partition_key
+    step = pipeline.build_windows(splits, storage.variant(name), storage.paths(name))
+    return dg.MaterializeResult(metadata=step.metadata)

@@ -1,0 +1,49 @@
+"""Asset-check specs and the translation of ``patx_core`` check outcomes into Dagster results.
+
+The properties themselves are computed in ``patx_core.pipeline`` (plain functions, testable
+without Dagster); this module only declares which are blocking and at what severity.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import dagster as dg
+
+from patx_core.pipeline import CheckOutcome
+
+WARN = dg.AssetCheckSeverity.WARN
+ERROR = dg.AssetCheckSeverity.ERROR
+
+# name -> (asset, blocking, severity, description)
+CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
+    "raw_prices_schema": ("raw_prices", True, ERROR,
+                          "The stored frame satisfies the raw-candle pandera schema and invariants."),
+    "features_finite": ("features", True, ERROR,
+                        "No null or ±inf in any feature after the indicator warm-up."),
+    "features_label_positive_rate": ("features", False, WARN,
+                                     "Share of buy labels within [5 %, 95 %]."),
+    "splits_purged_disjoint": ("splits", True, ERROR,
+                               "Splits are chronological and disjoint, and no sample's label horizon "
+                               "crosses into a later split."),
+    "splits_scaler_std_positive": ("splits", True, ERROR,
+                                   "Every feature's train std is > 0 (the scaler is fitted on train only)."),
+    "evaluation_report_precision_above_0_7": (
+        "evaluation_report", True, ERROR,
+        "Gate-split precision > 0.7 with at least min_signals buy signals (test; val for `seed`)."),
+    "evaluation_report_f1_above_0_5": ("evaluation_report", False, WARN, "Gate-split F1 >= 0.5."),
+}
+
+
+def specs_for(asset: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=a, blocking=blocking, description=desc)
+            for name, (a, blocking, _sev, desc) in CHECKS.items() if a == asset]
+
+
+def results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:
+    out = []
+    for o in outcomes:
+        _asset, _blocking, severity, _desc = CHECKS[o.name]
+        out.append(dg.AssetCheckResult(check_name=o.name, passed=o.passed, severity=severity,
+                                       metadata=o.metadata, description=o.description))
+    return out

@@ -1,0 +1,20 @@
+"""The code location: ``dagster dev`` / ``dagster asset materialize -m patx_dagster``."""
+
+import dagster as dg
+
+from patx_dagster.assets import ALL_ASSETS
+from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.jobs import refresh_leaderboard_job, retrain_job
+from patx_dagster.resources import PatxStorage
+from patx_dagster.schedules import nightly_retrain
+from patx_dagster.sensors import leaderboard_after_run, raw_file_changed
+
+storage = PatxStorage()
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[retrain_job, refresh_leaderboard_job],
+    schedules=[nightly_retrain],
+    sensors=[raw_file_changed, leaderboard_after_run],
+    resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+)
