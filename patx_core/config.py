@@ -178,7 +178,7 @@ class BacktestConfig:
     cost_bps: float = 5.0
     n_random: int = 1000
     seed: int = 7
-    periods_per_year: float | None = None  # None: inferred from the median candle spacing
+    periods_per_year: float | None = None  # None: candles per year observed in the data (count / years spanned)
 
     def __post_init__(self) -> None:
         _finite("BacktestConfig", "cost_bps", self.cost_bps, 0.0, 10_000.0)

@@ -170,8 +170,6 @@ def purge_check(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]], horizon
 
 def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
     """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
-    from patx_core.dataset import windows_from_frame
-
     scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
     data = windows_from_frame(splits_frame, scaler, variant.data.window_size)
     data.save(_windows_path(paths))
@@ -180,6 +178,17 @@ def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: Var
             "sequences": {s: data.n_sequences(s) for s in data.splits},
             "windows_share_memory": bool(np.shares_memory(data.all_windows(), data.matrix))}
     return StepResult(value=data, metadata=meta)
+
+
+def windows_from_frame(frame: pl.DataFrame, scaler: Scaler, window_size: int) -> WindowedData:
+    """Rebuild the windowed view from a stored splits frame (``split``/``is_sample`` columns)."""
+    matrix = scaler.transform(frame.select(scaler.feature_columns).to_numpy())  # (N, F) float32
+    labels = frame.get_column("label").cast(pl.Float32).fill_null(np.nan).to_numpy()
+    split = frame.get_column("split").to_numpy()
+    is_sample = frame.get_column("is_sample").to_numpy()
+    ends = {s: np.flatnonzero(is_sample & (split == s)).astype(np.int64) for s in dict.fromkeys(split)}
+    return WindowedData(matrix=matrix, labels=labels, ends=ends, window_size=window_size,
+                        feature_columns=scaler.feature_columns)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -242,6 +251,56 @@ def _sha256(path: PathLike) -> str:
     return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
 
 
+def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: VariantConfig,
+                   paths: VariantPaths, raw_path: PathLike) -> StepResult:
+    """Threshold on val, metrics on val/test, backtest on the gate split; write the report.
+
+    ``evaluation.json`` and ``report.md`` are written *before* the gate is judged by the caller,
+    so a failed gate still leaves a report that says why.
+    """
+    from patx_core.checkpoint import load_checkpoint
+    from patx_core.evaluation import SplitPredictions, evaluate_variant
+    from patx_core.report import write_report
+    from patx_core.train import predict_proba
+
+    data = WindowedData.load(_windows_path(paths))
+    checkpoint = load_checkpoint(paths.checkpoint)
+    work_scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
+    if not (np.array_equal(checkpoint.scaler.mean, work_scaler.mean)
+            and checkpoint.feature_columns == data.feature_columns):
+        raise RuntimeError(f"{paths.checkpoint} was trained on other splits than the current windows; "
+                           "re-materialize trained_model before evaluation_report")
+    history = read_json(_history_path(paths))
+    predictions = {}
+    for split in variant.split.names:
+        if split == "train":
+            continue
+        rows = data.ends[split]
+        predictions[split] = SplitPredictions(samples=splits_frame[rows],
+                                              prob=predict_proba(checkpoint.model, data, split))
+    ev = evaluate_variant(variant, dataset_path=str(raw_path), split_frame=splits_frame,
+                          prices=features.select("timestamp", "entry_price"), history=history,
+                          predictions=predictions)
+    body = {**ev.body, "checkpoint_sha256": _sha256(paths.checkpoint),
+            "generated_at": datetime.now(timezone.utc).isoformat()}
+    atomic_write_json(paths.evaluation_json, body)
+    markdown = write_report(paths.report_dir, body, history=history, predictions=ev.predictions,
+                            equity=ev.backtest.equity)
+    gate, f1 = body["checks"]["precision_gate"], body["checks"]["f1"]
+    gate_meta = {k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
+                                          "split", "min_signals", "reason")}
+    checks = [CheckOutcome("evaluation_report_precision_above_0_7", bool(gate["passed"]), gate_meta, gate["reason"]),
+              CheckOutcome("evaluation_report_f1_above_0_5", bool(f1["passed"]), dict(f1),
+                           f"F1 {f1.get('f1')} on {gate['split']}")]
+    gate_metrics = body["metrics"].get(variant.gate_split, {})
+    meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"], "threshold": body["threshold"],
+            "gate_split": variant.gate_split,
+            **{f"{variant.gate_split}_{k}": gate_metrics.get(k)
+               for k in ("precision", "recall", "f1", "roc_auc", "n_signals", "base_rate", "lift")},
+            "evaluation_json": str(paths.evaluation_json), "report_md": str(paths.report_md)}
+    return StepResult(value=body, metadata=meta, checks=checks, markdown=markdown)
+
+
 # ---------------------------------------------------------------------------------- promotion
 
 
@@ -296,3 +355,21 @@ def latest_signal(variant: VariantConfig, paths: VariantPaths, raw_path: PathLik
     meta = {"timestamp": row["timestamp"], "probability": row["probability"], "signal": row["signal"],
             "threshold": row["threshold"], "path": str(paths.signal_json)}
     return StepResult(value=signal, metadata=meta)
+
+
+# -------------------------------------------------------------------------------- leaderboard
+
+
+def build_leaderboard(root: PathLike, variants: list[str]) -> StepResult:
+    """Every variant whose ``evaluation.json`` exists, as ``reports/leaderboard.md`` and rows."""
+    from patx_core.report import write_leaderboard
+
+    evaluations = {}
+    for name in variants:
+        path = VariantPaths.for_variant(name, root).evaluation_json
+        if path.exists():
+            evaluations[name] = read_json(path)
+    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root))
+    columns = list(rows[0]) if rows else ["variant"]
+    return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
+                      metadata={"variants": list(evaluations), "path": str(leaderboard_md(root))})

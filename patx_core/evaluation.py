@@ -1,0 +1,233 @@
+"""The whole ``evaluation.json`` of one variant: threshold, metrics, backtest, the precision gate.
+
+``evaluate_variant`` does the work (threshold on val, metrics on val/test, backtest on the
+gate split) and ``build_evaluation`` assembles the body from those parts. Both are pure: no
+files, no clock, so the same inputs always give the same JSON. The orchestration writes the
+body with ``patx_core.artifacts.atomic_write_json`` and hands ``Evaluation`` to
+``patx_core.report.write_report``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+
+from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, backtest
+from patx_core.config import VariantConfig
+from patx_core.evaluate import ThresholdChoice, classification_metrics, select_threshold
+
+log = logging.getLogger(__name__)
+
+#: History keys (``Trainer.train()``) copied into the ``training`` block.
+HISTORY_KEYS = ("epochs_run", "best_epoch", "seconds", "device", "params")
+#: F1 warning check level (issue 4 §6).
+MIN_F1 = 0.5
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """One split's sample rows and the model's buy probabilities, aligned row for row.
+
+    ``samples`` is ``SplitDataset.frame`` at ``sample_rows(split)`` (time order) and needs
+    ``label`` plus the backtest's ``SAMPLE_COLUMNS``; ``prob`` is ``predict_proba`` for that
+    split, whose windows end at those same rows.
+    """
+
+    samples: pl.DataFrame
+    prob: np.ndarray
+
+    def __post_init__(self) -> None:
+        missing = [c for c in ("label", *SAMPLE_COLUMNS) if c not in self.samples.columns]
+        if missing:
+            raise ValueError(f"SplitPredictions.samples lacks column(s) {missing}")
+        if np.asarray(self.prob).shape != (self.samples.height,):
+            raise ValueError(f"SplitPredictions: prob has shape {np.asarray(self.prob).shape} "
+                             f"for {self.samples.height} sample rows")
+        if self.samples["label"].null_count():
+            raise ValueError("SplitPredictions.samples: label is null on a sample row")
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.samples["label"].to_numpy().astype(np.int8)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``body`` is evaluation.json; the rest feeds the report's plots."""
+
+    body: dict[str, Any]
+    threshold: ThresholdChoice
+    backtest: BacktestResult
+    predictions: Mapping[str, SplitPredictions]
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types, with NaN/inf as ``None`` so ``json.dumps(allow_nan=False)`` holds."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def dataset_summary(path: str, prices: pl.DataFrame) -> dict[str, Any]:
+    """``dataset`` block from the feature table (one row per raw candle)."""
+    return {
+        "path": str(path),
+        "rows": prices.height,
+        "first_timestamp": _iso(prices["timestamp"].min()),
+        "last_timestamp": _iso(prices["timestamp"].max()),
+    }
+
+
+def split_summaries(frame: pl.DataFrame, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``splits`` block from ``SplitDataset.frame`` (columns split, is_sample, timestamp, label).
+
+    rows = processed rows of the split, sequences = its samples (windows), start/end its first
+    and last timestamps, positive_rate the label mean over its samples.
+    """
+    stats = (frame.group_by("split")
+             .agg(rows=pl.len(),
+                  sequences=pl.col("is_sample").sum(),
+                  start=pl.col("timestamp").min(),
+                  end=pl.col("timestamp").max(),
+                  positive_rate=pl.col("label").filter(pl.col("is_sample")).cast(pl.Float64).mean()))
+    by_name = {row["split"]: row for row in stats.iter_rows(named=True)}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"split_summaries: the frame has no rows for split(s) {missing}")
+    return {n: {"rows": int(by_name[n]["rows"]), "sequences": int(by_name[n]["sequences"]),
+                "start": _iso(by_name[n]["start"]), "end": _iso(by_name[n]["end"]),
+                "positive_rate": by_name[n]["positive_rate"]} for n in names}
+
+
+def training_summary(history: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """``training`` block from ``Trainer.train()``'s history, plus the best epoch's val loss."""
+    missing = [k for k in HISTORY_KEYS if k not in history]
+    if missing:
+        raise ValueError(f"training history lacks {missing}; Trainer.train() provides them")
+    out = {k: history[k] for k in HISTORY_KEYS}
+    val_loss = history.get("val_loss") or []
+    best = int(history["best_epoch"])
+    out["best_val_loss"] = val_loss[best - 1] if 0 < best <= len(val_loss) else None
+    out["seed"] = seed
+    return out
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdChoice,
+                   *, target: float, min_signals: int) -> dict[str, Any]:
+    """The blocking check: passed iff precision > target AND signals >= min_signals.
+
+    ``reason`` is the sentence a trader reads: the precision with its interval, signal count
+    and base rate, what fell short, and whether val already said the target was out of reach.
+    """
+    precision, n = metrics["precision"], int(metrics["n_signals"])
+    lo, hi = metrics["precision_ci95"]
+    passed = precision is not None and precision > target and n >= min_signals
+    head = (f"{split} precision {_fmt(precision)} [{lo:.2f}, {hi:.2f}] on {n} signals "
+            f"vs base rate {metrics['base_rate']:.2f}")
+    if n == 0:
+        reason = f"no signals on {split} at threshold {threshold.threshold:.4f} (0 < {min_signals})"
+    elif n < min_signals:
+        reason = f"only {n} signals < {min_signals} on {split} ({head})"
+    elif passed:
+        reason = f"{head} — above {target:g} with >= {min_signals} signals"
+    else:
+        reason = f"{head} — not above {target:g}"
+    if not threshold.reachable:
+        reason += "; target unreachable on val: threshold fell back to max-F1"
+    if split == "val":
+        reason += " (judged on val, the split the threshold was chosen on: optimistic)"
+    return {"passed": bool(passed), "split": split, "min_precision": target, "min_signals": min_signals,
+            "precision": precision, "n_signals": n, "precision_ci95": [lo, hi],
+            "base_rate": metrics["base_rate"], "lift": metrics["lift"],
+            "threshold": threshold.threshold, "threshold_reachable": threshold.reachable,
+            "reason": reason}
+
+
+def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
+                     splits: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any],
+                     threshold: ThresholdChoice, metrics: Mapping[str, Mapping[str, Any]],
+                     backtest_result: BacktestResult) -> dict[str, Any]:
+    """Assemble the evaluation.json body (issue 4 §5 + issue 5) from computed parts.
+
+    ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``.
+    The result is JSON-safe (NaN/inf → null) and key order is stable for diffs.
+    """
+    gate_split = variant.gate_split
+    if gate_split not in metrics:
+        raise ValueError(f"build_evaluation: no metrics for the gate split {gate_split!r}")
+    gate = precision_gate(gate_split, metrics[gate_split], threshold,
+                          target=variant.eval.target_precision, min_signals=variant.eval.min_signals)
+    f1 = metrics[gate_split]["f1"]
+    body = {
+        "variant": variant.name,
+        "dataset": dict(dataset),
+        "splits": {k: dict(v) for k, v in splits.items()},
+        "training": dict(training),
+        "threshold": threshold.threshold,
+        "threshold_rule": threshold.to_dict(),
+        "metrics": {k: dict(v) for k, v in metrics.items()},
+        "backtest": {"split": gate_split, **backtest_result.to_dict()},
+        "checks": {
+            "precision_gate": gate,
+            "f1": {"passed": f1 is not None and f1 >= MIN_F1, "split": gate_split,
+                   "min_f1": MIN_F1, "f1": f1},
+        },
+        "config": variant.to_dict(),
+    }
+    return json_safe(body)
+
+
+def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: pl.DataFrame,
+                     prices: pl.DataFrame, history: Mapping[str, Any],
+                     predictions: Mapping[str, SplitPredictions]) -> Evaluation:
+    """Threshold on val, metrics on val (+ test), backtest on the gate split, then the body.
+
+    ``predictions`` holds exactly the variant's evaluation splits ("val", plus "test" unless
+    it is the ``seed`` layout); ``prices`` is the feature table's ``timestamp`` and
+    ``entry_price`` (all rows); ``split_frame`` is ``SplitDataset.frame``.
+    """
+    expected = [s for s in variant.split.names if s != "train"]
+    if sorted(predictions) != sorted(expected):
+        raise ValueError(f"evaluate_variant: predictions for {sorted(predictions)}, "
+                         f"variant {variant.name!r} needs {expected}")
+    val = predictions["val"]
+    choice = select_threshold(val.y, val.prob, variant.eval)
+    metrics = {s: classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
+                                         confidence=variant.eval.confidence) for s in expected}
+    gate = predictions[variant.gate_split]
+    result = backtest(gate.samples, gate.prob >= choice.threshold, prices, variant.backtest)
+    body = build_evaluation(
+        variant,
+        dataset=dataset_summary(dataset_path, prices),
+        splits=split_summaries(split_frame, variant.split.names),
+        training=training_summary(history, variant.train.seed),
+        threshold=choice,
+        metrics=metrics,
+        backtest_result=result,
+    )
+    log.info("evaluation %s: %s", variant.name, body["checks"]["precision_gate"]["reason"])
+    return Evaluation(body=body, threshold=choice, backtest=result, predictions=predictions)

@@ -1,0 +1,95 @@
+"""report.md + PNGs (valid images, inline data URIs for the UI) and the leaderboard."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from patx_core.config import VariantConfig
+from patx_core.evaluation import Evaluation, evaluate_variant
+from patx_core.report import write_leaderboard, write_report
+from tests.core.test_evaluation import SEED_SPLIT, synthetic
+
+PNGS = ("training_curves.png", "precision_recall.png", "calibration.png", "confusion.png", "equity.png")
+
+
+def _evaluation(name: str, overrides: dict, **kwargs) -> tuple[Evaluation, dict]:
+    prices, frame, preds, history = synthetic(**kwargs)
+    variant = VariantConfig.from_dict(name, {"backtest": {"n_random": 100}, **overrides})
+    ev = evaluate_variant(variant, dataset_path="x.parquet", split_frame=frame, prices=prices,
+                          history=history, predictions=preds)
+    return ev, history
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Evaluation]:
+    ev, history = _evaluation("baseline", {}, skill=0.4)
+    out = tmp_path_factory.mktemp("reports") / "baseline"
+    md = write_report(out, ev.body, history=history, predictions=ev.predictions, equity=ev.backtest.equity)
+    return out, md, ev
+
+
+def test_report_files_are_valid_pngs(report: tuple[Path, str, Evaluation]) -> None:
+    out, _, _ = report
+    assert sorted(p.name for p in out.iterdir()) == sorted([*PNGS, "report.md"])  # no temp files left
+    for name in PNGS:
+        with Image.open(out / name) as img:
+            img.verify()
+            assert img.format == "PNG" and img.width > 300 and img.height > 200
+
+
+def test_markdown_on_disk_links_files_and_ui_markdown_inlines_them(report: tuple[Path, str, Evaluation]) -> None:
+    out, md, ev = report
+    on_disk = (out / "report.md").read_text()
+    assert "data:image" not in on_disk
+    assert all(f"]({name})" in on_disk for name in PNGS)
+    uris = re.findall(r"\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert len(uris) == len(PNGS)
+    assert base64.b64decode(uris[-1]) == (out / "equity.png").read_bytes()
+    Image.open(io.BytesIO(base64.b64decode(uris[0]))).verify()
+    # Same text apart from the image links.
+    assert re.sub(r"\]\([^)]*\)", "]()", md) == re.sub(r"\]\([^)]*\)", "]()", on_disk)
+
+
+def test_report_opens_with_the_verdict_and_headline_table(report: tuple[Path, str, Evaluation]) -> None:
+    _, md, ev = report
+    lines = md.splitlines()
+    verdict = lines[2]
+    gate, bt = ev.body["checks"]["precision_gate"], ev.body["backtest"]
+    assert verdict.startswith("**Gate PASSED**") and gate["reason"] in verdict
+    assert f"Lift {gate['lift']:.2f}×" in verdict
+    assert "percentile of" in verdict and "buy-and-hold" in verdict
+    test = ev.body["metrics"]["test"]
+    assert f"{test['n_signals']} / {test['n_samples']}" in md
+    assert f"[{test['precision_ci95'][0]:.3f}, {test['precision_ci95'][1]:.3f}]" in md
+    assert f"{bt['trades']} ({bt['n_signals']})" in md
+
+
+def test_failed_seed_report_says_so(tmp_path: Path) -> None:
+    ev, history = _evaluation("seed", SEED_SPLIT, skill=0.0, with_test=False)
+    md = write_report(tmp_path, ev.body, history=history, predictions=ev.predictions, equity=ev.backtest.equity)
+    assert md.splitlines()[2].startswith("**Gate FAILED**")
+    assert "TARGET UNREACHABLE" in md
+    with Image.open(tmp_path / "confusion.png") as img:  # one panel: val only
+        assert img.width < img.height * 1.5
+
+
+def test_leaderboard_lists_exactly_the_given_variants(tmp_path: Path, report: tuple[Path, str, Evaluation]) -> None:
+    _, _, good = report
+    bad, _ = _evaluation("noise", {}, skill=0.0)
+    text, rows = write_leaderboard({"noise": bad.body, "baseline": good.body}, tmp_path / "leaderboard.md")
+    assert (tmp_path / "leaderboard.md").read_text() == text
+    assert [r["variant"] for r in rows] == ["baseline", "noise"]  # gate passers first
+    assert [r["gate"] for r in rows] == ["passed", "failed"]
+    top = rows[0]
+    test = good.body["metrics"]["test"]
+    assert top["precision"] == test["precision"] and top["signals"] == test["n_signals"]
+    assert top["precision_lo"] == test["precision_ci95"][0] and top["roc_auc"] == test["roc_auc"]
+    assert top["random_percentile"] == good.body["backtest"]["strategy_percentile"]
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) == 3 and table[1].startswith("| baseline | test |")
