@@ -2,18 +2,24 @@
 
 import dagster as dg
 import polars as pl
+from dagster_pandera import pandera_schema_to_dagster_type
 
 from patx_core import pipeline
+from patx_core.validation import RawPricesSchema
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import variant_partitions
 from patx_dagster.resources import PatxStorage
 
 GROUP = "data"
+# dagster-pandera: the UI shows the raw contract's columns and checks, and Dagster type-checks
+# the validated frame against it on every materialization.
+RAW_PRICES_TYPE = pandera_schema_to_dagster_type(RawPricesSchema)
 
 
 @dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
-          check_specs=specs_for("raw_prices"), io_manager_key="parquet_io_manager")
-def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+          check_specs=specs_for("raw_prices"), io_manager_key="parquet_io_manager",
+          dagster_type=RAW_PRICES_TYPE)
+def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # returns MaterializeResult(value=pl.DataFrame)
     """The raw candles, validated (pandera schema + invariants) before anything downstream runs."""
     variant = storage.variant(context.partition_key)
     step = pipeline.load_raw_prices(storage.raw_path(), variant)
@@ -23,7 +29,7 @@ def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.Ma
 @dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("features"), io_manager_key="parquet_io_manager")
 def features(context: dg.AssetExecutionContext, storage: PatxStorage,
-             raw_prices: pl.DataFrame) -> dg.MaterializeResult:
+             raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome."""
     step = pipeline.build_features(raw_prices, storage.variant(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
@@ -32,7 +38,7 @@ def features(context: dg.AssetExecutionContext, storage: PatxStorage,
 @dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("splits"), io_manager_key="parquet_io_manager")
 def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
-           features: pl.DataFrame) -> dg.MaterializeResult:
+           features: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """Chronological, purged train/val/test rows (``split``, ``is_sample``) and the z-score scaler
     fitted on train rows only (``work/<variant>/scaler.json``)."""
     name = context.partition_key
