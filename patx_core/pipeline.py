@@ -71,9 +71,11 @@ def _history_path(paths: VariantPaths):
 
 def load_raw_prices(raw_path: PathLike, variant: VariantConfig) -> StepResult:
     """Read and validate the raw parquet; refuses (``RawDataError``) before anything is written."""
-    from patx_core.validation import RawPricesSchema, read_raw_parquet, required_rows
+    from patx_core.validation import RawPricesSchema, describe_row_requirement, read_raw_parquet, required_rows
 
-    raw = read_raw_parquet(raw_path, min_rows=required_rows(variant.data, variant.labels, variant.split))
+    settings = (variant.data, variant.labels, variant.split)
+    raw = read_raw_parquet(raw_path, min_rows=required_rows(*settings),
+                           min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     RawPricesSchema.validate(raw)  # the stored frame itself satisfies the schema (raises otherwise)
     schema_check = CheckOutcome(
         "raw_prices_schema", True,

@@ -142,7 +142,7 @@ class RawPricesSchema(pa.DataFrameModel):
         return _row_invariant(data, pl.col("low") <= pl.min_horizontal("open", "close"))
 
 
-def read_raw_parquet(path: PathLike, *, min_rows: int | None = None) -> pl.DataFrame:
+def read_raw_parquet(path: PathLike, *, min_rows: int | None = None, min_rows_for: str = "") -> pl.DataFrame:
     """Read and validate a raw candle file (local path or fsspec URL).
 
     Anything polars cannot parse — not parquet, truncated, zero bytes — becomes
@@ -160,16 +160,17 @@ def read_raw_parquet(path: PathLike, *, min_rows: int | None = None) -> pl.DataF
         raise RawDataError(str(path), [Violation("parquet format", "", 0, (), f"cannot read {path} as "
                                                  f"parquet: {reason}")]) from exc
     logger.info("read %d rows × %d columns from %s", df.height, df.width, path)
-    return validate_raw(df, min_rows=min_rows, source=str(path))
+    return validate_raw(df, min_rows=min_rows, min_rows_for=min_rows_for, source=str(path))
 
 
-def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, source: str = "raw data") -> pl.DataFrame:
+def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for: str = "",
+                 source: str = "raw data") -> pl.DataFrame:
     """Return ``df`` normalized to the raw contract, or raise :class:`RawDataError`.
 
     The result has exactly :data:`RAW_COLUMNS` (extra columns are dropped), ``timestamp`` as
     ``Datetime("us", "UTC")`` (naive timestamps are taken as UTC, other zones converted) and
-    prices/volume as Float64. ``min_rows`` is usually :func:`required_rows`; ``source`` names the
-    file in messages.
+    prices/volume as Float64. ``min_rows`` is usually :func:`required_rows`, and ``min_rows_for``
+    names the settings it came from; ``source`` names the file in messages.
     """
     if df.height == 0:
         raise RawDataError(source, [Violation("non-empty file", "", 0, (),
@@ -184,7 +185,8 @@ def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, source: str =
             "enough rows", "", 0, (),
             f"the file has {df.height} rows but at least {min_rows} are needed: {WARMUP_ROWS} rows of "
             f"indicator warm-up (EMA200) + a full window and at least one sample in every split after "
-            f"the purge + the label horizon at the end (see patx_core.validation.required_rows)")])
+            f"the purge + the label horizon at the end (see patx_core.validation.required_rows)"
+            + (f"; with {min_rows_for}" if min_rows_for else ""))])
     return df
 
 
@@ -294,6 +296,12 @@ def sequence_count(n_rows: int, window_size: int, horizon: int, *, first: bool, 
     """
     lost = (window_size - 1 if first else 0) + (0 if last else horizon)
     return max(0, n_rows - lost)
+
+
+def describe_row_requirement(data: DataConfig, labels: LabelConfig, split: SplitConfig) -> str:
+    """The settings :func:`required_rows` depends on, for error messages."""
+    return (f"data.window_size={data.window_size}, labels.horizon={labels.horizon}, "
+            f"split.train/val/test={split.train}/{split.val}/{split.test}")
 
 
 def required_rows(data: DataConfig, labels: LabelConfig, split: SplitConfig) -> int:
