@@ -1,0 +1,384 @@
+"""The project's performance record: ``python -m patx_core.bench train|features``.
+
+Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
+``benchmarks/RESULTS.md`` or compared by a script.
+
+``train`` — the default model on generated data with the guide's shapes (``--rows`` candles,
+14 features, 80/20 chronological split, window 64; ``--rows 7243`` gives the guide's 5,744 train
+windows). One epoch = the training pass plus the val metrics. ``--reference`` also runs the
+tutorial loop (``Dataset`` + ``DataLoader(batch_size=B, shuffle=False)`` over the same windows,
+``loss.item()`` every step, same init and hyper-parameters) in the same process and reports
+``speedup`` = reference / project median epoch time. Both loops use ``shuffle=False`` so their
+val losses are comparable. On CUDA the JSON also gives model FLOP/s (analytic transformer FLOPs
+per sample × 3 for forward + backward) against the card's dense bf16 peak.
+
+Large-batch mode: ``--batch-size 512`` (``--lr`` defaults to the guide's 1e-3 × sqrt(B / 32),
+the square-root scaling rule for Adam, i.e. 4e-3 at 512); combine with ``--full`` to compare the
+wall time to the best val loss against batch 32. Measured on an H200 (torch 2.11): at 512 the
+post-norm model without warm-up sometimes collapses to the base-rate predictor (val loss ~0.63)
+at 4e-3 and at 2e-3, depending on the seed — check ``best_val_loss``, try ``--lr 0.002``.
+
+``--full`` trains to early stopping (≤ 100 epochs, patience 5) and reports total seconds
+(model build and compilation included) and the best val loss.
+
+``features`` — indicators + labels on ``--rows`` generated candles: seconds, TA-Lib's time for
+the same indicators in the same process (when ``talib`` imports), and peak RSS of a child
+process that computes indicators + labels and builds the window views. polars and the feature
+code are imported only there: the ``train`` command needs torch and numpy alone (GPU boxes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from patx_core.config import DEFAULT_WINDOW, N_FEATURES, LabelConfig, ModelConfig, TrainConfig
+from patx_core.model import PriceActionTransformer
+from patx_core.train import Trainer, resolve_device
+from patx_core.windows import WindowedData
+
+log = logging.getLogger("patx_core.bench")
+
+GUIDE_BATCH = 32
+GUIDE_LR = 1e-3
+# Dense bf16 tensor-core peaks (no sparsity), by substring of torch.cuda.get_device_name().
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
+                   "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12}
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def make_windows(rows: int, *, window: int = DEFAULT_WINDOW, seed: int = 0) -> WindowedData:
+    """Guide-shaped data: (rows, 14) float32 features, 80/20 chronological split of the windows.
+
+    Features are AR(1) series (candle features are autocorrelated); the label depends on the last
+    few rows of two features plus noise, so there is a pattern to learn and val loss means something.
+    """
+    if rows < window + 10:
+        raise ValueError(f"--rows must be at least {window + 10} for window {window}, got {rows}")
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((rows, N_FEATURES))
+    matrix = np.empty_like(noise)
+    matrix[0] = noise[0]
+    for t in range(1, rows):  # AR(1), phi 0.8, unit variance
+        matrix[t] = 0.8 * matrix[t - 1] + 0.6 * noise[t]
+    recent = np.convolve(matrix[:, 0], np.ones(5) / 5, mode="full")[:rows]  # causal 5-row mean
+    score = recent + 0.5 * matrix[:, 1] + 0.5 * rng.standard_normal(rows)
+    labels = (score > 0.5).astype(np.float32)
+    ends = np.arange(window - 1, rows, dtype=np.int64)
+    n_train = int(math.floor(ends.size * 0.8))
+    return WindowedData(matrix=np.ascontiguousarray(matrix, dtype=np.float32), labels=labels,
+                        ends={"train": ends[:n_train], "val": ends[n_train:]}, window_size=window,
+                        feature_columns=tuple(f"f{i}" for i in range(N_FEATURES)))
+
+
+# -- analytic cost ----------------------------------------------------------------------------------
+
+def model_flops_per_sample(config: ModelConfig) -> int:
+    """Forward FLOPs of one window (2 per multiply-add; attention's two matmuls included)."""
+    w, f, d, ff, h = config.window_size, config.input_dim, config.d_model, config.d_ff, config.head_hidden
+    per_layer = 2 * w * d * 3 * d + 2 * 2 * w * w * d + 2 * w * d * d + 2 * 2 * w * d * ff
+    return 2 * w * f * d + config.n_layers * per_layer + 2 * d * h + 2 * h
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bf16_peak_flops(name: str) -> float | None:
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
+# -- the tutorial loop, for comparison ------------------------------------------------------------
+
+class _TutorialDataset(Dataset):
+    """The guide's Dataset: one window (copied out of the view) and its label per item."""
+
+    def __init__(self, data: WindowedData, split: str) -> None:
+        self.windows = data.all_windows()
+        self.starts = data.ends[split] - (data.window_size - 1)
+        self.labels = data.split_labels(split)
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.tensor(self.windows[self.starts[i]])  # (W, F) copied out of the read-only view
+        return x, torch.tensor(self.labels[i])
+
+
+class TutorialLoop:
+    """The tutorial training loop (fp32, DataLoader, ``.item()`` and ``.cpu()`` every step).
+
+    Run one epoch at a time from the project loop's ``on_epoch_end``, so both loops see the same
+    machine load (a shared 2-core box swings by 2× from minute to minute). Its RNG stream is kept
+    apart from the project's, so interleaving changes neither run's dropout masks.
+    """
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, data: WindowedData) -> None:
+        self.device = resolve_device(train_config.device)
+        self._cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        torch.manual_seed(train_config.seed)  # same init as Trainer: seed, then build
+        self.model = PriceActionTransformer(model_config).to(self.device)
+        self._rng = self._get_rng()
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.lr,
+                                           weight_decay=train_config.weight_decay)
+        self.loaders = {s: DataLoader(_TutorialDataset(data, s), batch_size=train_config.batch_size, shuffle=False)
+                        for s in ("train", "val")}
+        self.epoch_s: list[float] = []
+        self.val_loss: list[float] = []
+
+    def _get_rng(self) -> list[torch.Tensor]:
+        return [torch.get_rng_state()] + [torch.cuda.get_rng_state(i) for i in self._cuda]
+
+    def _set_rng(self, states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        for i, state in zip(self._cuda, states[1:]):
+            torch.cuda.set_rng_state(state, i)
+
+    def run_epoch(self) -> None:
+        with torch.random.fork_rng(devices=self._cuda):
+            self._set_rng(self._rng)
+            self._timed_epoch()
+            self._rng = self._get_rng()
+
+    def _timed_epoch(self) -> None:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        model, device = self.model, self.device
+        start = time.perf_counter()
+        model.train()
+        total, preds, ys = 0.0, [], []
+        for xb, yb in self.loaders["train"]:
+            xb, yb = xb.to(device), yb.to(device)
+            self.optimizer.zero_grad()
+            out = model(xb)
+            loss = self.criterion(out, yb)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(yb)
+            preds.append((torch.sigmoid(out) > 0.5).cpu())
+            ys.append(yb.cpu())
+        y_train = torch.cat(ys).numpy()
+        train_acc = accuracy_score(y_train, torch.cat(preds).numpy())
+        model.eval()
+        val_total, vpreds, vys = 0.0, [], []
+        with torch.no_grad():
+            for xb, yb in self.loaders["val"]:
+                xb, yb = xb.to(device), yb.to(device)
+                out = model(xb)
+                val_total += self.criterion(out, yb).item() * len(yb)
+                vpreds.append((torch.sigmoid(out) > 0.5).cpu())
+                vys.append(yb.cpu())
+        y_val, p_val = torch.cat(vys).numpy(), torch.cat(vpreds).numpy()
+        val_acc, val_f1 = accuracy_score(y_val, p_val), f1_score(y_val, p_val, zero_division=0)
+        self.val_loss.append(val_total / len(y_val))
+        self.epoch_s.append(time.perf_counter() - start)
+        log.info("reference epoch: train loss %.4f acc %.4f | val loss %.4f acc %.4f F1 %.4f",
+                 total / len(y_train), train_acc, self.val_loss[-1], val_acc, val_f1)
+
+
+def _warm_up(model_config: ModelConfig, device: torch.device, batch_size: int) -> None:
+    """One throwaway step and eval so neither timed loop pays the process's first-call costs."""
+    model = PriceActionTransformer(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters())
+    x = torch.randn(batch_size, model_config.window_size, model_config.input_dim, device=device)
+    model(x).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.eval()(x)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile: bool = False,
+                compile_mode: str | None = None, reference: bool = False, lr: float | None = None,
+                full: bool = False, seed: int = 42) -> dict[str, Any]:
+    """Time the project loop (and, interleaved epoch by epoch, the tutorial loop) on guide-shaped data."""
+    if full and reference:
+        raise ValueError("--reference compares fixed epochs; run it without --full")
+    data = make_windows(rows)
+    model_config = ModelConfig()
+    lr = GUIDE_LR * math.sqrt(batch_size / GUIDE_BATCH) if lr is None else lr
+    max_epochs = 100 if full else epochs
+    train_config = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=max_epochs,
+                               patience=5 if full else max_epochs + 1, shuffle=False, seed=seed,
+                               device=device, compile=compile, compile_mode=compile_mode)
+    dev = resolve_device(device)
+    _warm_up(model_config, dev, batch_size)
+    tutorial = TutorialLoop(model_config, train_config, data) if reference else None
+    on_epoch_end = (lambda epoch, metrics: tutorial.run_epoch()) if tutorial else None
+    wall_start = time.perf_counter()
+    history = Trainer(model_config, train_config, data, on_epoch_end=on_epoch_end).train()
+    # The project's own wall time: the interleaved tutorial epochs ran inside its callbacks.
+    wall = time.perf_counter() - wall_start - (sum(tutorial.epoch_s) if tutorial else 0.0)
+    n_train, n_val = data.n_sequences("train"), data.n_sequences("val")
+    epoch_s = history["epoch_seconds"]
+    median = statistics.median(epoch_s)
+    fwd = model_flops_per_sample(model_config)
+    flop_per_s = (3 * fwd * n_train + fwd * n_val) / median
+    name = device_name(dev)
+    peak = bf16_peak_flops(name) if dev.type == "cuda" else None
+    out: dict[str, Any] = {
+        "bench": "train_full" if full else "train", "rows": rows, "window": data.window_size,
+        "train_windows": n_train, "val_windows": n_val, "batch_size": history["batch_size"], "lr": lr,
+        "device": str(dev), "device_name": name, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "compile": compile, "compile_mode": compile_mode,
+        "amp_bf16": dev.type == "cuda" and train_config.amp, "params": history["params"],
+        "epochs_run": history["epochs_run"], "steps_per_epoch": math.ceil(n_train / history["batch_size"]),
+        "epoch_s": [round(s, 4) for s in epoch_s], "median_epoch_s": median,
+        "steady_epoch_s": statistics.median(epoch_s[1:]) if len(epoch_s) > 1 else median,
+        "samples_per_s": n_train / median, "final_val_loss": history["val_loss"][-1],
+        "best_val_loss": history["best_val_loss"], "best_epoch": history["best_epoch"],
+        "train_wall_s": wall, "model_fwd_flops_per_sample": fwd, "model_flop_per_s": flop_per_s,
+        "bf16_peak_flop_per_s": peak, "fraction_of_bf16_peak": flop_per_s / peak if peak else None,
+    }
+    if full:
+        out.update(total_seconds=history["seconds"], stopped_early=history["stopped_early"])
+    if tutorial:
+        ref_median = statistics.median(tutorial.epoch_s)
+        out.update(reference_epoch_s=[round(s, 4) for s in tutorial.epoch_s], reference_median_epoch_s=ref_median,
+                   reference_final_val_loss=tutorial.val_loss[-1], speedup=ref_median / median,
+                   # Fastest epoch of each: other load only ever adds time, so on a shared box
+                   # this ratio is the steadier one.
+                   speedup_min=min(tutorial.epoch_s) / min(epoch_s))
+        if len(epoch_s) > 1:
+            out["steady_speedup"] = statistics.median(tutorial.epoch_s[1:]) / out["steady_epoch_s"]
+    return out
+
+
+def make_candles(rows: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Consistent OHLCV numpy columns (a geometric random walk), shared by patx and TA-Lib timings."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(rows)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(0.002 * rng.standard_normal(rows))
+    spread = np.abs(0.01 * rng.standard_normal(rows)) * close
+    high = np.maximum(open_, close) + spread * rng.uniform(0.1, 1.0, rows)
+    low = np.maximum(np.minimum(open_, close) - spread * rng.uniform(0.1, 1.0, rows), 1e-3)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": rng.uniform(1e5, 1e6, rows)}
+
+
+def _features_child(rows: int, seed: int) -> dict[str, Any]:
+    """Indicators + labels + window views in a fresh process, so its peak RSS is theirs alone."""
+    import resource
+
+    import polars as pl
+
+    from patx_core.features import FEATURE_COLUMNS, compute_indicators
+    from patx_core.labels import triple_barrier
+
+    cols = make_candles(rows, seed=seed)
+    ts = np.datetime64("2000-01-03", "us") + np.arange(rows).astype("timedelta64[D]")
+    raw = pl.DataFrame({"timestamp": ts, **cols}).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    indicators = compute_indicators(raw)
+    indicators_s = time.perf_counter() - start
+    atr = indicators["atr_14"].to_numpy().astype(np.float64)
+    start = time.perf_counter()
+    result = triple_barrier(cols["open"], cols["high"], cols["low"], cols["close"], atr, LabelConfig())
+    labels_s = time.perf_counter() - start
+    matrix = np.ascontiguousarray(indicators.select(FEATURE_COLUMNS).to_numpy(), dtype=np.float32)
+    labels = result.label.astype(np.float32)
+    valid = np.isfinite(labels) & np.isfinite(matrix).all(axis=1)
+    ends = np.flatnonzero(valid)
+    ends = ends[ends >= DEFAULT_WINDOW - 1].astype(np.int64)
+    data = WindowedData(matrix=matrix, labels=labels, ends={"all": ends}, window_size=DEFAULT_WINDOW,
+                        feature_columns=tuple(FEATURE_COLUMNS))
+    windows = data.all_windows()
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"indicators_s": indicators_s, "labels_s": labels_s, "windows_shape": list(windows.shape),
+            "windows_share_memory": bool(np.shares_memory(windows, matrix)),
+            "rss_after_imports_mb": rss_before / 1024, "peak_rss_mb": rss_peak / 1024}
+
+
+def _talib_seconds(cols: dict[str, np.ndarray]) -> float | None:
+    """TA-Lib's C implementation of the same 14 columns (the arithmetic ones in numpy)."""
+    try:
+        import talib
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    close = cols["close"]
+    talib.EMA(close, 50)
+    talib.EMA(close, 200)
+    talib.RSI(close, 14)
+    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)
+    _ = (upper - lower) / middle, (close - lower) / (upper - lower)
+    talib.ATR(cols["high"], cols["low"], close, 14)
+    return time.perf_counter() - start
+
+
+def bench_features(*, rows: int, seed: int = 0) -> dict[str, Any]:
+    """Seconds for indicators + labels, TA-Lib's time for the indicators, and peak memory."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        child = pool.submit(_features_child, rows, seed).result()
+    talib_s = _talib_seconds(make_candles(rows, seed=seed))
+    return {"bench": "features", "rows": rows, "seconds": child["indicators_s"] + child["labels_s"], **child,
+            "talib_s": talib_s, "ratio_vs_talib": child["indicators_s"] / talib_s if talib_s else None,
+            "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m patx_core.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="time training epochs (project loop, optionally vs the tutorial loop)")
+    train.add_argument("--rows", type=int, default=2000)
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=GUIDE_BATCH)
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    train.add_argument("--compile", action="store_true")
+    train.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs)")
+    train.add_argument("--reference", action="store_true", help="also run the tutorial DataLoader loop")
+    train.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
+    train.add_argument("--full", action="store_true", help="train to early stopping (<= 100 epochs)")
+    train.add_argument("--seed", type=int, default=42)
+    feats = sub.add_parser("features", help="time indicators + labels and measure peak memory")
+    feats.add_argument("--rows", type=int, default=1_000_000)
+    feats.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Use every core this process may run on (not the machine's count under a cgroup/affinity mask).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cores or 1))
+    if args.command == "train":
+        result = bench_train(rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                             compile=args.compile or args.compile_mode is not None, compile_mode=args.compile_mode,
+                             reference=args.reference, lr=args.lr, full=args.full, seed=args.seed)
+    else:
+        result = bench_features(rows=args.rows, seed=args.seed)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

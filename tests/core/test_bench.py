@@ -1,0 +1,74 @@
+"""The benchmark entry point: guide shapes, one JSON line, no polars for `train`, honest FLOP counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from patx_core.bench import make_windows, model_flops_per_sample
+from patx_core.config import ModelConfig
+from patx_core.model import PriceActionTransformer
+
+# Runs the CLI as a GPU box would: polars and dagster absent (importing either raises).
+NO_POLARS_CLI = """
+import importlib.abc, runpy, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("polars", "dagster"):
+            raise ImportError(f"{name} is not installed on this (simulated GPU) box")
+
+sys.meta_path.insert(0, Block())
+sys.argv = ["patx_core.bench", *sys.argv[1:]]
+runpy.run_module("patx_core.bench", run_name="__main__")
+"""
+
+
+def test_train_bench_prints_one_json_line_without_polars() -> None:
+    args = ["train", "--rows", "140", "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--reference"]
+    proc = subprocess.run([sys.executable, "-c", NO_POLARS_CLI, *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["train_windows"] == 61 and result["val_windows"] == 16  # 80/20 of 140 - 63 windows
+    assert result["steps_per_epoch"] == 1 and result["params"] == 406_785
+    assert result["lr"] == pytest.approx(1e-3 * (64 / 32) ** 0.5)  # the documented sqrt scaling
+    assert result["device"] == "cpu" and result["torch"] == torch.__version__ and result["device_name"]
+    assert result["median_epoch_s"] > 0 and result["samples_per_s"] > 0 and len(result["epoch_s"]) == 1
+    assert np.isfinite(result["final_val_loss"]) and np.isfinite(result["reference_final_val_loss"])
+    assert result["speedup"] == pytest.approx(result["reference_median_epoch_s"] / result["median_epoch_s"])
+
+
+def test_generated_data_has_the_guides_shapes() -> None:
+    data = make_windows(7243)  # the guide-sized series
+    assert data.matrix.shape == (7243, 14) and data.matrix.dtype == np.float32
+    assert data.n_sequences("train") == 5744 and data.window_size == 64
+    assert data.ends["train"][-1] < data.ends["val"][0]  # chronological
+    assert 0.1 < data.split_labels("train").mean() < 0.9
+
+
+def test_analytic_flops_match_torchs_flop_counter() -> None:
+    config = ModelConfig()
+    model = PriceActionTransformer(config).train()  # train mode: the counted (non-fused) attention path
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, config.window_size, config.input_dim))
+    assert model_flops_per_sample(config) == counter.get_total_flops() / 2
+
+
+def test_features_bench_reports_time_and_peak_memory() -> None:
+    pytest.importorskip("polars")
+    pytest.importorskip("patx_core.labels")  # written alongside; the bench imports it lazily
+    from patx_core.bench import bench_features
+
+    result = bench_features(rows=3000)
+    assert result["seconds"] == pytest.approx(result["indicators_s"] + result["labels_s"])
+    assert result["peak_rss_mb"] >= result["rss_after_imports_mb"] > 0
+    assert result["windows_share_memory"] is True and result["windows_shape"] == [3000 - 63, 64, 14]
