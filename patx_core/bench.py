@@ -1,4 +1,4 @@
-"""The project's performance record: ``python -m patx_core.bench train|features``.
+"""The project's performance record: ``python -m patx_core.bench train|features|pipeline``.
 
 Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
 ``benchmarks/RESULTS.md`` or compared by a script.
@@ -25,6 +25,9 @@ at 4e-3 and at 2e-3, depending on the seed — check ``best_val_loss``, try ``--
 the same indicators in the same process (when ``talib`` imports), and peak RSS of a child
 process that computes indicators + labels and builds the window views. polars and the feature
 code are imported only there: the ``train`` command needs torch and numpy alone (GPU boxes).
+
+``pipeline`` — the whole graph for ``--variant`` through ``dagster asset materialize`` in a fresh
+``DAGSTER_HOME``: wall time, the steps' compute time and the difference (Dagster overhead).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -344,6 +348,46 @@ def bench_features(*, rows: int, seed: int = 0) -> dict[str, Any]:
             "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
 
 
+_STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)\b')
+_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
+    """Wall time of ``dagster asset materialize --select '*' --partition VARIANT`` in a fresh home,
+    split into the steps' own compute time (from Dagster's "Finished execution of step … in Xs"
+    lines) and everything else: process start-up, imports, IO-manager and event-log overhead.
+
+    Runs the Dagster CLI as a subprocess, so patx_core itself still never imports dagster.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    from patx_core.paths import REPO_ROOT
+
+    with tempfile.TemporaryDirectory(prefix="patx-bench-") as tmp:
+        home = os.path.join(tmp, "home")
+        os.makedirs(home)
+        shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(home, "dagster.yaml"))
+        env = {**os.environ, "DAGSTER_HOME": home, "PATX_DATA_DIR": os.path.join(tmp, "data")}
+        if raw:
+            env["PATX_RAW_PARQUET"] = raw
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        cmd = [dagster if os.path.exists(dagster) else "dagster", "asset", "materialize", "-m", "patx_dagster",
+               "--select", "*", "--partition", variant]
+        start = time.perf_counter()
+        out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    log = out.stdout + out.stderr
+    steps = {name: float(value) * _UNIT[unit] for name, value, unit in _STEP_DONE.findall(log)}
+    compute = sum(steps.values())
+    return {"bench": "pipeline", "variant": variant, "exit_code": out.returncode,
+            "gate_failed": "blocking asset check failed" in log, "wall_s": round(wall, 2),
+            "steps_s": {k: round(v, 2) for k, v in steps.items()}, "compute_s": round(compute, 2),
+            "dagster_overhead_s": round(wall - compute, 2), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "torch": torch.__version__}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m patx_core.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +402,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
     train.add_argument("--full", action="store_true", help="train to early stopping (<= 100 epochs)")
     train.add_argument("--seed", type=int, default=42)
+    pipe = sub.add_parser("pipeline", help="time the whole graph for one variant through `dagster asset materialize`")
+    pipe.add_argument("--variant", default="smoke")
+    pipe.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
     feats = sub.add_parser("features", help="time indicators + labels and measure peak memory")
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
@@ -374,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench_train(rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                              compile=args.compile or args.compile_mode is not None, compile_mode=args.compile_mode,
                              reference=args.reference, lr=args.lr, full=args.full, seed=args.seed)
+    elif args.command == "pipeline":
+        result = bench_pipeline(variant=args.variant, raw=args.raw)
     else:
         result = bench_features(rows=args.rows, seed=args.seed)
     print(json.dumps(result), flush=True)
