@@ -27,7 +27,8 @@ PathLike = str | os.PathLike[str]
 
 def as_path(path: PathLike) -> Path:
     """A pathlib-compatible path; URLs (``s3://…``) become fsspec-backed ``UPath``s."""
-    if isinstance(path, Path):
+    # universal_pathlib >= 0.3 no longer subclasses pathlib.Path: accept both as they are.
+    if isinstance(path, (Path, UPath)):
         return path
     text = os.fspath(path)
     return UPath(text) if "://" in text else Path(text)

@@ -11,6 +11,7 @@ from typing import Iterable
 import dagster as dg
 
 from patx_core.pipeline import CheckOutcome
+from patx_dagster.partitions import variant_partitions
 
 WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -36,7 +37,8 @@ CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
 
 
 def specs_for(asset: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=a, blocking=blocking, description=desc)
+    # Partitioned like their asset, so each variant's result is its own (not the latest of any).
+    return [dg.AssetCheckSpec(name, asset=a, blocking=blocking, description=desc, partitions_def=variant_partitions)
             for name, (a, blocking, _sev, desc) in CHECKS.items() if a == asset]
 
 

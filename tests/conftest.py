@@ -9,8 +9,11 @@ import polars as pl
 import pytest
 import torch
 
-# Two cores: keep torch from oversubscribing them when pytest runs alongside Dagster subprocesses.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread, here and in every subprocess a test starts (dagster CLI, training): the
+# test models are tiny, and on 2 shared cores two threads per process thrash (measured: a smoke
+# training took 53 s with 2 threads vs 9 s with 1 under load).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def make_candles(n: int, *, seed: int = 0, start_price: float = 100.0, drift: float = 0.0,

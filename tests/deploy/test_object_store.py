@@ -1,0 +1,146 @@
+"""Artifacts on an object-store URL: what lets steps on different machines share checkpoints.
+
+fsspec's in-memory filesystem (``memory://``) stands in for ``s3://``/``gs://``: it goes through
+the same UPath/fsspec code, has no rename and no local directory, so anything that silently
+falls back to local paths or to ``os.replace`` shows up here. The store is per process, so the
+graph runs in process (``dg.materialize``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import polars as pl
+import pytest
+from upath import UPath
+
+from patx_core.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                 atomic_write_with, is_local, read_json)
+from patx_core.paths import VariantPaths
+from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.resources import PatxStorage
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "data" / "raw" / "nasdaq_daily_1999_2018.parquet"
+GATE = "evaluation_report_precision_above_0_7"
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch):
+    """A fresh ``memory://`` root; the local data dir and cwd are empty dirs that must stay empty."""
+    root = f"memory://patx-{uuid.uuid4().hex[:8]}"
+    local = tmp_path / "local_data_dir"
+    local.mkdir()
+    monkeypatch.setenv("PATX_DATA_DIR", str(local))
+    monkeypatch.chdir(tmp_path)
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    assert not any(local.iterdir()), f"wrote to the local data dir: {sorted(local.rglob('*'))}"
+
+
+def store_files(root: str) -> set[str]:
+    """Every file under ``root``, relative to it, listed by fsspec itself (not through UPath)."""
+    fs = fsspec.filesystem("memory")
+    base = fs._strip_protocol(root).rstrip("/")
+    return {p[len(base) + 1:] for p in fs.find(base)}
+
+
+def test_atomic_writes_land_on_the_object_store(store_root):
+    target = as_path(f"{store_root}/reports/v/evaluation.json")
+    assert isinstance(target, UPath) and not is_local(target)
+    atomic_write_json(target, {"precision": 0.71})
+    atomic_write_text(f"{store_root}/reports/v/report.md", "# verdict\n")
+    atomic_write_bytes(f"{store_root}/checkpoints/v/blob.bin", b"\x00\x01")
+    atomic_write_with(f"{store_root}/work/v/frame.parquet", lambda buf: pl.DataFrame({"x": [1, 2]}).write_parquet(buf))
+    atomic_copy(f"{store_root}/checkpoints/v/blob.bin", f"{store_root}/models/v/blob.bin")
+    atomic_write_json(target, {"precision": 0.72})  # overwrite in place
+
+    assert store_files(store_root) == {"reports/v/evaluation.json", "reports/v/report.md", "checkpoints/v/blob.bin",
+                                       "work/v/frame.parquet", "models/v/blob.bin"}  # no temp files left
+    with fsspec.open(f"{store_root}/reports/v/evaluation.json", "r") as fh:
+        assert json.load(fh) == {"precision": 0.72}
+    assert read_json(target) == {"precision": 0.72}
+    with fsspec.open(f"{store_root}/models/v/blob.bin", "rb") as fh:
+        assert fh.read() == b"\x00\x01"
+    with fsspec.open(f"{store_root}/work/v/frame.parquet", "rb") as fh:
+        assert pl.read_parquet(fh)["x"].to_list() == [1, 2]
+
+
+def test_variant_paths_stay_on_the_store(store_root):
+    paths = VariantPaths.for_variant("smoke", store_root)
+    for p in (paths.checkpoint, paths.scaler, paths.evaluation_json, paths.report_md, paths.champion_checkpoint,
+              paths.champion_manifest, paths.signal_json, paths.work_dir):
+        assert isinstance(p, UPath) and str(p).startswith(store_root), p
+    assert PatxStorage(data_dir=store_root).paths("smoke") == paths
+
+
+def test_parquet_io_manager_round_trips_through_the_store(store_root):
+    parts = dg.StaticPartitionsDefinition(["smoke"])
+
+    @dg.asset(partitions_def=parts, io_manager_key="parquet_io_manager")
+    def upstream() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1, 2, 3]})
+
+    @dg.asset(partitions_def=parts, io_manager_key="parquet_io_manager")
+    def downstream(upstream: pl.DataFrame) -> pl.DataFrame:
+        return upstream.with_columns(y=pl.col("x") * 2)
+
+    storage = PatxStorage(data_dir=store_root)
+    result = dg.materialize([upstream, downstream], partition_key="smoke",
+                            resources={"parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+    assert result.success
+    assert store_files(store_root) == {"work/upstream/smoke.parquet", "work/downstream/smoke.parquet"}
+    with fsspec.open(f"{store_root}/work/downstream/smoke.parquet", "rb") as fh:
+        assert pl.read_parquet(fh)["y"].to_list() == [2, 4, 6]
+    meta = result.asset_materializations_for_node("downstream")[0].metadata
+    assert meta["path"].value == f"{store_root}/work/downstream/smoke.parquet"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train on one intra-op thread (much faster than two on shared CI cores; see tests/ui/conftest.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_smoke_graph_runs_entirely_on_the_store(store_root, one_torch_thread):
+    """Raw input read from the store, every artifact written there, nothing on local disk."""
+    from patx_dagster.assets import ALL_ASSETS
+
+    atomic_write_bytes(f"{store_root}/raw/sample.parquet", SAMPLE.read_bytes())
+    storage = PatxStorage(raw_parquet=f"{store_root}/raw/sample.parquet", data_dir=store_root)
+    per_variant = [a for a in ALL_ASSETS if a.partitions_def is not None]
+    result = dg.materialize(per_variant, partition_key="smoke", raise_on_error=False,
+                            resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+
+    failures = {e.step_key: e.event_specific_data.error.message
+                for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    files = store_files(store_root)
+    expected = {"work/raw_prices/smoke.parquet", "work/features/smoke.parquet", "work/splits/smoke.parquet",
+                "checkpoints/smoke/best_model.pth", "checkpoints/smoke/scaler.pkl",
+                "reports/smoke/evaluation.json", "reports/smoke/report.md"}
+    assert expected <= files, f"missing on the store: {sorted(expected - files)}; failures: {failures}"
+    if result.success:
+        assert checks[GATE] is True
+        assert {"models/smoke/best_model.pth", "models/smoke/manifest.json", "signals/smoke/latest.json"} <= files
+    else:
+        # Only the blocking precision gate may stop the run (expected on the NASDAQ sample).
+        assert set(failures) == {"evaluation_report"}, failures
+        assert GATE in failures["evaluation_report"], failures
+        assert checks[GATE] is False
+        assert not any(f.startswith(("models/", "signals/")) for f in files), files
+    evaluation = read_json(f"{store_root}/reports/smoke/evaluation.json")
+    assert evaluation["checks"]["precision_gate"]["passed"] is checks[GATE]
+    assert not any(f.endswith(".tmp") for f in files), files

@@ -1,0 +1,257 @@
+"""One `dagster dev` for the whole tests/ui package, and one `smoke` run launched through it.
+
+The server is started as a user starts it (``dagster dev`` from the repo root, which reads
+workspace.yaml) on a free loopback port, with a temporary DAGSTER_HOME holding the repo's
+dagster.yaml and a temporary PATX_DATA_DIR. Its whole process group (webserver, daemon, code
+server, run workers) is killed on teardown. Missing tools skip, except under ``CI``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITION = "smoke"
+GATE = "evaluation_report_precision_above_0_7"
+GATE_ASSET = "evaluation_report"
+START_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 420
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+# All steps in the run worker's process: on 2 shared CPU cores the default multiprocess executor
+# adds a Python + torch start-up per step (~25 s CPU for the 8 steps). What is under test is the
+# webserver, the queue/daemon and the launch path, which are the same for both executors.
+RUN_CONFIG: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
+
+
+def require(found: Any, what: str) -> Any:
+    """``found`` or skip naming what is missing (a failure when ``CI`` is set: CI installs it)."""
+    if found:
+        return found
+    message = f"{what} not found (install: bash .ci/system-deps.sh; pip install -e '.[ui]')"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {message}")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GraphQLError(AssertionError):
+    pass
+
+
+@dataclass
+class DagsterServer:
+    url: str
+    home: Path
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 60) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(f"{self.url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            payload = json.loads(resp.read())
+        if payload.get("errors"):
+            raise GraphQLError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+
+LOCATION_QUERY = """
+{ workspaceOrError { __typename
+    ... on Workspace { locationEntries { name loadStatus
+        locationOrLoadError { __typename
+          ... on RepositoryLocation { repositories { name } }
+          ... on PythonError { message stack } } } }
+    ... on PythonError { message } } }
+"""
+
+
+def _wait_until_loaded(server: DagsterServer) -> tuple[str, str]:
+    """Block until the webserver answers and the patx code location has loaded; its selector."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            data = server.graphql(LOCATION_QUERY, timeout=10)["workspaceOrError"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            last = repr(exc)
+            time.sleep(1)
+            continue
+        for entry in data.get("locationEntries", []):
+            loc = entry["locationOrLoadError"]
+            if loc and loc["__typename"] == "PythonError":
+                raise AssertionError(f"code location {entry['name']} failed to load: {loc['message']}\n{loc['stack']}")
+            if entry["loadStatus"] == "LOADED" and loc and loc["__typename"] == "RepositoryLocation":
+                return entry["name"], loc["repositories"][0]["name"]
+        last = json.dumps(data)[:500]
+        time.sleep(1)
+    raise AssertionError(f"dagster dev not ready after {START_TIMEOUT_S} s (last: {last}):\n{server.log_tail()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the whole group, then SIGKILL it: webserver, daemon, code servers and any run worker.
+
+    `dagster dev` does not always finish its own shutdown (it can hang after the daemon stops),
+    so the group is killed after a grace period whatever the leader did.
+    """
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@dataclass
+class Workspace:
+    server: DagsterServer
+    location: str
+    repository: str
+
+
+@pytest.fixture(scope="package")
+def dagster_server() -> Iterator[Workspace]:
+    # The CLI of the interpreter running the tests (the project's venv), else the one on PATH.
+    dagster = require(shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster"),
+                      "the dagster CLI")
+    try:
+        import dagster_webserver  # noqa: F401
+    except ImportError:
+        require(None, "dagster-webserver")
+    tmp = Path(tempfile.mkdtemp(prefix="patx-ui-"))
+    home, data = tmp / "dagster_home", tmp / "data"
+    home.mkdir()
+    data.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PATX_DATA_DIR": str(data),
+           # One intra-op thread: on 2 shared cores a 2-thread torch run slows ~6x whenever another
+           # process holds a core (measured: smoke training 9 s vs 53 s under load).
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("PATX_RAW_PARQUET", None)  # the bundled 5k-row sample
+    env.pop("PATX_VARIANTS", None)
+    log_path = tmp / "dagster_dev.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    server = DagsterServer(url=f"http://127.0.0.1:{port}", home=home, data_dir=data, log_path=log_path, process=proc)
+    try:
+        location, repository = _wait_until_loaded(server)
+        yield Workspace(server=server, location=location, repository=repository)
+    finally:
+        _stop(proc)
+        if not os.environ.get("PATX_UI_KEEP_TMP"):  # set it to inspect the server log and data
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+RUN_QUERY = """
+query Run($runId: ID!) { runOrError(runId: $runId) { __typename
+  ... on Run { runId status tags { key value } stepStats { stepKey status } }
+  ... on PythonError { message } } }
+"""
+
+LAUNCH_MUTATION = """
+mutation Launch($executionParams: ExecutionParams!) { launchRun(executionParams: $executionParams) {
+  __typename
+  ... on LaunchRunSuccess { run { runId status } }
+  ... on RunConfigValidationInvalid { errors { message } }
+  ... on PythonError { message stack }
+  ... on Error { message } } }
+"""
+
+ASSET_NODES_QUERY = """
+{ assetNodes { assetKey { path } isPartitioned jobNames } }
+"""
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    steps: dict[str, str | None]
+    selected: list[str]
+    seconds: float
+
+
+def launch_and_wait(ws: Workspace, assets: list[str], partition: str) -> RunOutcome:
+    """Launch the assets for one partition the way the UI's "Materialize" does; wait for the end."""
+    server = ws.server
+    nodes = server.graphql(ASSET_NODES_QUERY)["assetNodes"]
+    jobs = {j for n in nodes if n["assetKey"]["path"][0] in assets for j in n["jobNames"]}
+    job = "__ASSET_JOB" if "__ASSET_JOB" in jobs else sorted(j for j in jobs if j.startswith("__ASSET_JOB"))[0]
+    params = {
+        "selector": {"repositoryLocationName": ws.location, "repositoryName": ws.repository, "jobName": job,
+                     "assetSelection": [{"path": [a]} for a in assets]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "mode": "default",
+        "runConfigData": RUN_CONFIG,
+    }
+    start = time.monotonic()
+    result = server.graphql(LAUNCH_MUTATION, {"executionParams": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", f"launchRun: {result}"
+    run_id = result["run"]["runId"]
+    deadline = start + RUN_TIMEOUT_S
+    while True:
+        run = server.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
+        assert run["__typename"] == "Run", run
+        if run["status"] in TERMINAL:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run['status']} after {RUN_TIMEOUT_S} s:\n{server.log_tail()}")
+        time.sleep(2)
+    return RunOutcome(run_id=run_id, status=run["status"], tags={t["key"]: t["value"] for t in run["tags"]},
+                      steps={s["stepKey"]: s["status"] for s in run["stepStats"]}, selected=assets,
+                      seconds=time.monotonic() - start)
+
+
+def per_variant_assets() -> list[str]:
+    """The partitioned assets: the whole per-variant graph (the leaderboard is unpartitioned)."""
+    from patx_dagster import defs
+
+    graph = defs.resolve_asset_graph()
+    return sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def)
+
+
+@pytest.fixture(scope="package")
+def smoke_run(dagster_server: Workspace) -> RunOutcome:
+    """The `smoke` variant materialized through the server's GraphQL API (shared by both modules)."""
+    return launch_and_wait(dagster_server, per_variant_assets(), PARTITION)
