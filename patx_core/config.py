@@ -148,9 +148,13 @@ class TrainConfig:
                  "TrainConfig", "pos_weight", 'None, "auto" or a positive number', pw)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                  "TrainConfig", "seed", "a non-negative integer", self.seed)
+        _require(isinstance(self.device, str), "TrainConfig", "device", "a string", self.device)
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
                  or self.device == "mps", "TrainConfig", "device", '"auto", "cpu", "cuda[:N]" or "mps"',
                  self.device)
+        for name in ("shuffle", "amp", "compile"):
+            _require(isinstance(getattr(self, name), bool), "TrainConfig", name, "true or false",
+                     getattr(self, name))
         _require(self.compile_mode in (None, "default", "reduce-overhead", "max-autotune",
                                        "max-autotune-no-cudagraphs"),
                  "TrainConfig", "compile_mode", "a torch.compile mode or None", self.compile_mode)
@@ -230,6 +234,7 @@ class VariantConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
                  "VariantConfig", "name", "letters, digits, '_' or '-'", self.name)
+        _require(isinstance(self.nightly, bool), "VariantConfig", "nightly", "true or false", self.nightly)
         _require(self.model.window_size == self.data.window_size, "VariantConfig",
                  "model.window_size", f"equal to data.window_size={self.data.window_size}",
                  self.model.window_size)

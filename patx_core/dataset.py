@@ -125,10 +125,22 @@ class SplitDataset:
 
     def to_windows(self) -> WindowedData:
         """The training/evaluation view: no copy of ``matrix``; windows are strided views."""
-        labels = self.frame.get_column("label").cast(pl.Float32).fill_null(np.nan).to_numpy()
-        return WindowedData(matrix=self.matrix, labels=labels,
-                            ends={s: self.sample_rows(s) for s in self.splits},
-                            window_size=self.window_size, feature_columns=self.feature_columns)
+        return windows_from_frame(self.frame, self.scaler, self.window_size, matrix=self.matrix)
+
+
+def windows_from_frame(frame: pl.DataFrame, scaler: Scaler, window_size: int, *,
+                       matrix: np.ndarray | None = None) -> WindowedData:
+    """The windowed view of a splits frame (``split``/``is_sample`` columns), e.g. one read back
+    from storage; ``matrix`` skips re-normalizing when the caller already has it."""
+    if matrix is None:
+        matrix = scaler.transform(frame.select(scaler.feature_columns).to_numpy())  # (N, F) float32
+    # a writable copy: polars hands out read-only buffers, which torch.from_numpy warns about
+    labels = np.array(frame.get_column("label").cast(pl.Float32).fill_null(np.nan).to_numpy())
+    split = frame.get_column("split").to_numpy()
+    is_sample = frame.get_column("is_sample").to_numpy()
+    ends = {s: np.flatnonzero(is_sample & (split == s)).astype(np.int64) for s in dict.fromkeys(split)}
+    return WindowedData(matrix=matrix, labels=labels, ends=ends, window_size=window_size,
+                        feature_columns=scaler.feature_columns)
 
 
 def split_dataset(table: pl.DataFrame, split: SplitConfig, labels: LabelConfig, data: DataConfig) -> SplitDataset:

@@ -15,10 +15,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
+import pandera.errors
 import polars as pl
 
 from patx_core.artifacts import PathLike, as_path, atomic_copy, atomic_write_json, read_json
 from patx_core.config import VariantConfig
+from patx_core.evaluation import json_safe, split_summaries
 from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.scaler import Scaler
 from patx_core.windows import WindowedData
@@ -62,10 +64,6 @@ def _windows_path(paths: VariantPaths):
     return paths.work_dir / "windows.npz"
 
 
-def _history_path(paths: VariantPaths):
-    return paths.checkpoint_dir / "history.json"
-
-
 # --------------------------------------------------------------------------------------- data
 
 
@@ -76,11 +74,15 @@ def load_raw_prices(raw_path: PathLike, variant: VariantConfig) -> StepResult:
     settings = (variant.data, variant.labels, variant.split)
     raw = read_raw_parquet(raw_path, min_rows=required_rows(*settings),
                            min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
-    RawPricesSchema.validate(raw)  # the stored frame itself satisfies the schema (raises otherwise)
+    try:  # the frame handed downstream, re-checked after normalization
+        RawPricesSchema.validate(raw, lazy=True)
+        problems = ""
+    except pandera.errors.SchemaErrors as exc:
+        problems = str(exc)[:2000]
     schema_check = CheckOutcome(
-        "raw_prices_schema", True,
-        {"columns": {c: str(t) for c, t in raw.schema.items()}, "rows": raw.height},
-        "pandera RawPricesSchema and the OHLC/timestamp invariants hold")
+        "raw_prices_schema", not problems,
+        {"columns": {c: str(t) for c, t in raw.schema.items()}, "rows": raw.height, "problems": problems},
+        problems or "pandera RawPricesSchema and the OHLC/timestamp invariants hold")
     meta = {"dagster/row_count": raw.height, "path": str(raw_path), **_date_range(raw)}
     return StepResult(value=raw, metadata=meta, checks=[schema_check])
 
@@ -121,7 +123,7 @@ def build_splits(table: pl.DataFrame, variant: VariantConfig, paths: VariantPath
     ds = split_dataset(table, variant.split, variant.labels, variant.data)
     atomic_write_json(_scaler_path(paths), ds.scaler.to_plain())
     frame = ds.frame
-    summary = split_summary(frame)
+    summary = split_summaries(frame, variant.split.names)
     checks = [purge_check(frame, ds.bounds, variant.labels.horizon),
               CheckOutcome("splits_scaler_std_positive", bool(np.all(ds.scaler.std > 0)),
                            {"min_std": float(ds.scaler.std.min()),
@@ -130,20 +132,6 @@ def build_splits(table: pl.DataFrame, variant: VariantConfig, paths: VariantPath
     meta = {"dagster/row_count": frame.height, "splits": summary,
             "scaler_mean": dict(zip(ds.scaler.feature_columns, map(float, ds.scaler.mean)))}
     return StepResult(value=frame, metadata=meta, checks=checks)
-
-
-def split_summary(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per split: rows, sequences (samples), start/end timestamps, positive rate of its samples."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in ("train", "val", "test"):
-        part = frame.filter(pl.col("split") == name)
-        if part.height == 0:
-            continue
-        samples = part.filter(pl.col("is_sample"))
-        out[name] = {"rows": part.height, "sequences": samples.height,
-                     "start": _iso(part["timestamp"].min()), "end": _iso(part["timestamp"].max()),
-                     "positive_rate": float(samples["label"].mean()) if samples.height else None}
-    return out
 
 
 def purge_check(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]], horizon: int) -> CheckOutcome:
@@ -172,6 +160,8 @@ def purge_check(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]], horizon
 
 def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
     """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
+    from patx_core.dataset import windows_from_frame
+
     scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
     data = windows_from_frame(splits_frame, scaler, variant.data.window_size)
     data.save(_windows_path(paths))
@@ -182,26 +172,16 @@ def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: Var
     return StepResult(value=data, metadata=meta)
 
 
-def windows_from_frame(frame: pl.DataFrame, scaler: Scaler, window_size: int) -> WindowedData:
-    """Rebuild the windowed view from a stored splits frame (``split``/``is_sample`` columns)."""
-    matrix = scaler.transform(frame.select(scaler.feature_columns).to_numpy())  # (N, F) float32
-    labels = frame.get_column("label").cast(pl.Float32).fill_null(np.nan).to_numpy()
-    split = frame.get_column("split").to_numpy()
-    is_sample = frame.get_column("is_sample").to_numpy()
-    ends = {s: np.flatnonzero(is_sample & (split == s)).astype(np.int64) for s in dict.fromkeys(split)}
-    return WindowedData(matrix=matrix, labels=labels, ends=ends, window_size=window_size,
-                        feature_columns=scaler.feature_columns)
-
-
 # ----------------------------------------------------------------------------------- training
 
 
 def train_model(variant: VariantConfig, paths: VariantPaths, *,
                 on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
-    """Train with early stopping; publish ``best_model.pth`` (self-contained) and ``scaler.pkl``.
+    """Train with early stopping; publish ``scaler.pkl`` and then ``best_model.pth``.
 
-    ``scaler.pkl`` and ``history.json`` are written first and ``best_model.pth`` last, so the
-    checkpoint — which carries its own scaler — is the commit point of a training run.
+    The checkpoint carries its own scaler, config and training history, so it alone is the commit
+    point of a training run: a kill before its rename leaves the previous model whole and
+    self-consistent (``scaler.pkl`` is a convenience copy for the guide's users, never read here).
     """
     from patx_core.checkpoint import save_checkpoint, save_scaler
     from patx_core.train import Trainer
@@ -213,27 +193,14 @@ def train_model(variant: VariantConfig, paths: VariantPaths, *,
     best = history["best_epoch"] - 1
     best_metrics = {k: float(v[best]) for k, v in history.items() if isinstance(v, list) and len(v) > best}
     save_scaler(paths.scaler, scaler)
-    atomic_write_json(_history_path(paths), _jsonable(history))
     save_checkpoint(paths.checkpoint, model=trainer.model, variant=variant, scaler=scaler,
-                    metrics={**best_metrics, "best_epoch": history["best_epoch"]},
+                    metrics={**best_metrics, "best_epoch": history["best_epoch"], "history": json_safe(history)},
                     feature_columns=data.feature_columns)
     meta = {"epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "best_val_loss": best_metrics.get("val_loss"), "training_seconds": history["seconds"],
             "device": history["device"], "params": history["params"], "seed": variant.train.seed,
             "stopped_early": history.get("stopped_early"), "checkpoint": str(paths.checkpoint)}
     return StepResult(value=history, metadata=meta)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # --------------------------------------------------------------------------------- evaluation
@@ -253,6 +220,23 @@ def _sha256(path: PathLike) -> str:
     return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
 
 
+def _require_same_training_data(checkpoint, variant: VariantConfig, data: WindowedData, scaler: Scaler,
+                                paths: VariantPaths) -> None:
+    """Refuse to evaluate a model against windows, labels or splits it was not trained on.
+
+    A user who edits a variant and re-materializes only part of the graph would otherwise get a
+    report of one model judged on another configuration's data.
+    """
+    saved = checkpoint.variant.to_dict()
+    current = variant.to_dict()
+    changed = [k for k in ("data", "labels", "split", "model") if saved[k] != current[k]]
+    if changed or checkpoint.window_size != data.window_size or checkpoint.feature_columns != data.feature_columns \
+            or not np.array_equal(checkpoint.scaler.mean, scaler.mean):
+        what = f"settings {changed} changed" if changed else "the splits/windows changed"
+        raise RuntimeError(f"{paths.checkpoint} was trained before {what} for variant {variant.name!r}; "
+                           "re-materialize trained_model (or the whole graph) before evaluation_report")
+
+
 def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: VariantConfig,
                    paths: VariantPaths, raw_path: PathLike) -> StepResult:
     """Threshold on val, metrics on val/test, backtest on the gate split; write the report.
@@ -267,19 +251,17 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
 
     data = WindowedData.load(_windows_path(paths))
     checkpoint = load_checkpoint(paths.checkpoint)
-    work_scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
-    if not (np.array_equal(checkpoint.scaler.mean, work_scaler.mean)
-            and checkpoint.feature_columns == data.feature_columns):
-        raise RuntimeError(f"{paths.checkpoint} was trained on other splits than the current windows; "
-                           "re-materialize trained_model before evaluation_report")
-    history = read_json(_history_path(paths))
+    _require_same_training_data(checkpoint, variant, data, Scaler.from_dict(read_json(_scaler_path(paths))),
+                                paths)
+    history = checkpoint.metrics["history"]
     predictions = {}
     for split in variant.split.names:
         if split == "train":
             continue
         rows = data.ends[split]
         predictions[split] = SplitPredictions(samples=splits_frame[rows],
-                                              prob=predict_proba(checkpoint.model, data, split))
+                                              prob=predict_proba(checkpoint.model, data, split,
+                                                                 batch_size=variant.train.eval_batch_size))
     ev = evaluate_variant(variant, dataset_path=str(raw_path), split_frame=splits_frame,
                           prices=features.select("timestamp", "entry_price"), history=history,
                           predictions=predictions)
@@ -349,6 +331,9 @@ def latest_signal(variant: VariantConfig, paths: VariantPaths, raw_path: PathLik
         raise RuntimeError(f"variant {variant.name!r} has no champion in {paths.champion_dir}: its precision "
                            "gate has never passed, so there is no model trusted to signal")
     manifest = read_json(paths.champion_manifest)
+    if _sha256(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
+        raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
+                           "was interrupted between the two files); re-run champion_model")
     (row,) = predict_from_paths(paths.champion_checkpoint, raw_path, last=1, threshold=manifest["threshold"])
     signal = {**row, "variant": variant.name,
               "model": {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold",

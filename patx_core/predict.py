@@ -4,7 +4,10 @@
         --raw data/raw/nasdaq_daily_1999_2018.parquet --last 5
 
 Prints one JSON line per candle (oldest first). Features, scaler, window and model shape all come
-from the checkpoint; the raw file is validated exactly like the pipeline's input. The decision
+from the checkpoint; the raw file is validated exactly like the pipeline's input. Pass the full
+history you have, not only the last few candles: EMA200 and the Wilder averages are seeded at the
+start of the file, so a short file (under ~1,000 candles) gives features the model never saw
+during training. The decision
 threshold comes from ``--threshold``, else from the ``manifest.json`` beside a promoted checkpoint;
 without either, only the probability is printed (``signal`` is null).
 """
@@ -12,20 +15,30 @@ without either, only the probability is printed (``signal`` is null).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from patx_core.artifacts import PathLike, as_path, read_json
 
+if TYPE_CHECKING:
+    import polars as pl
+
+    from patx_core.checkpoint import LoadedCheckpoint
+
 log = logging.getLogger(__name__)
 
+# EMA200 seeded at the file's start needs ~4 time constants to forget its seed.
+SHORT_HISTORY = 1000
 
-def predict_frame(checkpoint, raw, *, last: int = 1, threshold: float | None = None) -> list[dict[str, Any]]:
+
+def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: int = 1,
+                  threshold: float | None = None) -> list[dict[str, Any]]:
     """Probabilities for the last ``last`` candles of validated ``raw`` that have a full window.
 
     ``checkpoint`` is a ``LoadedCheckpoint``. Each row: timestamp (ISO), probability, threshold,
@@ -52,6 +65,9 @@ def predict_frame(checkpoint, raw, *, last: int = 1, threshold: float | None = N
     if ends.size == 0:
         raise ValueError(f"need at least {first + w} candles for one {w}-candle window after the "
                          f"{first}-candle warm-up, got {values.shape[0]}")
+    if values.shape[0] < SHORT_HISTORY:
+        log.warning("only %d candles: indicators seeded this close to the start differ from those the model "
+                    "was trained on; pass >= %d candles of history", values.shape[0], SHORT_HISTORY)
     x = checkpoint.scaler.transform(values[first:])  # (rows, F) float32
     windows = np.stack([x[e - first - w + 1: e - first + 1] for e in ends])  # (n, W, F), n <= last
     model = checkpoint.model.eval()
@@ -73,9 +89,14 @@ def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: i
 
     checkpoint = load_checkpoint(checkpoint_path)
     if threshold is None:
-        manifest = as_path(checkpoint_path).parent / "manifest.json"
-        if manifest.exists():
-            threshold = float(read_json(manifest)["threshold"])
+        manifest_path = as_path(checkpoint_path).parent / "manifest.json"
+        if manifest_path.exists():
+            manifest = read_json(manifest_path)
+            digest = hashlib.sha256(as_path(checkpoint_path).read_bytes()).hexdigest()
+            if digest != manifest.get("checkpoint_sha256"):
+                raise RuntimeError(f"{checkpoint_path} does not match {manifest_path} (an interrupted promotion?); "
+                                   "pass --threshold explicitly or re-promote")
+            threshold = float(manifest["threshold"])
     raw = read_raw_parquet(raw_path)
     return predict_frame(checkpoint, raw, last=last, threshold=threshold)
 

@@ -180,6 +180,14 @@ def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for:
         RawPricesSchema.validate(df, lazy=True)
     except SchemaErrors as exc:
         raise RawDataError(source, _violations_from_pandera(exc.failure_cases, df)) from None
+    constant = [c for c in NUMERIC_COLUMNS if df.height > 1 and df.get_column(c).n_unique() == 1]
+    if constant:
+        # Caught here rather than as a zero-std scaler error three assets later: data without real
+        # volume (FX quotes, some indices) is the usual cause.
+        raise RawDataError(source, [Violation(
+            "column varies", c, df.height, (), f"column {c!r} has the same value ({df.get_column(c)[0]}) on "
+            f"all {df.height} rows; every feature is z-scored, so a constant input (e.g. all-zero volume) "
+            "cannot be used — supply a real volume series") for c in constant])
     if min_rows is not None and df.height < min_rows:
         raise RawDataError(source, [Violation(
             "enough rows", "", 0, (),

@@ -7,7 +7,7 @@ from patx_dagster.io_manager import PolarsParquetIOManager
 from patx_dagster.jobs import refresh_leaderboard_job, retrain_job
 from patx_dagster.resources import PatxStorage
 from patx_dagster.schedules import nightly_retrain
-from patx_dagster.sensors import leaderboard_after_run, raw_file_changed
+from patx_dagster.sensors import leaderboard_after_failed_run, leaderboard_after_run, raw_file_changed
 
 storage = PatxStorage()
 
@@ -15,6 +15,6 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[retrain_job, refresh_leaderboard_job],
     schedules=[nightly_retrain],
-    sensors=[raw_file_changed, leaderboard_after_run],
+    sensors=[raw_file_changed, leaderboard_after_run, leaderboard_after_failed_run],
     resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
 )

@@ -38,8 +38,18 @@ def raw_file_changed(context: dg.SensorEvaluationContext, storage: PatxStorage):
                           tags={"patx/trigger": "raw-file-changed"}) for name in nightly_variants()]
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[retrain_job],
-                      request_job=refresh_leaderboard_job, default_status=dg.DefaultSensorStatus.STOPPED,
-                      description="Refresh the leaderboard after each successful variant run.")
-def leaderboard_after_run(context: dg.RunStatusSensorContext):
+def _refresh_leaderboard(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+
+# A failed run usually means a failed precision gate, whose report is written and belongs on the
+# leaderboard too (on real markets that is the common case), so both outcomes trigger a refresh.
+leaderboard_after_run = dg.run_status_sensor(
+    name="leaderboard_after_run", run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[retrain_job],
+    request_job=refresh_leaderboard_job, default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Refresh the leaderboard after each successful variant run.")(_refresh_leaderboard)
+leaderboard_after_failed_run = dg.run_status_sensor(
+    name="leaderboard_after_failed_run", run_status=dg.DagsterRunStatus.FAILURE, monitored_jobs=[retrain_job],
+    request_job=refresh_leaderboard_job, default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Refresh the leaderboard after a failed variant run (e.g. a failed gate: its report exists).")(
+    _refresh_leaderboard)

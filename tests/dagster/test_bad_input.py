@@ -45,6 +45,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
      ["timestamp", "101"]),
     ("duplicate_timestamps", _write(_set(BASE, "timestamp", 50, BASE["timestamp"][49])), ["timestamp", "50"]),
     ("null_timestamp", _write(_set(BASE, "timestamp", 60, None)), ["timestamp", "60"]),
+    ("constant_volume", _write(BASE.with_columns(pl.lit(0.0).alias("volume"))), ["volume", "same value"]),
     ("too_few_rows", _write(BASE[:250]), ["250", str(NEEDED), "window_size=32"]),
     ("empty_file", _write(BASE[:0]), ["empty"]),
     ("not_parquet", lambda p: p.write_text("timestamp,open\n2020-01-01,1\n"), ["cannot read", "as parquet"]),

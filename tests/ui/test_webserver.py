@@ -91,14 +91,12 @@ def test_smoke_materialization_launched_through_graphql_finishes(dagster_server,
 
     events = server.graphql(FAILURES_QUERY, {"runId": smoke_run.run_id})["logsForRun"]["events"]
     failures = {e["stepKey"]: e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"}
-    # No partition filter: the checks are declared without a partitions_def, so Dagster records
-    # them unpartitioned; this run's execution is picked by run id (and must be for `smoke` if
-    # the checks become per-variant).
-    gate = server.graphql(CHECK_QUERY, {"key": {"path": [GATE_ASSET]}, "name": GATE})
+    # The checks are partitioned like their asset: ask for this variant's results only.
+    gate = server.graphql(CHECK_QUERY, {"key": {"path": [GATE_ASSET]}, "name": GATE, "partition": PARTITION})
     gate = [e for e in gate["assetCheckExecutions"] if e["runId"] == smoke_run.run_id]
     assert len(gate) == 1, f"{len(gate)} {GATE} results for run {smoke_run.run_id} (failures: {failures})"
     gate = gate[0]
-    assert gate["partition"] in (None, PARTITION), gate
+    assert gate["partition"] == PARTITION, gate
 
     if smoke_run.status == "SUCCESS":
         assert set(smoke_run.steps.values()) == {"SUCCESS"}, smoke_run.steps
