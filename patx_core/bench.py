@@ -348,8 +348,27 @@ def bench_features(*, rows: int, seed: int = 0) -> dict[str, Any]:
             "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
 
 
-_STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)\b')
-_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0}
+_STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ((?:[\d.]+(?:ms|h|m|s))+)')
+_STEP_EVENT = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .* - (\w+) - (STEP_START|STEP_SUCCESS|STEP_FAILURE) - ',
+                         re.MULTILINE)
+_PART = re.compile(r"([\d.]+)(ms|h|m|s)")
+_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _step_seconds(log: str) -> dict[str, float]:
+    """Each step's compute time from a Dagster CLI log: the "Finished execution of step … in 1m34s"
+    line where there is one, else (a failed step) its STEP_START → STEP_FAILURE timestamps (1 s)."""
+    from datetime import datetime
+
+    steps = {name: sum(float(v) * _UNIT[u] for v, u in _PART.findall(text)) for name, text in _STEP_DONE.findall(log)}
+    starts: dict[str, datetime] = {}
+    for stamp, step, event in _STEP_EVENT.findall(log):
+        when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+        if event == "STEP_START":
+            starts[step] = when
+        elif step not in steps and step in starts:
+            steps[step] = (when - starts[step]).total_seconds()
+    return steps
 
 
 def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
@@ -379,7 +398,7 @@ def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
         out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
     log = out.stdout + out.stderr
-    steps = {name: float(value) * _UNIT[unit] for name, value, unit in _STEP_DONE.findall(log)}
+    steps = _step_seconds(log)
     compute = sum(steps.values())
     return {"bench": "pipeline", "variant": variant, "exit_code": out.returncode,
             "gate_failed": "blocking asset check failed" in log, "wall_s": round(wall, 2),

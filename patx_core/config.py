@@ -135,7 +135,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; never used on CPU
     compile: bool = False
     compile_mode: str | None = None  # e.g. "reduce-overhead" for CUDA graphs at small batch
-    eval_batch_size: int = 1024  # val/test forward passes only; does not change results
+    # val/test forward passes only; does not change results. Measured on 2 CPU cores: 256 beats
+    # 1024 by ~10 % per epoch (attention over 1024 windows falls out of cache).
+    eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
         _finite("TrainConfig", "lr", self.lr, 0.0, 10.0, lo_open=True)

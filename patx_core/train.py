@@ -407,7 +407,7 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_size: int = 1024,
+def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_size: int | None = None,
                   device: str | torch.device | None = None) -> np.ndarray:
     """Buy probabilities (float64, one per sample of ``split``, in ``data.ends[split]`` order).
 
@@ -417,6 +417,7 @@ def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_siz
     """
     if split not in data.ends:
         raise ValueError(f"predict_proba: unknown split {split!r}; data has {list(data.ends)}")
+    batch_size = batch_size or TrainConfig().eval_batch_size
     module = unwrap(model)
     target = next(module.parameters()).device if device is None else torch.device(device)
     module.to(target)
