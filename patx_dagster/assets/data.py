@@ -23,7 +23,14 @@ def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # retu
     """The raw candles, validated (pandera schema + invariants) before anything downstream runs."""
     variant = storage.variant(context.partition_key)
     step = pipeline.load_raw_prices(storage.raw_path(), variant)
-    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
+                                check_results=results(step.checks))
+
+
+def column_schema(frame: pl.DataFrame) -> dict[str, dg.TableSchema]:
+    """The frame's columns and dtypes, shown in the UI's schema tab."""
+    return {"dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])}
 
 
 @dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
@@ -32,7 +39,8 @@ def features(context: dg.AssetExecutionContext, storage: PatxStorage,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome."""
     step = pipeline.build_features(raw_prices, storage.variant(context.partition_key))
-    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
+                                check_results=results(step.checks))
 
 
 @dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},

@@ -50,6 +50,20 @@ def test_smoke_graph_builds_every_artifact_with_a_consistent_report(good_run):
     assert raw["window_size"] == 32
 
 
+def test_data_assets_carry_row_counts_date_ranges_and_schema(good_run):
+    _, result = good_run
+    meta = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert meta["raw_prices"]["dagster/row_count"].value == 3000
+    assert [c.name for c in meta["raw_prices"]["dagster/column_schema"].value.columns] == [
+        "timestamp", "open", "high", "low", "close", "volume"]
+    assert meta["features"]["first_timestamp"].value < meta["features"]["last_timestamp"].value
+    assert 0.05 < meta["features"]["positive_rate"].value < 0.95
+    assert "label" in [c.name for c in meta["features"]["dagster/column_schema"].value.columns]
+    assert set(meta["splits"]["splits"].value) == {"train", "val", "test"}
+    assert meta["trained_model"]["epochs_run"].value >= 1 and meta["trained_model"]["device"].value == "cpu"
+
+
 def test_report_files_and_ui_markdown_hold_the_plots(good_run):
     data_dir, result = good_run
     paths = VariantPaths.for_variant("smoke", data_dir)
