@@ -20,18 +20,10 @@ from typing import Iterator
 
 import pytest
 
+from tests.tools import require
+
 PG_USER = "patx"
 PG_DB = "dagster"
-
-
-def require(found: str | None, what: str) -> str:
-    """``found`` or skip naming what is missing (a failure when ``CI`` is set)."""
-    if found:
-        return found
-    message = f"{what} not found (install: bash .ci/system-deps.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {message}")
-    pytest.skip(message)
 
 
 def pg_bin_dir() -> str | None:

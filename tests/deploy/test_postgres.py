@@ -55,10 +55,7 @@ def test_smoke_run_is_stored_in_postgres(postgres_server, tmp_path, monkeypatch)
 
     out = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "patx_dagster",
-         "--select", ",".join(assets), "--partition", PARTITION,
-         # One process for the whole run: storage is under test here, not the executor (saves a
-         # Python + torch start-up per step on 2 cores).
-         "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})],
+         "--select", ",".join(assets), "--partition", PARTITION],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
     log = (out.stdout + out.stderr)[-6000:]
 

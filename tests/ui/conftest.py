@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.tools import require
+
 REPO = Path(__file__).resolve().parents[2]
 PARTITION = "smoke"
 GATE = "evaluation_report_precision_above_0_7"
@@ -32,20 +34,9 @@ GATE_ASSET = "evaluation_report"
 START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 420
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
-# All steps in the run worker's process: on 2 shared CPU cores the default multiprocess executor
-# adds a Python + torch start-up per step (~25 s CPU for the 8 steps). What is under test is the
-# webserver, the queue/daemon and the launch path, which are the same for both executors.
-RUN_CONFIG: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
-
-
-def require(found: Any, what: str) -> Any:
-    """``found`` or skip naming what is missing (a failure when ``CI`` is set: CI installs it)."""
-    if found:
-        return found
-    message = f"{what} not found (install: bash .ci/system-deps.sh; pip install -e '.[ui]')"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {message}")
-    pytest.skip(message)
+# The code location's own executor (in-process) and defaults: the run is launched exactly as the
+# UI's "Materialize" button launches it.
+RUN_CONFIG: dict[str, Any] = {}
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.ui.conftest import GATE, PARTITION, require
+from tests.tools import require
+from tests.ui.conftest import GATE, PARTITION
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
