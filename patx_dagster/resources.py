@@ -12,7 +12,12 @@ from patx_core.variants import get_variant
 
 
 class PatxStorage(dg.ConfigurableResource):
-    """Input file, output root and variants file; empty strings mean "from the environment"."""
+    """Input file, output root and variants file; empty strings mean "from the environment".
+
+    The partitions (which variants exist) are read from ``$PATX_VARIANTS`` when the code location
+    loads; ``variants_file`` only changes the *settings* a partition key resolves to, which is how
+    tests run a known partition such as ``smoke`` with a test configuration.
+    """
 
     raw_parquet: str = Field(default="", description="Raw candles; empty = $PATX_RAW_PARQUET or the bundled sample")
     data_dir: str = Field(default="", description="Output root; empty = $PATX_DATA_DIR or ./data")
