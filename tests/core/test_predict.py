@@ -16,7 +16,6 @@ from patx_core.predict import SHORT_HISTORY, main, predict_frame
 from patx_core.train import predict_proba
 from patx_core.validation import validate_raw
 from patx_core.variants import get_variant
-from patx_core.windows import WindowedData
 from tests.synthetic import planted_candles
 
 
