@@ -10,6 +10,7 @@ there the payload is written in one call.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -95,6 +96,11 @@ def atomic_write_with(path: PathLike, write: Callable[[io.BytesIO], None]) -> Pa
 
 def atomic_copy(src: PathLike, dst: PathLike) -> Path:
     return atomic_write_bytes(dst, as_path(src).read_bytes())
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex digest of a file's bytes: ties a manifest to the exact checkpoint it describes."""
+    return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
 
 
 def read_json(path: PathLike) -> Any:

@@ -7,23 +7,26 @@ for the UI, and ``CheckOutcome``s for the properties the orchestration turns int
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandera.errors
 import polars as pl
 
-from patx_core.artifacts import PathLike, as_path, atomic_copy, atomic_write_json, read_json
+from patx_core.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
 from patx_core.config import VariantConfig
 from patx_core.evaluation import json_safe, split_summaries
 from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.scaler import Scaler
 from patx_core.windows import WindowedData
+
+if TYPE_CHECKING:
+    from patx_core.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,11 @@ def _date_range(frame: pl.DataFrame) -> dict[str, Any]:
     return {"first_timestamp": _iso(frame["timestamp"].min()), "last_timestamp": _iso(frame["timestamp"].max())}
 
 
-def _scaler_path(paths: VariantPaths):
+def _scaler_path(paths: VariantPaths) -> Path:
     return paths.work_dir / "scaler.json"
 
 
-def _windows_path(paths: VariantPaths):
+def _windows_path(paths: VariantPaths) -> Path:
     return paths.work_dir / "windows.npz"
 
 
@@ -216,11 +219,7 @@ def code_version() -> str | None:
         return None
 
 
-def _sha256(path: PathLike) -> str:
-    return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
-
-
-def _require_same_training_data(checkpoint, variant: VariantConfig, data: WindowedData, scaler: Scaler,
+def _require_same_training_data(checkpoint: LoadedCheckpoint, variant: VariantConfig, data: WindowedData, scaler: Scaler,
                                 paths: VariantPaths) -> None:
     """Refuse to evaluate a model against windows, labels or splits it was not trained on.
 
@@ -265,7 +264,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
     ev = evaluate_variant(variant, dataset_path=str(raw_path), split_frame=splits_frame,
                           prices=features.select("timestamp", "entry_price"), history=history,
                           predictions=predictions)
-    body = {**ev.body, "checkpoint_sha256": _sha256(paths.checkpoint),
+    body = {**ev.body, "checkpoint_sha256": sha256_file(paths.checkpoint),
             "generated_at": datetime.now(timezone.utc).isoformat()}
     atomic_write_json(paths.evaluation_json, body)
     markdown = write_report(paths.report_dir, body, history=history, predictions=ev.predictions,
@@ -299,7 +298,7 @@ def promote_champion(variant: VariantConfig, paths: VariantPaths) -> StepResult:
     if not gate["passed"]:
         raise RuntimeError(f"variant {variant.name!r}: precision gate failed ({gate['reason']}); "
                            f"the champion in {paths.champion_dir} is left unchanged")
-    checkpoint_sha = _sha256(paths.checkpoint)
+    checkpoint_sha = sha256_file(paths.checkpoint)
     if evaluation.get("checkpoint_sha256") not in (None, checkpoint_sha):
         raise RuntimeError(f"variant {variant.name!r}: {paths.checkpoint} changed since it was evaluated; "
                            "re-run evaluation_report before promoting")
@@ -331,7 +330,7 @@ def latest_signal(variant: VariantConfig, paths: VariantPaths, raw_path: PathLik
         raise RuntimeError(f"variant {variant.name!r} has no champion in {paths.champion_dir}: its precision "
                            "gate has never passed, so there is no model trusted to signal")
     manifest = read_json(paths.champion_manifest)
-    if _sha256(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
+    if sha256_file(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
         raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
                            "was interrupted between the two files); re-run champion_model")
     (row,) = predict_from_paths(paths.champion_checkpoint, raw_path, last=1, threshold=manifest["threshold"])

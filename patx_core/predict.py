@@ -15,7 +15,6 @@ without either, only the probability is printed (``signal`` is null).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from patx_core.artifacts import PathLike, as_path, read_json
+from patx_core.artifacts import PathLike, as_path, read_json, sha256_file
 
 if TYPE_CHECKING:
     import polars as pl
@@ -92,8 +91,7 @@ def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: i
         manifest_path = as_path(checkpoint_path).parent / "manifest.json"
         if manifest_path.exists():
             manifest = read_json(manifest_path)
-            digest = hashlib.sha256(as_path(checkpoint_path).read_bytes()).hexdigest()
-            if digest != manifest.get("checkpoint_sha256"):
+            if sha256_file(checkpoint_path) != manifest.get("checkpoint_sha256"):
                 raise RuntimeError(f"{checkpoint_path} does not match {manifest_path} (an interrupted promotion?); "
                                    "pass --threshold explicitly or re-promote")
             threshold = float(manifest["threshold"])
