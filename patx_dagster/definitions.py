@@ -4,7 +4,7 @@ import dagster as dg
 
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import PolarsParquetIOManager
-from patx_dagster.jobs import refresh_leaderboard_job, retrain_job
+from patx_dagster.jobs import refresh_leaderboard_job, refresh_signal_job, retrain_job
 from patx_dagster.resources import PatxStorage
 from patx_dagster.schedules import nightly_retrain
 from patx_dagster.sensors import leaderboard_after_failed_run, leaderboard_after_run, raw_file_changed
@@ -17,7 +17,7 @@ defs = dg.Definitions(
     # 2 CPU cores). Variants still run in parallel as separate runs (queue + `gpu` pool).
     executor=dg.in_process_executor,
     assets=ALL_ASSETS,
-    jobs=[retrain_job, refresh_leaderboard_job],
+    jobs=[retrain_job, refresh_leaderboard_job, refresh_signal_job],
     schedules=[nightly_retrain],
     sensors=[raw_file_changed, leaderboard_after_run, leaderboard_after_failed_run],
     resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},

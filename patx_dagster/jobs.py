@@ -14,3 +14,7 @@ retrain_job = dg.define_asset_job(
 refresh_leaderboard_job = dg.define_asset_job(
     "refresh_leaderboard", selection=dg.AssetSelection.assets("variant_leaderboard"),
     description="Re-read every variant's evaluation.json into the leaderboard.")
+
+refresh_signal_job = dg.define_asset_job(
+    "refresh_latest_signal", selection=dg.AssetSelection.assets("latest_signal"),
+    description="Apply the variant's existing champion to the newest candles (no retraining).")

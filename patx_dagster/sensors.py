@@ -1,4 +1,5 @@
-"""Unattended operation: retrain when the raw file changes; refresh the leaderboard after runs."""
+"""Unattended operation: retrain when the raw file changes; after each retrain, refresh the
+leaderboard and (when the gate refused the new model) the signal of the existing champion."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 
 import dagster as dg
 
-from patx_dagster.jobs import refresh_leaderboard_job, retrain_job
+from patx_core.paths import VariantPaths
+from patx_dagster.jobs import refresh_leaderboard_job, refresh_signal_job, retrain_job
 from patx_dagster.resources import PatxStorage
 from patx_dagster.schedules import nightly_variants
 
@@ -37,18 +39,40 @@ def raw_file_changed(context: dg.SensorEvaluationContext, storage: PatxStorage):
                           tags={"patx/trigger": "raw-file-changed"}) for name in nightly_variants()]
 
 
-def _refresh_leaderboard(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=context.dagster_run.run_id)
+def requests_after_retrain(partition: str | None, root: str, *, gate_failed: bool) -> list[dg.RunRequest]:
+    """What to run once a variant's retrain has finished.
+
+    Always the leaderboard (a failed gate still wrote its report). After a failed run, also the
+    latest signal from the *existing* champion, if the variant has one: the blocking gate skipped
+    `latest_signal` in that run, and tonight's refused model must not leave yesterday's signal
+    standing as if it were today's.
+    """
+    requests = [dg.RunRequest(job_name=refresh_leaderboard_job.name)]
+    if gate_failed and partition and VariantPaths.for_variant(partition, root).champion_checkpoint.exists():
+        requests.append(dg.RunRequest(job_name=refresh_signal_job.name, partition_key=partition))
+    return requests
 
 
-# A failed run usually means a failed precision gate, whose report is written and belongs on the
-# leaderboard too (on real markets that is the common case), so both outcomes trigger a refresh.
-leaderboard_after_run = dg.run_status_sensor(
-    name="leaderboard_after_run", run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[retrain_job],
-    request_job=refresh_leaderboard_job, default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Refresh the leaderboard after each successful variant run.")(_refresh_leaderboard)
-leaderboard_after_failed_run = dg.run_status_sensor(
-    name="leaderboard_after_failed_run", run_status=dg.DagsterRunStatus.FAILURE, monitored_jobs=[retrain_job],
-    request_job=refresh_leaderboard_job, default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Refresh the leaderboard after a failed variant run (e.g. a failed gate: its report exists).")(
-    _refresh_leaderboard)
+def _after(context: dg.RunStatusSensorContext, storage: PatxStorage, *, failed: bool) -> list[dg.RunRequest]:
+    run = context.dagster_run
+    requests = requests_after_retrain(run.tags.get("dagster/partition"), storage.root(), gate_failed=failed)
+    # run_key: one refresh per finished run, even if the sensor re-evaluates the same event.
+    return [dg.RunRequest(run_key=f"{r.job_name}-{run.run_id}", job_name=r.job_name,
+                          partition_key=r.partition_key) for r in requests]
+
+
+@dg.run_status_sensor(name="leaderboard_after_run", run_status=dg.DagsterRunStatus.SUCCESS,
+                      monitored_jobs=[retrain_job], request_jobs=[refresh_leaderboard_job],
+                      default_status=dg.DefaultSensorStatus.STOPPED,
+                      description="Refresh the leaderboard after each successful variant run.")
+def leaderboard_after_run(context: dg.RunStatusSensorContext, storage: PatxStorage):
+    return _after(context, storage, failed=False)
+
+
+@dg.run_status_sensor(name="leaderboard_after_failed_run", run_status=dg.DagsterRunStatus.FAILURE,
+                      monitored_jobs=[retrain_job], request_jobs=[refresh_leaderboard_job, refresh_signal_job],
+                      default_status=dg.DefaultSensorStatus.STOPPED,
+                      description="After a failed variant run (usually a failed gate, whose report exists): "
+                                  "refresh the leaderboard, and the latest signal from the existing champion.")
+def leaderboard_after_failed_run(context: dg.RunStatusSensorContext, storage: PatxStorage):
+    return _after(context, storage, failed=True)

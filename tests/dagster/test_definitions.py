@@ -83,3 +83,19 @@ def test_an_unknown_variant_field_is_refused_naming_the_field(tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0
     assert "learning_rate" in out.stderr and "[train]" in out.stderr
+
+
+def test_after_a_failed_gate_the_existing_champion_refreshes_the_signal(tmp_path):
+    from patx_core.paths import VariantPaths
+    from patx_dagster.sensors import requests_after_retrain
+
+    assert [r.job_name for r in requests_after_retrain("baseline", str(tmp_path), gate_failed=True)] == [
+        "refresh_leaderboard"], "no champion yet: nothing to signal with"
+    champion = VariantPaths.for_variant("baseline", tmp_path).champion_checkpoint
+    champion.parent.mkdir(parents=True)
+    champion.write_bytes(b"model")
+    after_failure = requests_after_retrain("baseline", str(tmp_path), gate_failed=True)
+    assert [(r.job_name, r.partition_key) for r in after_failure] == [
+        ("refresh_leaderboard", None), ("refresh_latest_signal", "baseline")]
+    after_success = requests_after_retrain("baseline", str(tmp_path), gate_failed=False)
+    assert [r.job_name for r in after_success] == ["refresh_leaderboard"], "the run itself refreshed the signal"

@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -131,6 +132,21 @@ def test_a_failed_gate_leaves_the_earlier_champion_byte_identical(tmp_path, good
     assert read_json(VariantPaths.for_variant("smoke", data_dir).evaluation_json)["checks"]["precision_gate"][
         "passed"] is False
     assert snapshot(data_dir / "models") == before
+
+
+def test_after_a_failed_gate_the_old_champion_still_signals_on_new_candles(tmp_path, good_run, noise_raw):
+    data_dir = tmp_path / "data"
+    shutil.copytree(good_run[0], data_dir)
+    paths = VariantPaths.for_variant("smoke", data_dir)
+    before = read_json(paths.signal_json)
+    assert not materialize(noise_raw, data_dir).success
+    result = materialize(noise_raw, data_dir, selection=["latest_signal"])  # the refresh_latest_signal job
+    assert result.success
+    signal = read_json(paths.signal_json)
+    assert signal["model"]["checkpoint_sha256"] == read_json(paths.champion_manifest)["checkpoint_sha256"]
+    last = pl.read_parquet(noise_raw)["timestamp"][-1].isoformat()
+    assert signal["timestamp"] == last
+    assert signal["probability"] != before["probability"], "scored the new candles, not the old ones"
 
 
 def test_same_data_variant_and_seed_give_identical_metrics(tmp_path, good_run, planted_raw):
