@@ -21,9 +21,11 @@ at 4e-3 and at 2e-3, depending on the seed — check ``best_val_loss``, try ``--
 ``--full`` trains to early stopping (≤ 100 epochs, patience 5) and reports total seconds
 (model build and compilation included) and the best val loss.
 
-``features`` — indicators + labels on ``--rows`` generated candles: seconds, TA-Lib's time for
-the same indicators in the same process (when ``talib`` imports), and peak RSS of a child
-process that computes indicators + labels and builds the window views. polars and the feature
+``features`` — indicators + labels on ``--rows`` generated candles, in a child process: the
+median of ``--repeats`` indicator runs and TA-Lib's median for the same indicators in that same
+process (when ``talib`` imports; each after one untimed warm-up call, and the first call's time,
+which loads or compiles the numba loop, reported apart), the labels' seconds, and the peak RSS of
+indicators + labels + window views. polars and the feature
 code are imported only there: the ``train`` command needs torch and numpy alone (GPU boxes).
 
 ``pipeline`` — the whole graph for ``--variant`` through ``dagster asset materialize`` in a fresh
@@ -59,6 +61,7 @@ from patx_core.windows import WindowedData
 log = logging.getLogger("patx_core.bench")
 
 GUIDE_BATCH = 32
+FEATURE_REPEATS = 7
 GUIDE_LR = 1e-3
 # Dense bf16 tensor-core peaks (no sparsity), by substring of torch.cuda.get_device_name().
 BF16_PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
@@ -287,8 +290,9 @@ def make_candles(rows: int, *, seed: int = 0) -> dict[str, np.ndarray]:
     return {"open": open_, "high": high, "low": low, "close": close, "volume": rng.uniform(1e5, 1e6, rows)}
 
 
-def _features_child(rows: int, seed: int) -> dict[str, Any]:
-    """Indicators + labels + window views in a fresh process, so its peak RSS is theirs alone."""
+def _features_child(rows: int, seed: int, repeats: int) -> dict[str, Any]:
+    """Indicators + labels + window views in a fresh process, so its peak RSS is theirs alone; then
+    TA-Lib's time for the same indicators in this same process (after the RSS is read)."""
     import resource
 
     import polars as pl
@@ -300,9 +304,12 @@ def _features_child(rows: int, seed: int) -> dict[str, Any]:
     ts = np.datetime64("2000-01-03", "us") + np.arange(rows).astype("timedelta64[D]")
     raw = pl.DataFrame({"timestamp": ts, **cols}).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The first call also loads (or, on a new machine, compiles) the numba loop: reported on its
+    # own, and kept out of the steady-state figure compared with TA-Lib.
     start = time.perf_counter()
     indicators = compute_indicators(raw)
-    indicators_s = time.perf_counter() - start
+    first_call_s = time.perf_counter() - start
+    indicators_runs = _timed_runs(lambda: compute_indicators(raw), repeats)
     atr = indicators["atr_14"].to_numpy().astype(np.float64)
     start = time.perf_counter()
     result = triple_barrier(cols["open"], cols["high"], cols["low"], cols["close"], atr, LabelConfig())
@@ -316,36 +323,54 @@ def _features_child(rows: int, seed: int) -> dict[str, Any]:
                         feature_columns=tuple(FEATURE_COLUMNS))
     windows = data.all_windows()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"indicators_s": indicators_s, "labels_s": labels_s, "windows_shape": list(windows.shape),
-            "windows_share_memory": bool(np.shares_memory(windows, matrix)),
+    talib_runs = _talib_runs(cols, repeats)
+    indicators_s = statistics.median(indicators_runs)
+    talib_s = statistics.median(talib_runs) if talib_runs else None
+    return {"indicators_s": indicators_s, "indicators_runs_s": indicators_runs,
+            "indicators_first_call_s": first_call_s, "labels_s": labels_s,
+            "talib_s": talib_s, "talib_runs_s": talib_runs,
+            "ratio_vs_talib": indicators_s / talib_s if talib_s else None,
+            "windows_shape": list(windows.shape), "windows_share_memory": bool(np.shares_memory(windows, matrix)),
             "rss_after_imports_mb": rss_before / 1024, "peak_rss_mb": rss_peak / 1024}
 
 
-def _talib_seconds(cols: dict[str, np.ndarray]) -> float | None:
-    """TA-Lib's C implementation of the same 14 columns (the arithmetic ones in numpy)."""
+def _timed_runs(fn: Any, repeats: int) -> list[float]:
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return runs
+
+
+def _talib_runs(cols: dict[str, np.ndarray], repeats: int) -> list[float]:
+    """TA-Lib's C implementation of the same 9 indicator columns (the two band ratios in numpy),
+    after one untimed call; empty when ``talib`` does not import."""
     try:
         import talib
     except ImportError:
-        return None
-    start = time.perf_counter()
-    close = cols["close"]
-    talib.EMA(close, 50)
-    talib.EMA(close, 200)
-    talib.RSI(close, 14)
-    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)
-    _ = (upper - lower) / middle, (close - lower) / (upper - lower)
-    talib.ATR(cols["high"], cols["low"], close, 14)
-    return time.perf_counter() - start
+        return []
+    high, low, close = cols["high"], cols["low"], cols["close"]
+
+    def run() -> None:
+        talib.EMA(close, 50)
+        talib.EMA(close, 200)
+        talib.RSI(close, 14)
+        upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)
+        _ = (upper - lower) / middle, (close - lower) / (upper - lower)
+        talib.ATR(high, low, close, 14)
+
+    run()
+    return _timed_runs(run, repeats)
 
 
-def bench_features(*, rows: int, seed: int = 0) -> dict[str, Any]:
-    """Seconds for indicators + labels, TA-Lib's time for the indicators, and peak memory."""
+def bench_features(*, rows: int, seed: int = 0, repeats: int = FEATURE_REPEATS) -> dict[str, Any]:
+    """Median seconds of ``repeats`` indicator runs vs TA-Lib's (same process, after a warm-up
+    call each), labels, and peak memory."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        child = pool.submit(_features_child, rows, seed).result()
-    talib_s = _talib_seconds(make_candles(rows, seed=seed))
+        child = pool.submit(_features_child, rows, seed, repeats).result()
     return {"bench": "features", "rows": rows, "seconds": child["indicators_s"] + child["labels_s"], **child,
-            "talib_s": talib_s, "ratio_vs_talib": child["indicators_s"] / talib_s if talib_s else None,
-            "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
+            "repeats": repeats, "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
 
 
 _STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ((?:[\d.]+(?:ms|h|m|s))+)')
@@ -427,6 +452,7 @@ def _parser() -> argparse.ArgumentParser:
     feats = sub.add_parser("features", help="time indicators + labels and measure peak memory")
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
+    feats.add_argument("--repeats", type=int, default=FEATURE_REPEATS, help="timed runs of each side (median)")
     return parser
 
 
@@ -443,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "pipeline":
         result = bench_pipeline(variant=args.variant, raw=args.raw)
     else:
-        result = bench_features(rows=args.rows, seed=args.seed)
+        result = bench_features(rows=args.rows, seed=args.seed, repeats=args.repeats)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -7,15 +7,13 @@ Two feature sets with the same column count and order, so the model is unchanged
              (close-to-close changes from the second bar); 0 where both averages are 0, as TA-Lib
              (TA-Lib tests "< 1e-8" rather than "== 0"; the exact test keeps sub-cent prices sane).
     ATR(14)  true range from the second bar, Wilder-smoothed, seeded by the mean of the first 14 TRs.
-    EMA(N)   alpha 2/(N+1) seeded by the SMA of the first N closes. polars' ``ewm_mean`` seeds with
-             the first value, which differs from TA-Lib for hundreds of bars, so the seed is placed
-             by hand (rows up to N-1 hold the SMA, raw values after) and ``ewm_mean(adjust=False)``
-             runs the recursion in Rust; rows before N-1 are then nulled.
+    EMA(N)   alpha 2/(N+1) seeded by the SMA of the first N closes.
     BB(20,2) middle = SMA(20), upper/lower = middle ± 2 population std (ddof 0, as E[x²] − E[x]²
-             like TA-Lib);
-             ``bb_width = (upper - lower) / middle``, ``bb_percent = (close - lower) / (upper - lower)``
+             like TA-Lib); ``bb_width = (upper - lower) / middle``, ``bb_percent = (close - lower) / (upper - lower)``
              and 0.5 (the middle) when the band has zero width, i.e. 20 identical closes.
     First values (TA-Lib lookbacks): RSI/ATR row 14, BB row 19, EMA50 row 49, EMA200 row 199.
+    The loops that compute them (one compiled pass, TA-Lib's operation order) are in
+    :mod:`patx_core.indicators`.
 
 ``relative`` (:data:`RELATIVE_FEATURE_COLUMNS`) — every price expressed against the row's own
 close, so a model trained on one price level still applies at another (a trending index leaves
@@ -31,7 +29,7 @@ its train range; raw levels z-scored with train statistics then reach |z| ≫ 5)
     rsi_14, bb_width, bb_percent                      unchanged (already scale-free)
 
 Everything is causal: a value at row t uses rows ≤ t only, so computing on any prefix of a
-series gives the same values as on the whole of it (up to float summation order).
+series gives the same values as on the whole of it.
 """
 
 from __future__ import annotations
@@ -58,6 +56,10 @@ BB_PERIOD = 20
 BB_STDS = 2.0
 VOLUME_PERIOD = 20
 
+# compute_indicators' names for the rows of indicator_matrix (in INDICATOR_ROWS' order).
+_INDICATOR_NAMES = ("rsi_14", "atr_14", *(f"ema_{n}" for n in EMA_PERIODS), "bb_middle", "bb_upper", "bb_lower",
+                    "bb_width", "bb_percent")
+
 # Columns that are price levels and become x / close - 1 in the relative set.
 _LEVEL_COLUMNS = ("open", "high", "low", "ema_50", "ema_200", "bb_middle", "bb_upper", "bb_lower")
 
@@ -71,75 +73,24 @@ def feature_columns(feature_set: str) -> tuple[str, ...]:
     raise ValueError(f"feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")
 
 
-def _sma_seeded_ewm(x: pl.Expr, *, first: int, period: int, alpha: float) -> pl.Expr:
-    """TA-Lib's SMA-seeded recursion ``y[first] = mean(x[first-period+1 .. first])``,
-    ``y[t] = y[t-1] + alpha * (x[t] - y[t-1])``; null before ``first``.
-
-    Rows up to ``first`` are set to the seed itself: an EMA of a constant stays that constant, so
-    ``ewm_mean`` reaches row ``first`` holding the seed and runs the recursion in Rust from there
-    (the TA-Lib agreement test bounds any rounding drift). This is cheaper than feeding it nulls,
-    which needs a second condition per row.
-    """
-    row = pl.int_range(pl.len())
-    seed = x.slice(first - period + 1, period).mean()
-    smoothed = pl.when(row > first).then(x).otherwise(seed).ewm_mean(alpha=alpha, adjust=False)
-    return pl.when(row >= first).then(smoothed)
-
-
-def _ema(x: pl.Expr, period: int) -> pl.Expr:
-    return _sma_seeded_ewm(x, first=period - 1, period=period, alpha=2.0 / (period + 1))
-
-
-def _wilder(x: pl.Expr, period: int) -> pl.Expr:
-    """Wilder's average of a series whose first valid value is at row 1 (a diff or a true range)."""
-    return _sma_seeded_ewm(x, first=period, period=period, alpha=1.0 / period)
-
-
 def compute_indicators(raw: pl.DataFrame) -> pl.DataFrame:
     """``timestamp`` + :data:`FEATURE_COLUMNS` for every raw row, in the same order.
 
     Each indicator is null inside its TA-Lib warm-up (see the module docstring); ``raw`` is a
     frame that passed :func:`patx_core.validation.validate_raw`.
     """
+    # imported here: numba's import (~0.3 s) is paid by the processes that compute features, not by
+    # every one that imports this module for its column names (the Dagster code location)
+    from patx_core.indicators import indicator_matrix
+
     _require_raw_columns(raw)
-    close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
-    change = close.diff()
-    prev_close = close.shift(1)
-    # max(h, c_prev) - min(l, c_prev) is TA-Lib's max(h - l, |h - c_prev|, |l - c_prev|) with one
-    # subtraction instead of three (bit-identical: the winning difference is the same float op).
-    # Row 0 (no previous close) is never read: the Wilder seed averages rows 1..14.
-    true_range = pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close)
-    # Three stages so each recursion/rolling pass runs once; within a stage polars evaluates the
-    # expressions in parallel.
-    stage1 = raw.lazy().select(
-        "timestamp", "open", "high", "low", "close", "volume",
-        _wilder(change.clip(lower_bound=0.0), RSI_PERIOD).alias("_avg_gain"),
-        _wilder((-change).clip(lower_bound=0.0), RSI_PERIOD).alias("_avg_loss"),
-        _wilder(true_range, ATR_PERIOD).alias("atr_14"),
-        *(_ema(close, n).alias(f"ema_{n}") for n in EMA_PERIODS),
-        close.rolling_mean(BB_PERIOD).alias("bb_middle"),
-        (close * close).rolling_mean(BB_PERIOD).alias("_mean_sq"),
-    )
-    # Population variance as E[x²] − E[x]², TA-Lib's own formula; clipped at 0 against rounding.
-    # (TA-Lib also zeroes variances below 1e-8, which would flatten the bands of any instrument
-    # priced under ~0.01; that threshold is deliberately not copied.)
-    spread = BB_STDS * (pl.col("_mean_sq") - pl.col("bb_middle") ** 2).clip(lower_bound=0.0).sqrt()
-    total = pl.col("_avg_gain") + pl.col("_avg_loss")
-    stage2 = stage1.with_columns(
-        pl.when(total != 0).then(100.0 * pl.col("_avg_gain") / total)
-        .otherwise(pl.when(total.is_not_null()).then(0.0)).alias("rsi_14"),
-        spread.alias("_spread"),
-    ).with_columns(
-        (pl.col("bb_middle") + pl.col("_spread")).alias("bb_upper"),
-        (pl.col("bb_middle") - pl.col("_spread")).alias("bb_lower"),
-    )
-    width = pl.col("bb_upper") - pl.col("bb_lower")
-    out = stage2.with_columns(
-        (width / pl.col("bb_middle")).alias("bb_width"),
-        pl.when(width > 0).then((close - pl.col("bb_lower")) / width)
-        .otherwise(pl.when(pl.col("bb_middle").is_not_null()).then(0.5)).alias("bb_percent"),
-    )
-    return out.select("timestamp", *FEATURE_COLUMNS).collect()
+    matrix = indicator_matrix(
+        *(raw.get_column(c).to_numpy() for c in ("high", "low", "close")), rsi_period=RSI_PERIOD,
+        atr_period=ATR_PERIOD, ema_periods=EMA_PERIODS, bb_period=BB_PERIOD, bb_stds=BB_STDS)
+    # NaN marks the warm-up only (inputs are finite and positive); null is what the rest of the
+    # pipeline reads as "no value yet".
+    computed = [pl.Series(name, row, nan_to_null=True) for name, row in zip(_INDICATOR_NAMES, matrix)]
+    return raw.select(*RAW_COLUMNS).with_columns(computed).select("timestamp", *FEATURE_COLUMNS)
 
 
 def relative_features(indicators: pl.DataFrame) -> pl.DataFrame:

@@ -68,7 +68,11 @@ def test_features_bench_reports_time_and_peak_memory() -> None:
     pytest.importorskip("patx_core.labels")  # written alongside; the bench imports it lazily
     from patx_core.bench import bench_features
 
-    result = bench_features(rows=3000)
+    result = bench_features(rows=3000, repeats=3)
     assert result["seconds"] == pytest.approx(result["indicators_s"] + result["labels_s"])
+    # both sides timed in the same process, steady state, median of the repeats
+    assert len(result["indicators_runs_s"]) == len(result["talib_runs_s"]) == 3
+    assert result["indicators_s"] == sorted(result["indicators_runs_s"])[1]
+    assert result["ratio_vs_talib"] == pytest.approx(result["indicators_s"] / result["talib_s"])
     assert result["peak_rss_mb"] >= result["rss_after_imports_mb"] > 0
     assert result["windows_share_memory"] is True and result["windows_shape"] == [3000 - 63, 64, 14]

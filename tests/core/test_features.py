@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -142,3 +146,31 @@ def test_prefix_causality(prefix_candles: pl.DataFrame, cut: int, feature_set: s
 def test_missing_column_is_named_not_a_polars_error(long_candles: pl.DataFrame) -> None:
     with pytest.raises(RawDataError, match="column 'high' is missing"):
         compute_indicators(long_candles.drop("high"))
+
+
+@pytest.mark.parametrize("price", [0.0123, 1.2345, 97.31, 3456.78])
+def test_a_stale_quote_mid_series_has_zero_width_bands(price: float) -> None:
+    # 30 identical candles after 700 random ones: the running window sums carry rounding from the
+    # earlier rows, so E[x²] − E[x]² alone leaves noise (std ~1e-7 of the price at 3456.78)
+    raw = make_candles(800, seed=3)
+    row = pl.int_range(pl.len())
+    raw = raw.with_columns(pl.when((row >= 700) & (row < 730)).then(price).otherwise(pl.col(c)).alias(c)
+                           for c in ("open", "high", "low", "close"))
+    ind = compute_indicators(raw)[719:730]
+    assert (ind.get_column("bb_width") == 0.0).all()
+    assert (ind.get_column("bb_percent") == 0.5).all()
+    assert (ind.get_column("bb_middle") == price).all() and (ind.get_column("bb_upper") == price).all()
+    assert compute_indicators(raw).get_column("bb_width")[718] > 0  # 19 identical closes: not yet
+
+
+def test_indicators_work_where_numba_cannot_write_its_cache() -> None:
+    # A read-only image with no writable home: numba finds no cache locator and refuses cache=True
+    # at import. Simulated by allowing only the IPython locator, which declines outside IPython.
+    code = ("import numpy as np; from patx_core.indicators import indicator_matrix; "
+            "c = np.linspace(10, 20, 300); m = indicator_matrix(c + 1, c - 1, c, rsi_period=14, atr_period=14, "
+            "ema_periods=(50, 200), bb_period=20, bb_stds=2.0); assert np.isfinite(m[:, 199:]).all()")
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "_IPythonCacheLocator"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "numba cannot cache _fill" in proc.stderr
