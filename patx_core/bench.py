@@ -12,11 +12,17 @@ tutorial loop (``Dataset`` + ``DataLoader(batch_size=B, shuffle=False)`` over th
 val losses are comparable. On CUDA the JSON also gives model FLOP/s (analytic transformer FLOPs
 per sample × 3 for forward + backward) against the card's dense bf16 peak.
 
-Large-batch mode: ``--batch-size 512`` (``--lr`` defaults to the guide's 1e-3 × sqrt(B / 32),
-the square-root scaling rule for Adam, i.e. 4e-3 at 512); combine with ``--full`` to compare the
-wall time to the best val loss against batch 32. Measured on an H200 (torch 2.11): at 512 the
-post-norm model without warm-up sometimes collapses to the base-rate predictor (val loss ~0.63)
-at 4e-3 and at 2e-3, depending on the seed — check ``best_val_loss``, try ``--lr 0.002``.
+Large batches: ``--batch-size 512`` (``--lr`` defaults to the guide's 1e-3 × sqrt(B / 32), the
+square-root scaling rule for Adam, i.e. 4e-3 at 512). Measured on an H200 (torch 2.11): at 512
+the post-norm model without warm-up sometimes collapses to the base-rate predictor (val loss
+~0.63) at 4e-3 and at 2e-3, depending on the seed; the ``large-batch`` command below races it,
+with a warm-up, against batch 32.
+
+``large-batch`` — the large-batch mode against batch 32 in one process: both train to early
+stopping with TrainConfig's defaults (shuffled), the target is batch 32's best val loss, and the
+JSON gives each run's wall time to reach it (model build and graph capture included) and the
+ratio. ``--warmup-steps`` sets the linear lr warm-up (``TrainConfig.warmup_steps``) of the large
+run, e.g. ``--batch-size 512 --warmup-steps 60`` (5 epochs of 12 steps at the guide's size).
 
 ``--full`` trains to early stopping (≤ 100 epochs, patience 5) and reports total seconds
 (model build and compilation included) and the best val loss.
@@ -231,7 +237,7 @@ def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile
         raise ValueError("--reference compares fixed epochs; run it without --full")
     data = make_windows(rows)
     model_config = ModelConfig()
-    lr = GUIDE_LR * math.sqrt(batch_size / GUIDE_BATCH) if lr is None else lr
+    lr = scaled_lr(batch_size, lr)
     max_epochs = 100 if full else epochs
     train_config = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                                patience=5 if full else max_epochs + 1, shuffle=False, seed=seed,
@@ -277,6 +283,52 @@ def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile
         if len(epoch_s) > 1:
             out["steady_speedup"] = statistics.median(tutorial.epoch_s[1:]) / out["steady_epoch_s"]
     return out
+
+
+def seconds_to_val_loss(history: dict[str, Any], target: float) -> float | None:
+    """Wall seconds from the start of ``Trainer.train()`` (model build and graph capture included)
+    to the end of the first epoch whose val loss is ``<= target``; ``None`` if none reached it."""
+    elapsed = history["seconds"] - sum(history["epoch_seconds"])  # setup before the first epoch
+    for loss, seconds in zip(history["val_loss"], history["epoch_seconds"]):
+        elapsed += seconds
+        if loss <= target:
+            return elapsed
+    return None
+
+
+def bench_large_batch(*, rows: int, batch_size: int, device: str, warmup_steps: int, lr: float | None = None,
+                      reference_batch: int = GUIDE_BATCH, seed: int = 42) -> dict[str, Any]:
+    """Large-batch mode against the guide's batch in the same process: both train to early stopping
+    (TrainConfig's defaults, shuffled); the target is the reference run's best val loss, and the
+    result is each run's wall time to reach it."""
+    data = make_windows(rows)
+    model_config = ModelConfig()
+    dev = resolve_device(device)
+    runs: dict[str, dict[str, Any]] = {}
+    for name, batch, warmup, run_lr in (("reference", reference_batch, 0, scaled_lr(reference_batch, None)),
+                                        ("large", batch_size, warmup_steps, scaled_lr(batch_size, lr))):
+        _warm_up(model_config, dev, batch)
+        config = TrainConfig(lr=run_lr, batch_size=batch, warmup_steps=warmup, seed=seed, device=device)
+        history = Trainer(model_config, config, data).train()
+        runs[name] = {"batch_size": history["batch_size"], "lr": run_lr, "warmup_steps": warmup,
+                      "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+                      "best_val_loss": history["best_val_loss"], "total_seconds": history["seconds"],
+                      "median_epoch_s": statistics.median(history["epoch_seconds"]),
+                      "val_loss": [round(v, 4) for v in history["val_loss"]],
+                      "cuda_graph": history["cuda_graph"], "_history": history}
+    target = runs["reference"]["best_val_loss"]
+    for run in runs.values():
+        run["seconds_to_target"] = seconds_to_val_loss(run.pop("_history"), target)
+    large_s, reference_s = runs["large"]["seconds_to_target"], runs["reference"]["seconds_to_target"]
+    return {"bench": "large_batch", "rows": rows, "train_windows": data.n_sequences("train"), "device": str(dev),
+            "device_name": device_name(dev), "torch": torch.__version__, "seed": seed, "target_val_loss": target,
+            "reference": runs["reference"], "large": runs["large"],
+            "speedup_to_target": reference_s / large_s if large_s else None}
+
+
+def scaled_lr(batch_size: int, lr: float | None) -> float:
+    """``lr`` if given, else the guide's 1e-3 scaled by sqrt(batch_size / 32) (Adam's square-root rule)."""
+    return GUIDE_LR * math.sqrt(batch_size / GUIDE_BATCH) if lr is None else lr
 
 
 def make_candles(rows: int, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -449,6 +501,13 @@ def _parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="time the whole graph for one variant through `dagster asset materialize`")
     pipe.add_argument("--variant", default="smoke")
     pipe.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
+    large = sub.add_parser("large-batch", help="time to the batch-32 val loss: large batch (+ warm-up) vs batch 32")
+    large.add_argument("--rows", type=int, default=7243)
+    large.add_argument("--batch-size", type=int, default=512)
+    large.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up steps (TrainConfig.warmup_steps)")
+    large.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
+    large.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    large.add_argument("--seed", type=int, default=42)
     feats = sub.add_parser("features", help="time indicators + labels and measure peak memory")
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
@@ -468,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              reference=args.reference, lr=args.lr, full=args.full, seed=args.seed)
     elif args.command == "pipeline":
         result = bench_pipeline(variant=args.variant, raw=args.raw)
+    elif args.command == "large-batch":
+        result = bench_large_batch(rows=args.rows, batch_size=args.batch_size, device=args.device,
+                                   warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)
     else:
         result = bench_features(rows=args.rows, seed=args.seed, repeats=args.repeats)
     print(json.dumps(result), flush=True)

@@ -125,6 +125,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 32
+    # Linear learning-rate warm-up over the first N optimizer steps (step k trains at
+    # lr * k / N); 0 = none, the guide's recipe. Large batches at a scaled-up lr need it: without
+    # it batch 512 at 4e-3 collapsed to the base-rate predictor in 4 of 8 runs (benchmarks/RESULTS.md).
+    warmup_steps: int = 0
     max_epochs: int = 100
     patience: int = 5
     # None: plain BCE; "auto": negatives/positives of the train labels; a number: that weight.
@@ -142,6 +146,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _finite("TrainConfig", "lr", self.lr, 0.0, 10.0, lo_open=True)
         _finite("TrainConfig", "weight_decay", self.weight_decay, 0.0, 10.0)
+        _require(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
+                 and self.warmup_steps >= 0, "TrainConfig", "warmup_steps", "a non-negative integer",
+                 self.warmup_steps)
         for name in ("batch_size", "max_epochs", "patience", "eval_batch_size"):
             _positive_int("TrainConfig", name, getattr(self, name))
         pw = self.pos_weight

@@ -15,6 +15,10 @@ Why the loop looks the way it does — the default model is ~0.4 M parameters an
   captured once as a CUDA graph and replayed per batch: a batch-32 step is ~200 tiny kernels whose
   Python launch cost exceeds their run time. If capture fails, the same step runs eagerly.
 
+An optional linear learning-rate warm-up (``TrainConfig.warmup_steps``) keeps the learning rate in
+a device tensor that the step reads, so the captured graph follows the schedule without being
+re-recorded; the value is refilled before each warm-up step (a device write, no sync).
+
 Early stopping watches the val loss (patience 5 by default) and the best weights are restored.
 """
 
@@ -136,6 +140,25 @@ class _GraphedStep:
         return self.loss_sum, self.pred
 
 
+class _WarmUp:
+    """Linear warm-up: optimizer step ``k`` (1-based) runs at ``lr * min(1, k / steps)``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, steps: int) -> None:
+        self.lr, self.steps, self.done = lr, steps, 0
+        self.groups = optimizer.param_groups
+
+    def before_step(self) -> None:
+        if self.done >= self.steps:
+            return
+        self.done += 1
+        value = self.lr * self.done / self.steps
+        for group in self.groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)  # read by the kernel (and the CUDA graph) at run time
+            else:
+                group["lr"] = value
+
+
 def _confusion(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(true positives, predicted positives, actual positives) as a float (3,) device tensor."""
     t = target > 0.5
@@ -195,6 +218,7 @@ class Trainer:
         self.use_amp = train_config.amp and self.device.type == "cuda"
         self._model: nn.Module | None = None
         self._graph: _GraphedStep | None = None
+        self._warmup: _WarmUp | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -240,9 +264,14 @@ class Trainer:
         loss_fn = nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
         # Fused AdamW keeps its step counters on the device: one kernel, and no `.item()` per step;
         # capturable so the CUDA path can record it inside the step's graph.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                      fused=True if self.device.type in ("cuda", "cpu") else None,
-                                      capturable=self.device.type == "cuda")
+        fused = self.device.type in ("cuda", "cpu")
+        # A warm-up changes the lr every step; the fused kernels (and a captured graph) read it from
+        # a device tensor. Without warm-up the lr stays a Python float, as in the guide.
+        lr: float | torch.Tensor = (torch.tensor(cfg.lr, device=self.device) if cfg.warmup_steps and fused
+                                    else cfg.lr)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay,
+                                      fused=True if fused else None, capturable=self.device.type == "cuda")
+        self._warmup = _WarmUp(optimizer, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else None
         self._graph = None
         if self.device.type == "cuda" and not cfg.compile:
             self._graph = self._capture_step(model, optimizer, loss_fn, dev, batch_size)
@@ -300,7 +329,8 @@ class Trainer:
         history.update(best_epoch=best_epoch, best_val_loss=best_loss, epochs_run=len(history["train_loss"]),
                        seconds=time.perf_counter() - start, device=str(self.device),
                        params=count_parameters(model), stopped_early=stopped_early, batch_size=batch_size,
-                       seed=cfg.seed, pos_weight=self.pos_weight, compiled=cfg.compile,
+                       seed=cfg.seed, pos_weight=self.pos_weight, compiled=cfg.compile, lr=cfg.lr,
+                       warmup_steps=cfg.warmup_steps,
                        cuda_graph=self._graph is not None)
         self._graph = None  # frees the graph's memory pool
         return history
@@ -325,6 +355,8 @@ class Trainer:
         pred = torch.empty(batches.idx.numel(), dtype=torch.bool, device=self.device)  # (steps*B,)
         for step, sl in batches:
             idx, weight, count = batches.idx[sl], batches.weight[sl], batches.count[step]
+            if self._warmup is not None:
+                self._warmup.before_step()
             if self._graph is not None:
                 loss_sum, step_pred = self._graph.replay(idx, weight, count)
             else:

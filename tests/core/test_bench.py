@@ -76,3 +76,30 @@ def test_features_bench_reports_time_and_peak_memory() -> None:
     assert result["ratio_vs_talib"] == pytest.approx(result["indicators_s"] / result["talib_s"])
     assert result["peak_rss_mb"] >= result["rss_after_imports_mb"] > 0
     assert result["windows_share_memory"] is True and result["windows_shape"] == [3000 - 63, 64, 14]
+
+
+def test_seconds_to_val_loss_counts_setup_and_epochs_up_to_the_first_hit() -> None:
+    from patx_core.bench import seconds_to_val_loss
+
+    history = {"seconds": 10.0, "epoch_seconds": [2.0, 2.0, 2.0, 2.0], "val_loss": [0.6, 0.5, 0.4, 0.45]}
+    assert seconds_to_val_loss(history, 0.5) == pytest.approx(2.0 + 2.0 + 2.0)  # 2 s setup, 2 epochs
+    assert seconds_to_val_loss(history, 0.45) == pytest.approx(2.0 + 6.0)
+    assert seconds_to_val_loss(history, 0.3) is None
+
+
+def test_large_batch_bench_races_both_batches_to_the_reference_loss_without_polars() -> None:
+    args = ["large-batch", "--rows", "200", "--batch-size", "64", "--warmup-steps", "4", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", NO_POLARS_CLI, *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip())
+    ref, large = result["reference"], result["large"]
+    assert ref["batch_size"] == 32 and large["batch_size"] == 64 and large["warmup_steps"] == 4
+    assert large["lr"] == pytest.approx(1e-3 * 2 ** 0.5)
+    assert result["target_val_loss"] == ref["best_val_loss"]
+    assert result["target_val_loss"] == pytest.approx(min(ref["val_loss"]), abs=1e-4)  # listed rounded
+    assert 0 < ref["seconds_to_target"] <= ref["total_seconds"]  # the reference reaches its own best
+    if large["seconds_to_target"] is None:
+        assert result["speedup_to_target"] is None and min(large["val_loss"]) > result["target_val_loss"] - 1e-4
+    else:
+        assert result["speedup_to_target"] == pytest.approx(ref["seconds_to_target"] / large["seconds_to_target"])

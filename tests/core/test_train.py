@@ -140,7 +140,8 @@ def test_shuffle_is_seeded_per_epoch_and_off_when_disabled(monkeypatch: pytest.M
 HOST_SYNCS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__")
 
 
-def test_step_loop_never_copies_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("warmup_steps", [0, 5])
+def test_step_loop_never_copies_to_the_host(monkeypatch: pytest.MonkeyPatch, warmup_steps: int) -> None:
     calls: dict[str, int] = {}
     original = Trainer._train_epoch
 
@@ -164,7 +165,7 @@ def test_step_loop_never_copies_to_the_host(monkeypatch: pytest.MonkeyPatch) -> 
         return result
 
     monkeypatch.setattr(Trainer, "_train_epoch", guarded)
-    Trainer(TINY, cfg(max_epochs=2), make_data()).train()
+    Trainer(TINY, cfg(max_epochs=2, warmup_steps=warmup_steps), make_data()).train()
     assert calls == {"item": 2}  # only the two sanity calls, none from the step loop
 
 
@@ -285,7 +286,8 @@ def test_gpu_trains_in_bf16_without_host_syncs_in_the_step_loop(monkeypatch: pyt
     monkeypatch.setattr(PriceActionTransformer, "forward", spy)
     monkeypatch.setattr(Trainer, "_train_epoch", no_sync)
     data = make_data(n=400, n_val=64)
-    trainer = Trainer(TINY, TrainConfig(device="cuda", max_epochs=3, batch_size=32), data)
+    # warm-up on: refilling the lr tensor before each step must not sync either
+    trainer = Trainer(TINY, TrainConfig(device="cuda", max_epochs=3, batch_size=32, warmup_steps=20), data)
     history = trainer.train()
     assert history["device"].startswith("cuda") and history["epochs_run"] == 3 and history["cuda_graph"]
     assert all(math.isfinite(v) for v in history["train_loss"] + history["val_loss"])
@@ -297,10 +299,12 @@ def test_gpu_trains_in_bf16_without_host_syncs_in_the_step_loop(monkeypatch: pyt
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_graphed_step_matches_the_eager_step(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("warmup_steps", [0, 15])
+def test_gpu_graphed_step_matches_the_eager_step(monkeypatch: pytest.MonkeyPatch, warmup_steps: int) -> None:
+    # with a warm-up the graph must read the lr tensor at replay, not the value seen at capture
     model = ModelConfig(window_size=W, d_model=16, n_heads=2, n_layers=1, d_ff=32, head_hidden=8, dropout=0.0)
     data = make_data(n=400, n_val=64)
-    config = TrainConfig(device="cuda", max_epochs=2, batch_size=32, shuffle=False)
+    config = TrainConfig(device="cuda", max_epochs=2, batch_size=32, shuffle=False, warmup_steps=warmup_steps)
     graphed = Trainer(model, config, data).train()
     monkeypatch.setattr(Trainer, "_capture_step", lambda self, *args: None)
     eager = Trainer(model, config, data).train()
@@ -320,3 +324,28 @@ def test_predict_proba_restores_training_mode_and_keeps_sample_order() -> None:
         direct = torch.sigmoid(model.eval()(torch.from_numpy(data.windows("val").copy()))).numpy()
     np.testing.assert_allclose(prob, direct, rtol=1e-5, atol=1e-6)
     assert train_mod.unwrap(torch.compile(model)) is model
+
+
+def test_warmup_ramps_the_lr_linearly_then_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        seen.append(float(self.param_groups[0]["lr"]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    data = make_data(n=200, n_val=48)  # 145 train windows: 10 steps of 16 per epoch
+    history = Trainer(TINY, cfg(max_epochs=2, warmup_steps=15, lr=3e-3), data).train()
+    assert len(seen) == 20 and history["warmup_steps"] == 15 and history["lr"] == 3e-3
+    np.testing.assert_allclose(seen[:15], [3e-3 * k / 15 for k in range(1, 16)], rtol=1e-6)  # across epochs
+    np.testing.assert_allclose(seen[15:], 3e-3, rtol=1e-6)
+
+
+def test_warmup_changes_training_and_must_not_be_negative() -> None:
+    data = make_data()
+    plain = Trainer(TINY, cfg(max_epochs=1), data).train()
+    warm = Trainer(TINY, cfg(max_epochs=1, warmup_steps=1000), data).train()
+    assert warm["train_loss"][0] != pytest.approx(plain["train_loss"][0], rel=1e-6)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1)
