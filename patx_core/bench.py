@@ -50,7 +50,7 @@ import re
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from typing import Any, Sequence
 
@@ -455,24 +455,16 @@ def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
 
     Runs the Dagster CLI as a subprocess, so patx_core itself still never imports dagster.
     """
-    import shutil
     import subprocess
     import tempfile
 
     from patx_core.paths import REPO_ROOT
 
     with tempfile.TemporaryDirectory(prefix="patx-bench-") as tmp:
-        home = os.path.join(tmp, "home")
-        os.makedirs(home)
-        shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(home, "dagster.yaml"))
-        env = {**os.environ, "DAGSTER_HOME": home, "PATX_DATA_DIR": os.path.join(tmp, "data")}
-        if raw:
-            env["PATX_RAW_PARQUET"] = raw
-        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-        cmd = [dagster if os.path.exists(dagster) else "dagster", "asset", "materialize", "-m", "patx_dagster",
-               "--select", "*", "--partition", variant]
+        env = _fresh_instance(tmp, "pipeline", raw)
+        cmd = [_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select", "*", "--partition", variant]
         start = time.perf_counter()
-        out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
     log = out.stdout + out.stderr
     steps = _step_seconds(log)
@@ -482,6 +474,94 @@ def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
             "steps_s": {k: round(v, 2) for k, v in steps.items()}, "compute_s": round(compute, 2),
             "dagster_overhead_s": round(wall - compute, 2), "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "torch": torch.__version__}
+
+
+def _fresh_instance(tmp: str, name: str, raw: str | None) -> dict[str, str]:
+    """Environment for Dagster CLI calls against a new DAGSTER_HOME (the project's dagster.yaml) and
+    a new PATX_DATA_DIR under ``tmp``."""
+    import shutil
+
+    from patx_core.paths import REPO_ROOT
+
+    home = os.path.join(tmp, name, "home")
+    os.makedirs(home)
+    shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(home, "dagster.yaml"))
+    env = {**os.environ, "DAGSTER_HOME": home, "PATX_DATA_DIR": os.path.join(tmp, name, "data")}
+    if raw:
+        env["PATX_RAW_PARQUET"] = raw
+    return env
+
+
+def _dagster_cli() -> str:
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    return dagster if os.path.exists(dagster) else "dagster"
+
+
+def _intervals_overlap(intervals: Sequence[tuple[float, float]]) -> int:
+    """The largest number of ``(start, end)`` intervals open at one moment (touching ends don't count)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda e: (e[0], e[1]))
+    open_now = peak = 0
+    for _, delta in events:
+        open_now += delta
+        peak = max(peak, open_now)
+    return peak
+
+
+def bench_pools(*, variants: Sequence[str], limits: Sequence[int], raw: str | None = None,
+                step: str = "trained_model") -> dict[str, Any]:
+    """The nightly fan-out at each ``gpu`` pool limit: every variant's whole graph as its own
+    ``dagster asset materialize`` process, all started at once against one fresh instance whose
+    limit was set with ``dagster instance concurrency set gpu N`` (as the run queue starts them
+    when ``max_concurrent_runs`` allows). Reports the total wall time per limit, when each run's
+    training step ran (log timestamps, 1 s resolution) and the most training steps seen at once.
+    """
+    import subprocess
+    import tempfile
+    from datetime import datetime
+
+    from patx_core.paths import REPO_ROOT
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="patx-pools-") as tmp:
+        for limit in limits:
+            env = _fresh_instance(tmp, f"limit{limit}", raw)
+            subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu", str(limit)], env=env,
+                           cwd=REPO_ROOT, check=True, capture_output=True)
+            start = time.perf_counter()
+            procs = {v: subprocess.Popen([_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select",
+                                          "*", "--partition", v], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True) for v in variants}
+            runs: dict[str, Any] = {}
+            # one waiting thread per run, so each run's own finish time is recorded
+            with ThreadPoolExecutor(max_workers=len(procs)) as waiters:
+                done = {v: waiters.submit(lambda p: (p.communicate()[0], time.perf_counter()), proc)
+                        for v, proc in procs.items()}
+            for variant, proc in procs.items():
+                log, finished = done[variant].result()
+                events = {(s, e): datetime.strptime(t, "%Y-%m-%d %H:%M:%S").timestamp()
+                          for t, s, e in _STEP_EVENT.findall(log) if s == step}
+                end = events.get((step, "STEP_SUCCESS"), events.get((step, "STEP_FAILURE")))
+                runs[variant] = {"exit_code": proc.returncode, "wall_s": round(finished - start, 2),
+                                 "gate_failed": "blocking asset check failed" in log,
+                                 "step_s": _step_seconds(log).get(step),
+                                 "blocked_by_pool": "Step blocked by limit for pool gpu" in log,
+                                 "step_window": [events.get((step, "STEP_START")), end]}
+            wall = time.perf_counter() - start
+            windows = [tuple(r["step_window"]) for r in runs.values() if None not in r["step_window"]]
+            first = min((w[0] for w in windows), default=0.0)
+            for r in runs.values():  # seconds after the first training step started
+                r["step_window"] = [None if t is None else t - first for t in r["step_window"]]
+            results[str(limit)] = {"wall_s": round(wall, 2), "max_concurrent_steps": _intervals_overlap(windows),
+                                   "runs": runs}
+    out: dict[str, Any] = {"bench": "pools", "variants": list(variants), "step": step, "limits": results,
+                           "cpu": device_name(torch.device("cpu")), "cores": os.cpu_count(),
+                           "torch": torch.__version__,
+                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    if len(limits) == 2:
+        first, second = (results[str(n)]["wall_s"] for n in limits)
+        out["wall_ratio"] = first / second  # > 1: the second limit finished the fan-out sooner
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -501,6 +581,11 @@ def _parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="time the whole graph for one variant through `dagster asset materialize`")
     pipe.add_argument("--variant", default="smoke")
     pipe.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
+    pools = sub.add_parser("pools", help="all nightly variants at once, at each gpu pool limit")
+    pools.add_argument("--variants", default=None,
+                       help="comma-separated partitions (default: the variants file's nightly ones)")
+    pools.add_argument("--limits", default="1,2", help="comma-separated pool limits to compare")
+    pools.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
     large = sub.add_parser("large-batch", help="time to the batch-32 val loss: large batch (+ warm-up) vs batch 32")
     large.add_argument("--rows", type=int, default=7243)
     large.add_argument("--batch-size", type=int, default=512)
@@ -527,6 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              reference=args.reference, lr=args.lr, full=args.full, seed=args.seed)
     elif args.command == "pipeline":
         result = bench_pipeline(variant=args.variant, raw=args.raw)
+    elif args.command == "pools":
+        from patx_core.variants import load_variants
+
+        names = (args.variants.split(",") if args.variants
+                 else [name for name, v in load_variants().items() if v.nightly])
+        result = bench_pools(variants=names, limits=[int(n) for n in args.limits.split(",")], raw=args.raw)
     elif args.command == "large-batch":
         result = bench_large_batch(rows=args.rows, batch_size=args.batch_size, device=args.device,
                                    warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)

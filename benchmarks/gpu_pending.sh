@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU rows of benchmarks/RESULTS.md still marked pending, as one short run (~3 min of an
+# H200 plus start-up). Run from the repository root on a CUDA machine with torch and numpy
+# (polars and Dagster are not needed); JSON lines land in ${OUT:-benchmarks/out}.
+#   OUT=/some/dir bash benchmarks/gpu_pending.sh
+set -euo pipefail
+out=${OUT:-benchmarks/out}
+py=${PYTHON:-python}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+"$py" -c "import torch; print(torch.__version__)" >> "$out/gpu.txt"
+# the CUDA-graph path with the lr warm-up (graph reads the lr tensor; no host sync in the loop)
+"$py" -m pytest -q --noconftest -m gpu tests/core/test_train.py > "$out/gpu_tests.txt" 2>&1 || true
+# large batch vs batch 32, time to batch 32's best val loss: without and with warm-up, 3 seeds
+for seed in 1 2 3; do
+  for warmup in 0 60; do
+    "$py" -m patx_core.bench large-batch --device cuda --batch-size 512 --warmup-steps "$warmup" \
+      --seed "$seed" > "$out/large_batch_512_w${warmup}_s${seed}.json"
+  done
+done
