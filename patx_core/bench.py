@@ -472,7 +472,7 @@ def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
     return {"bench": "pipeline", "variant": variant, "exit_code": out.returncode,
             "gate_failed": "blocking asset check failed" in log, "wall_s": round(wall, 2),
             "steps_s": {k: round(v, 2) for k, v in steps.items()}, "compute_s": round(compute, 2),
-            "dagster_overhead_s": round(wall - compute, 2), "cpu": platform.processor() or platform.machine(),
+            "dagster_overhead_s": round(wall - compute, 2), "cpu": device_name(torch.device("cpu")),
             "cores": os.cpu_count(), "torch": torch.__version__}
 
 
