@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -61,19 +62,47 @@ def indicator_matrix(high: np.ndarray, low: np.ndarray, close: np.ndarray, *, rs
     return out
 
 
-def _compiled(fn: Callable[..., None]) -> Callable[..., None]:
+def _compiled(*, inline: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``njit`` with the machine code cached on disk; where numba finds no writable cache
     directory (a read-only image without a writable home) it refuses ``cache=True`` at import, so
-    compile in memory instead, once per process."""
-    try:
-        return njit(cache=True, nogil=True)(fn)
-    except RuntimeError as exc:
-        log.warning("numba cannot cache %s (%s): it compiles once per process (~2 s); set NUMBA_CACHE_DIR to "
-                    "a writable directory to keep the compiled code", fn.__name__, exc)
-        return njit(nogil=True)(fn)
+    compile in memory instead, once per process. ``inline``: a helper merged into its caller."""
+    options: dict[str, Any] = {"nogil": True, "inline": "always" if inline else "never"}
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError as exc:
+            log.warning("numba cannot cache %s (%s): it compiles once per process (~2 s); set NUMBA_CACHE_DIR "
+                        "to a writable directory to keep the compiled code", fn.__name__, exc)
+            return njit(**options)(fn)
+
+    return decorate
 
 
-@_compiled
+@_compiled(inline=True)
+def _ema_update(ema: float, x: float, i: int, period: int, k: float) -> float:
+    """TA-Lib ``EMA`` at row ``i``: the running sum of the first ``period - 1`` values, the SMA
+    seed at row ``period - 1``, then ``(x - ema) * k + ema``."""
+    if i < period - 1:
+        return ema + x
+    if i == period - 1:
+        return (ema + x) / period
+    return (x - ema) * k + ema
+
+
+@_compiled(inline=True)
+def _wilder_update(avg: float, x: float, i: int, period: int, inv_period: float) -> float:
+    """Wilder's average (TA-Lib ``RSI``/``ATR``) at row ``i >= 1`` of a series that starts at row 1
+    (a change, a true range): the running sum of rows 1 … ``period - 1``, the SMA seed at row
+    ``period``, then ``(avg * (period - 1) + x) / period``."""
+    if i < period:
+        return avg + x
+    if i == period:
+        return (avg + x) / period
+    return (avg * (period - 1) + x) * inv_period
+
+
+@_compiled()
 def _fill(high: np.ndarray, low: np.ndarray, close: np.ndarray, rsi_period: int, atr_period: int,
           ema_fast: int, ema_slow: int, bb_period: int, bb_stds: float, out: np.ndarray) -> None:
     n = close.shape[0]
@@ -89,8 +118,8 @@ def _fill(high: np.ndarray, low: np.ndarray, close: np.ndarray, rsi_period: int,
     inv_rsi = 1.0 / rsi_period
     inv_atr = 1.0 / atr_period
     inv_bb = 1.0 / bb_period
-    # Running state. Before its seed row each recursion accumulates the plain sum of its inputs,
-    # which the seed row turns into TA-Lib's SMA seed.
+    # Running state. Before its seed row each recursion holds the plain sum of its inputs, which
+    # the seed row turns into TA-Lib's SMA seed (see the two update helpers).
     fast = slow = gain = loss = tr_avg = 0.0
     total = total_sq = 0.0
     same = 0  # how many closes in a row equal this one
@@ -99,55 +128,30 @@ def _fill(high: np.ndarray, low: np.ndarray, close: np.ndarray, rsi_period: int,
         same = same + 1 if i > 0 and c == close[i - 1] else 1
 
         # EMA (TA-Lib EMA): k = 2 / (period + 1), seeded by the mean of the first `period` closes.
-        if i < ema_fast - 1:
-            fast += c
-        elif i == ema_fast - 1:
-            fast = (fast + c) / ema_fast
+        fast = _ema_update(fast, c, i, ema_fast, k_fast)
+        if i >= ema_fast - 1:
             out[2, i] = fast
-        else:
-            fast = (c - fast) * k_fast + fast
-            out[2, i] = fast
-        if i < ema_slow - 1:
-            slow += c
-        elif i == ema_slow - 1:
-            slow = (slow + c) / ema_slow
-            out[3, i] = slow
-        else:
-            slow = (c - slow) * k_slow + slow
+        slow = _ema_update(slow, c, i, ema_slow, k_slow)
+        if i >= ema_slow - 1:
             out[3, i] = slow
 
         if i > 0:
             prev_close = close[i - 1]
-            # RSI (TA-Lib, Wilder): mean gain/loss of the first `period` changes, then
-            # avg = (avg * (period - 1) + x) / period. max(.., 0) instead of TA-Lib's branch: a
-            # random walk's sign is unpredictable, and adding 0.0 leaves the average bit-identical.
+            # RSI (TA-Lib, Wilder): average gain and loss of the close-to-close changes. max(.., 0)
+            # instead of TA-Lib's branch: a random walk's sign is unpredictable, and adding 0.0
+            # leaves an average bit-identical.
             change = c - prev_close
-            up = max(change, 0.0)
-            down = max(-change, 0.0)
-            if i < rsi_period:
-                gain += up
-                loss += down
-            else:
-                if i == rsi_period:
-                    gain = (gain + up) / rsi_period
-                    loss = (loss + down) / rsi_period
-                else:
-                    gain = (gain * (rsi_period - 1) + up) * inv_rsi
-                    loss = (loss * (rsi_period - 1) + down) * inv_rsi
+            gain = _wilder_update(gain, max(change, 0.0), i, rsi_period, inv_rsi)
+            loss = _wilder_update(loss, max(-change, 0.0), i, rsi_period, inv_rsi)
+            if i >= rsi_period:
                 both = gain + loss
                 out[0, i] = 100.0 * (gain / both) if both != 0.0 else 0.0
-
-            # ATR (TA-Lib): true range from row 1, Wilder-averaged like the RSI. max(h, c_prev) -
-            # min(l, c_prev) is TA-Lib's max(h - l, |h - c_prev|, |l - c_prev|) with one subtraction
-            # (bit-identical: the winning difference is the same float operation).
-            tr = max(high[i], prev_close) - min(low[i], prev_close)
-            if i < atr_period:
-                tr_avg += tr
-            elif i == atr_period:
-                tr_avg = (tr_avg + tr) / atr_period
-                out[1, i] = tr_avg
-            else:
-                tr_avg = (tr_avg * (atr_period - 1) + tr) * inv_atr
+            # ATR (TA-Lib): Wilder's average of the true range. max(h, c_prev) - min(l, c_prev) is
+            # TA-Lib's max(h - l, |h - c_prev|, |l - c_prev|) with one subtraction (bit-identical:
+            # the winning difference is the same float operation).
+            tr_avg = _wilder_update(tr_avg, max(high[i], prev_close) - min(low[i], prev_close), i, atr_period,
+                                    inv_atr)
+            if i >= atr_period:
                 out[1, i] = tr_avg
 
         # Bollinger (TA-Lib BBANDS, SMA): running window sums, population variance E[x²] − E[x]².
