@@ -1,4 +1,4 @@
-"""The project's performance record: ``python -m patx_core.bench train|features|pipeline``.
+"""The project's performance record: ``python -m patx_core.bench train|large-batch|features|pipeline|pools``.
 
 Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
 ``benchmarks/RESULTS.md`` or compared by a script.
@@ -34,6 +34,10 @@ which loads or compiles the numba loop, reported apart), the labels' seconds, an
 indicators + labels + window views. polars and the feature
 code are imported only there: the ``train`` command needs torch and numpy alone (GPU boxes).
 
+``pools`` — the nightly fan-out (or ``--variants``) started at once, each variant's graph its own
+``dagster asset materialize``, at each ``--limits`` value of the ``gpu`` pool: total wall time and
+whether the training steps overlapped.
+
 ``pipeline`` — the whole graph for ``--variant`` through ``dagster asset materialize`` in a fresh
 ``DAGSTER_HOME``: wall time, the steps' compute time and the difference (Dagster overhead).
 """
@@ -50,6 +54,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from typing import Any, Sequence
@@ -59,7 +64,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from patx_core.config import DEFAULT_WINDOW, N_FEATURES, LabelConfig, ModelConfig, TrainConfig
+from patx_core.config import (
+    DEFAULT_WINDOW,
+    N_FEATURES,
+    LabelConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from patx_core.model import PriceActionTransformer
 from patx_core.train import Trainer, resolve_device
 from patx_core.windows import WindowedData
@@ -231,7 +242,7 @@ def _warm_up(model_config: ModelConfig, device: torch.device, batch_size: int) -
 
 def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile: bool = False,
                 compile_mode: str | None = None, reference: bool = False, lr: float | None = None,
-                full: bool = False, seed: int = 42) -> dict[str, Any]:
+                full: bool = False, seed: int = TrainConfig.seed) -> dict[str, Any]:
     """Time the project loop (and, interleaved epoch by epoch, the tutorial loop) on guide-shaped data."""
     if full and reference:
         raise ValueError("--reference compares fixed epochs; run it without --full")
@@ -286,8 +297,10 @@ def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile
 
 
 def seconds_to_val_loss(history: dict[str, Any], target: float) -> float | None:
-    """Wall seconds from the start of ``Trainer.train()`` (model build and graph capture included)
-    to the end of the first epoch whose val loss is ``<= target``; ``None`` if none reached it."""
+    """Wall seconds from the start of the training run (model build and graph capture included)
+    to the end of the first epoch whose val loss is ``<= target``; ``None`` if none reached it.
+    ``history["seconds"]`` minus the epochs is counted as set-up (it also holds the ms that restore
+    the best weights after the last epoch)."""
     elapsed = history["seconds"] - sum(history["epoch_seconds"])  # setup before the first epoch
     for loss, seconds in zip(history["val_loss"], history["epoch_seconds"]):
         elapsed += seconds
@@ -297,7 +310,7 @@ def seconds_to_val_loss(history: dict[str, Any], target: float) -> float | None:
 
 
 def bench_large_batch(*, rows: int, batch_size: int, device: str, warmup_steps: int, lr: float | None = None,
-                      reference_batch: int = GUIDE_BATCH, seed: int = 42) -> dict[str, Any]:
+                      reference_batch: int = GUIDE_BATCH, seed: int = TrainConfig.seed) -> dict[str, Any]:
     """Large-batch mode against the guide's batch in the same process: both train to early stopping
     (TrainConfig's defaults, shuffled); the target is the reference run's best val loss, and the
     result is each run's wall time to reach it."""
@@ -386,7 +399,7 @@ def _features_child(rows: int, seed: int, repeats: int) -> dict[str, Any]:
             "rss_after_imports_mb": rss_before / 1024, "peak_rss_mb": rss_peak / 1024}
 
 
-def _timed_runs(fn: Any, repeats: int) -> list[float]:
+def _timed_runs(fn: Callable[[], object], repeats: int) -> list[float]:
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -508,13 +521,15 @@ def _intervals_overlap(intervals: Sequence[tuple[float, float]]) -> int:
     return peak
 
 
-def bench_pools(*, variants: Sequence[str], limits: Sequence[int], raw: str | None = None,
+def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: str | None = None,
                 step: str = "trained_model") -> dict[str, Any]:
     """The nightly fan-out at each ``gpu`` pool limit: every variant's whole graph as its own
-    ``dagster asset materialize`` process, all started at once against one fresh instance whose
-    limit was set with ``dagster instance concurrency set gpu N`` (as the run queue starts them
-    when ``max_concurrent_runs`` allows). Reports the total wall time per limit, when each run's
-    training step ran (log timestamps, 1 s resolution) and the most training steps seen at once.
+    ``dagster asset materialize`` process, all started at once against one fresh instance (the
+    project's ``dagster.yaml``) whose limit was set with ``dagster instance concurrency set gpu N``;
+    a limit of ``None`` keeps what ``dagster.yaml`` ships. All runs start together: the run queue
+    would hold back runs beyond ``max_concurrent_runs`` (4 in ``dagster.yaml``), so pass at most
+    that many variants to measure what a night does. Reports the total wall time per limit, when
+    each run's training step ran (log timestamps, 1 s resolution) and the most at once.
     """
     import subprocess
     import tempfile
@@ -524,10 +539,15 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int], raw: str | No
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="patx-pools-") as tmp:
-        for limit in limits:
-            env = _fresh_instance(tmp, f"limit{limit}", raw)
-            subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu", str(limit)], env=env,
-                           cwd=REPO_ROOT, check=True, capture_output=True)
+        for index, limit in enumerate(limits):
+            env = _fresh_instance(tmp, f"run{index}", raw)
+            # Create the instance's storage first: N processes creating a fresh SQLite store at
+            # once race, and one fails within seconds.
+            subprocess.run([_dagster_cli(), "instance", "migrate"], env=env, cwd=REPO_ROOT, check=True,
+                           capture_output=True)
+            if limit is not None:
+                subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu", str(limit)], env=env,
+                               cwd=REPO_ROOT, check=True, capture_output=True)
             start = time.perf_counter()
             procs = {v: subprocess.Popen([_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select",
                                           "*", "--partition", v], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
@@ -547,19 +567,22 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int], raw: str | No
                                  "step_s": _step_seconds(log).get(step),
                                  "blocked_by_pool": "Step blocked by limit for pool gpu" in log,
                                  "step_window": [events.get((step, "STEP_START")), end]}
+                if proc.returncode != 0 and not runs[variant]["gate_failed"]:
+                    runs[variant]["log_tail"] = log[-2000:]  # failed for another reason than the gate
             wall = time.perf_counter() - start
             windows = [tuple(r["step_window"]) for r in runs.values() if None not in r["step_window"]]
-            first = min((w[0] for w in windows), default=0.0)
+            origin = min((w[0] for w in windows), default=0.0)
             for r in runs.values():  # seconds after the first training step started
-                r["step_window"] = [None if t is None else t - first for t in r["step_window"]]
-            results[str(limit)] = {"wall_s": round(wall, 2), "max_concurrent_steps": _intervals_overlap(windows),
-                                   "runs": runs}
+                r["step_window"] = [None if t is None else t - origin for t in r["step_window"]]
+            key = "shipped" if limit is None else str(limit)
+            results[key] = {"wall_s": round(wall, 2), "max_concurrent_steps": _intervals_overlap(windows),
+                            "runs": runs}
     out: dict[str, Any] = {"bench": "pools", "variants": list(variants), "step": step, "limits": results,
                            "cpu": device_name(torch.device("cpu")), "cores": os.cpu_count(),
                            "torch": torch.__version__,
                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    if len(limits) == 2:
-        first, second = (results[str(n)]["wall_s"] for n in limits)
+    if len(results) == 2:
+        first, second = (r["wall_s"] for r in results.values())
         out["wall_ratio"] = first / second  # > 1: the second limit finished the fan-out sooner
     return out
 
@@ -577,22 +600,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--reference", action="store_true", help="also run the tutorial DataLoader loop")
     train.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
     train.add_argument("--full", action="store_true", help="train to early stopping (<= 100 epochs)")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=TrainConfig.seed)
     pipe = sub.add_parser("pipeline", help="time the whole graph for one variant through `dagster asset materialize`")
     pipe.add_argument("--variant", default="smoke")
     pipe.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
     pools = sub.add_parser("pools", help="all nightly variants at once, at each gpu pool limit")
     pools.add_argument("--variants", default=None,
                        help="comma-separated partitions (default: the variants file's nightly ones)")
-    pools.add_argument("--limits", default="1,2", help="comma-separated pool limits to compare")
+    pools.add_argument("--limits", default="1,2",
+                       help="comma-separated pool limits to compare; 'shipped' = dagster.yaml's own")
     pools.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
     large = sub.add_parser("large-batch", help="time to the batch-32 val loss: large batch (+ warm-up) vs batch 32")
     large.add_argument("--rows", type=int, default=7243)
     large.add_argument("--batch-size", type=int, default=512)
-    large.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up steps (TrainConfig.warmup_steps)")
+    large.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps,
+                       help="linear lr warm-up steps (TrainConfig.warmup_steps)")
     large.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
     large.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
-    large.add_argument("--seed", type=int, default=42)
+    large.add_argument("--seed", type=int, default=TrainConfig.seed)
     feats = sub.add_parser("features", help="time indicators + labels and measure peak memory")
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
@@ -617,7 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         names = (args.variants.split(",") if args.variants
                  else [name for name, v in load_variants().items() if v.nightly])
-        result = bench_pools(variants=names, limits=[int(n) for n in args.limits.split(",")], raw=args.raw)
+        limits = [None if n == "shipped" else int(n) for n in args.limits.split(",")]
+        result = bench_pools(variants=names, limits=limits, raw=args.raw)
     elif args.command == "large-batch":
         result = bench_large_batch(rows=args.rows, batch_size=args.batch_size, device=args.device,
                                    warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)

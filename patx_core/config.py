@@ -126,8 +126,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     batch_size: int = 32
     # Linear learning-rate warm-up over the first N optimizer steps (step k trains at
-    # lr * k / N); 0 = none, the guide's recipe. Large batches at a scaled-up lr need it: without
-    # it batch 512 at 4e-3 collapsed to the base-rate predictor in 4 of 8 runs (benchmarks/RESULTS.md).
+    # lr * k / N); 0 = none, the guide's recipe. For large batches at a scaled-up lr: without it,
+    # batch 512 at 4e-3 or 2e-3 collapsed to the base-rate predictor in 4 of 8 H200 runs
+    # (benchmarks/RESULTS.md); whether warm-up cures that is not yet measured.
     warmup_steps: int = 0
     max_epochs: int = 100
     patience: int = 5

@@ -89,7 +89,7 @@ def compute_indicators(raw: pl.DataFrame) -> pl.DataFrame:
         atr_period=ATR_PERIOD, ema_periods=EMA_PERIODS, bb_period=BB_PERIOD, bb_stds=BB_STDS)
     # NaN marks the warm-up only (inputs are finite and positive); null is what the rest of the
     # pipeline reads as "no value yet".
-    computed = [pl.Series(name, row, nan_to_null=True) for name, row in zip(_INDICATOR_NAMES, matrix)]
+    computed = [pl.Series(name, row, nan_to_null=True) for name, row in zip(_INDICATOR_NAMES, matrix, strict=True)]
     return raw.select(*RAW_COLUMNS).with_columns(computed).select("timestamp", *FEATURE_COLUMNS)
 
 

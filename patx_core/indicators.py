@@ -55,10 +55,26 @@ def indicator_matrix(high: np.ndarray, low: np.ndarray, close: np.ndarray, *, rs
     ``period - 1``, the Bollinger rows ``bb_period - 1``. ``bb_width = (upper - lower) / middle``;
     ``bb_percent = (close - lower) / (upper - lower)``, and 0.5 (the middle) for a zero-width band.
     """
-    columns = [np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close)]
+    periods = {"rsi_period": rsi_period, "atr_period": atr_period, "ema_periods[0]": ema_periods[0],
+               "ema_periods[1]": ema_periods[1], "bb_period": bb_period}
+    for name, value in periods.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"indicator_matrix: {name} must be an integer >= 1, got {value!r}")
+    arrays = {name: np.ascontiguousarray(v, dtype=np.float64) for name, v in (("high", high), ("low", low),
+                                                                              ("close", close))}
+    n = arrays["close"].shape[0] if arrays["close"].ndim == 1 else -1
+    for name, array in arrays.items():
+        if array.ndim != 1 or array.shape[0] != n:
+            raise ValueError(f"indicator_matrix: high, low and close must be 1-D and of one length; "
+                             f"{name} has shape {array.shape}, close {arrays['close'].shape}")
+        # Read-only views (no copy) whatever came in: polars hands out read-only arrays and numba
+        # compiles one version per writability, so one type means one compile on a new machine.
+        arrays[name] = array.view()  # a view: the caller's array keeps its own flag
+        arrays[name].flags.writeable = False
+    columns = list(arrays.values())
     out = np.empty((len(INDICATOR_ROWS), columns[2].shape[0]))  # every cell is written once below
-    _fill(columns[0], columns[1], columns[2], rsi_period, atr_period, ema_periods[0], ema_periods[1],
-          bb_period, bb_stds, out)
+    _fill(columns[0], columns[1], columns[2], int(rsi_period), int(atr_period), int(ema_periods[0]),
+          int(ema_periods[1]), int(bb_period), float(bb_stds), out)
     return out
 
 

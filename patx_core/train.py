@@ -141,7 +141,11 @@ class _GraphedStep:
 
 
 class _WarmUp:
-    """Linear warm-up: optimizer step ``k`` (1-based) runs at ``lr * min(1, k / steps)``."""
+    """Linear warm-up: optimizer step ``k`` (1-based) runs at ``lr * min(1, k / steps)``.
+
+    Counted in optimizer steps, so after an out-of-memory retry at half the batch size it spans
+    half as many samples. (Not the graph capture's ``_GraphedStep.WARMUP_STEPS``, which are undone.)
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, lr: float, steps: int) -> None:
         self.lr, self.steps, self.done = lr, steps, 0
@@ -151,7 +155,7 @@ class _WarmUp:
         if self.done >= self.steps:
             return
         self.done += 1
-        value = self.lr * self.done / self.steps
+        value = self.lr * (self.done / self.steps)  # ends exactly on lr at step `steps`
         for group in self.groups:
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(value)  # read by the kernel (and the CUDA graph) at run time

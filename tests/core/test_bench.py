@@ -87,6 +87,7 @@ def test_seconds_to_val_loss_counts_setup_and_epochs_up_to_the_first_hit() -> No
     assert seconds_to_val_loss(history, 0.3) is None
 
 
+@pytest.mark.slow
 def test_large_batch_bench_races_both_batches_to_the_reference_loss_without_polars() -> None:
     args = ["large-batch", "--rows", "200", "--batch-size", "64", "--warmup-steps", "4", "--device", "cpu"]
     proc = subprocess.run([sys.executable, "-c", NO_POLARS_CLI, *args], capture_output=True, text=True,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from patx_core.config import WARMUP_ROWS
 from patx_core.features import (FEATURE_COLUMNS, RELATIVE_FEATURE_COLUMNS, compute_features,
                                 compute_indicators, feature_columns)
+from patx_core.indicators import RESUM_EVERY, indicator_matrix
 from patx_core.validation import RawDataError
 from tests.conftest import make_candles
 
@@ -137,10 +138,18 @@ def test_prefix_causality(prefix_candles: pl.DataFrame, cut: int, feature_set: s
     """Values on a prefix equal the whole series' values: no row looks at a later candle."""
     whole = compute_features(prefix_candles, feature_set).head(cut)
     prefix = compute_features(prefix_candles.head(cut), feature_set)
-    # equal up to float noise: polars' rolling sums and seed means may add in another order on a
-    # shorter series (E[x²] − E[x]² amplifies that to ~1e-12); a look-ahead moves values by far more
+    # equal up to float noise: polars' rolling volume mean (relative set) may add in another order
+    # on a shorter series; a look-ahead moves values by far more
     np.testing.assert_allclose(prefix.drop("timestamp").fill_null(np.nan).to_numpy(),
                                whole.drop("timestamp").fill_null(np.nan).to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cut", [1, 15, 200, RESUM_EVERY - 1, RESUM_EVERY, RESUM_EVERY + 1, 2 * RESUM_EVERY + 1])
+def test_indicators_on_a_prefix_are_bit_identical_across_resum_rows(cut: int) -> None:
+    """The rolling sums are re-added at fixed row numbers, so a prefix reproduces every bit."""
+    raw = make_candles(2 * RESUM_EVERY + 60, seed=8)
+    whole = compute_indicators(raw).head(cut)
+    assert compute_indicators(raw.head(cut)).equals(whole)
 
 
 def test_missing_column_is_named_not_a_polars_error(long_candles: pl.DataFrame) -> None:
@@ -174,3 +183,16 @@ def test_indicators_work_where_numba_cannot_write_its_cache() -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert "numba cannot cache _fill" in proc.stderr
+
+
+def test_indicator_matrix_refuses_mismatched_columns_and_bad_periods() -> None:
+    # numba does not bounds-check: a short high column would read past its end, bb_period 0 a later row
+    close = np.linspace(10.0, 20.0, 300)
+    periods = {"rsi_period": 14, "atr_period": 14, "ema_periods": (50, 200), "bb_period": 20, "bb_stds": 2.0}
+    with pytest.raises(ValueError, match="high has shape"):
+        indicator_matrix(close[:-1] + 1, close - 1, close, **periods)
+    with pytest.raises(ValueError, match="bb_period must be an integer >= 1"):
+        indicator_matrix(close + 1, close - 1, close, **(periods | {"bb_period": 0}))
+    writable = close + 1
+    indicator_matrix(writable, close - 1, close, **periods)
+    assert writable.flags.writeable  # the caller's arrays are left as they were
