@@ -19,7 +19,7 @@ import polars as pl
 
 from patx_core.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
 from patx_core.config import VariantConfig
-from patx_core.evaluation import json_safe, split_summaries
+from patx_core.evaluation_json import json_safe, split_summaries
 from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.scaler import Scaler
 from patx_core.windows import WindowedData
@@ -239,7 +239,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
     so a failed gate still leaves a report that says why.
     """
     from patx_core.checkpoint import load_checkpoint
-    from patx_core.evaluation import SplitPredictions, evaluate_variant
+    from patx_core.evaluation_json import SplitPredictions, evaluate_variant
     from patx_core.report import write_report
     from patx_core.train import predict_proba
 

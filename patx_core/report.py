@@ -26,7 +26,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve
 
 from patx_core.artifacts import PathLike, as_path, atomic_write_bytes, atomic_write_text
-from patx_core.evaluation import SplitPredictions
+from patx_core.evaluation_json import SplitPredictions
 
 log = logging.getLogger(__name__)
 

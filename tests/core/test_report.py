@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from patx_core.config import VariantConfig
-from patx_core.evaluation import Evaluation, evaluate_variant
+from patx_core.evaluation_json import Evaluation, evaluate_variant
 from patx_core.report import write_leaderboard, write_report
 from tests.core.test_evaluation import SEED_SPLIT, synthetic
 

@@ -20,7 +20,7 @@ import polars as pl
 
 from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, backtest
 from patx_core.config import VariantConfig
-from patx_core.evaluate import ThresholdChoice, classification_metrics, select_threshold
+from patx_core.metrics import ThresholdChoice, classification_metrics, select_threshold
 
 log = logging.getLogger(__name__)
 

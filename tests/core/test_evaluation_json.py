@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from patx_core.config import VariantConfig
-from patx_core.evaluate import ThresholdChoice
-from patx_core.evaluation import SplitPredictions, evaluate_variant, precision_gate
+from patx_core.metrics import ThresholdChoice
+from patx_core.evaluation_json import SplitPredictions, evaluate_variant, precision_gate
 
 SEED_SPLIT = {"split": {"train": 0.8, "val": 0.2, "test": 0.0}}
 

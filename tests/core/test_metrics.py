@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from patx_core.config import EvalConfig
-from patx_core.evaluate import classification_metrics, select_threshold, wilson_interval
+from patx_core.metrics import classification_metrics, select_threshold, wilson_interval
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [
