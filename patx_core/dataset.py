@@ -8,12 +8,29 @@ Leakage guards, each tested: splits are chronological and never shuffled; the la
 rows of every split followed by another are purged, so no label's horizon reaches a later
 split's prices; the scaler sees train rows only; a window ends at its label row and only looks
 back (val/test windows may reach into earlier splits' features, which are past data).
+
+Many symbols (a ``symbol`` column; a frame without one is a single series):
+
+- Indicators, labels and windows are computed per symbol: no window and no label horizon
+  crosses from one symbol into another (``exit_index`` counts rows of the symbol's own table).
+- Splits use calendar cutoffs shared by every symbol, so a test period is one stretch of
+  calendar time across the universe. The cutoffs cut the sorted distinct timestamps of the
+  processed rows by the split fractions; for one symbol that is exactly its row arithmetic.
+  The purge applies per symbol at each cutoff: a sample whose label horizon (its row +
+  ``horizon`` in its own symbol) reaches the next cutoff is not a sample.
+- A sample needs ``window_size - 1`` earlier processed rows of its own symbol, whatever its
+  split, so a symbol that starts late (a ragged universe) simply has its first window later.
+- The scaler is fitted on train rows only: per symbol for the price-level ``seed`` features
+  (index points and a $30 stock share no scale), pooled for the scale-free ``relative`` ones.
+  A symbol without train rows cannot be scaled per symbol and is left out, with a logged reason.
+- Rows are ordered by (symbol, time), one model trains on the pooled windows.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -21,7 +38,8 @@ import polars as pl
 from patx_core.config import WARMUP_ROWS, DataConfig, LabelConfig, SplitConfig
 from patx_core.features import compute_indicators, feature_columns, features_from_indicators
 from patx_core.labels import triple_barrier
-from patx_core.scaler import Scaler
+from patx_core.scaler import Scaler, UniverseScaler
+from patx_core.universe import SYMBOL
 from patx_core.validation import RawDataError, Violation, sequence_count, split_sizes
 from patx_core.windows import WindowedData
 
@@ -34,9 +52,9 @@ OUTCOME_COLUMNS = ("exit_index", "exit_price", "trade_return", "holding", "exit_
 
 
 def build_feature_table(raw: pl.DataFrame, data: DataConfig, labels: LabelConfig) -> pl.DataFrame:
-    """Every raw row with its features, label and trade outcome.
+    """Every raw row with its features, label and trade outcome, computed per symbol.
 
-    Columns: ``timestamp``, ``entry_price`` (the raw close the trade enters at), the feature set's
+    Columns: ``symbol`` (when ``raw`` has one; rows stay in ``raw``'s order), ``timestamp``, ``entry_price`` (the raw close the trade enters at), the feature set's
     14 columns, ``label`` (Int8, null where unknown: warm-up or horizon past the end),
     ``exit_index`` (Int64, row of this table), ``exit_price``, ``trade_return``, ``holding``
     (Int64) and ``exit_reason`` (Int8: 1 take-profit, -1 stop, 0 horizon); outcomes are null
@@ -44,6 +62,19 @@ def build_feature_table(raw: pl.DataFrame, data: DataConfig, labels: LabelConfig
     train on come out all one class: no classifier can learn from that, and the fix is in the
     label config, not the model.
     """
+    if SYMBOL in raw.columns:
+        parts = [_symbol_table(part.drop(SYMBOL), data, labels).select(pl.lit(key[0], dtype=pl.String).alias(SYMBOL),
+                                                                       pl.all())
+                 for key, part in raw.group_by(SYMBOL, maintain_order=True)]
+        table = pl.concat(parts)
+    else:
+        table = _symbol_table(raw, data, labels)
+    _check_label_balance(table, data, labels)
+    return table
+
+
+def _symbol_table(raw: pl.DataFrame, data: DataConfig, labels: LabelConfig) -> pl.DataFrame:
+    """:func:`build_feature_table` for one symbol's candles."""
     indicators = compute_indicators(raw)
     features = features_from_indicators(indicators, data.feature_set)
     result = triple_barrier(*(raw.get_column(c).to_numpy() for c in ("open", "high", "low", "close")),
@@ -65,7 +96,6 @@ def build_feature_table(raw: pl.DataFrame, data: DataConfig, labels: LabelConfig
         # the numpy arrays hold -1/0 placeholders where no label exists; null says it plainly
         pl.when(pl.col("_known")).then(pl.col(c)).alias(c) for c in ("exit_index", "holding", "exit_reason")
     ).drop("_known")
-    _check_label_balance(table, data, labels)
     return table
 
 
@@ -98,42 +128,65 @@ def _check_label_balance(table: pl.DataFrame, data: DataConfig, labels: LabelCon
 class SplitDataset:
     """Processed rows split chronologically, with the train-only scaler and normalized matrix.
 
-    ``frame`` holds the processed rows (table columns + ``split`` and ``is_sample``: labelled, not
-    purged, a full window of history); ``bounds[split]`` is its half-open row range in ``frame``;
-    ``matrix`` is the (N, 14) float32 z-scored feature matrix every window is a view of.
+    ``frame`` holds the processed rows in (symbol, time) order: table columns + ``label_end``
+    (timestamp of the candle ``horizon`` rows after the row, in its own symbol), ``split`` and
+    ``is_sample`` (labelled, not purged, a full window of its symbol's history); ``cutoffs[split]``
+    is its half-open calendar range ``[start, end)`` (``end`` None for the last split);
+    ``matrix`` is the (N, 14) float32 z-scored feature matrix every window is a view of;
+    ``skipped`` names symbols left out and why.
     """
 
     frame: pl.DataFrame
-    scaler: Scaler
+    scaler: UniverseScaler
     matrix: np.ndarray
-    bounds: dict[str, tuple[int, int]]
+    cutoffs: dict[str, tuple[datetime, datetime | None]]
     feature_columns: tuple[str, ...]
     window_size: int
     horizon: int
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self.bounds)
+        return tuple(self.cutoffs)
+
+    @property
+    def bounds(self) -> dict[str, tuple[int, int]]:
+        """Half-open row range of each split in ``frame``: defined for a single series only,
+        where every split is one contiguous block of rows."""
+        return contiguous_bounds(self.frame, self.splits)
 
     def sample_rows(self, split: str) -> np.ndarray:
         """int64 rows of ``frame`` (= rows of ``matrix``) that are samples of ``split``, ascending."""
-        if split not in self.bounds:
+        if split not in self.cutoffs:
             raise ValueError(f"unknown split {split!r}; this dataset has {self.splits}")
-        start, end = self.bounds[split]
-        is_sample = self.frame.get_column("is_sample").slice(start, end - start).to_numpy()
-        return (np.flatnonzero(is_sample) + start).astype(np.int64)
+        mask = (self.frame.get_column("split") == split) & self.frame.get_column("is_sample")
+        return mask.arg_true().to_numpy().astype(np.int64)
 
     def to_windows(self) -> WindowedData:
         """The training/evaluation view: no copy of ``matrix``; windows are strided views."""
         return windows_from_frame(self.frame, self.scaler, self.window_size, matrix=self.matrix)
 
 
-def windows_from_frame(frame: pl.DataFrame, scaler: Scaler, window_size: int, *,
+def contiguous_bounds(frame: pl.DataFrame, splits: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """Each split's half-open row range, for a frame of one series; ``ValueError`` for a universe."""
+    split = frame.get_column("split").to_numpy()
+    bounds: dict[str, tuple[int, int]] = {}
+    for name in splits:
+        rows = np.flatnonzero(split == name)
+        if rows.size and rows[-1] - rows[0] + 1 != rows.size:
+            raise ValueError(f"split {name!r} is not one block of rows (a many-symbol frame); use cutoffs")
+        bounds[name] = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    return bounds
+
+
+def windows_from_frame(frame: pl.DataFrame, scaler: UniverseScaler | Scaler, window_size: int, *,
                        matrix: np.ndarray | None = None) -> WindowedData:
     """The windowed view of a splits frame (``split``/``is_sample`` columns), e.g. one read back
     from storage; ``matrix`` skips re-normalizing when the caller already has it."""
+    if isinstance(scaler, Scaler):
+        scaler = UniverseScaler(feature_columns=scaler.feature_columns, pooled=scaler)
     if matrix is None:
-        matrix = scaler.transform(frame.select(scaler.feature_columns).to_numpy())  # (N, F) float32
+        matrix = scaler.transform_frame(frame)  # (N, F) float32
     # a writable copy: polars hands out read-only buffers, which torch.from_numpy warns about
     labels = np.array(frame.get_column("label").cast(pl.Float32).fill_null(np.nan).to_numpy())
     split = frame.get_column("split").to_numpy()
@@ -143,62 +196,131 @@ def windows_from_frame(frame: pl.DataFrame, scaler: Scaler, window_size: int, *,
                         feature_columns=scaler.feature_columns)
 
 
-def split_dataset(table: pl.DataFrame, split: SplitConfig, labels: LabelConfig, data: DataConfig) -> SplitDataset:
-    """Chronological train/val(/test) splits of the processed rows of a feature table.
+def calendar_cutoffs(timestamps: pl.Series, split: SplitConfig) -> dict[str, tuple[datetime, datetime | None]]:
+    """Shared calendar cutoffs: the distinct sorted ``timestamps`` cut by :func:`split_sizes`.
 
-    Processed rows are those with every feature and a label: a contiguous block from the first
-    row with all indicators (199) to ``horizon`` rows before the end. Sizes follow
-    :func:`split_sizes`; samples per split follow :func:`sequence_count` (purge of the last
-    ``horizon`` rows before each boundary, ``window_size − 1`` rows of history for the first
-    split). The scaler is fitted on all train rows (features only: purged rows' features are
-    train-period prices too) and applied to every row.
+    Each split is ``[start, end)``; the last one is open-ended. A split with no calendar day
+    gets ``start == end`` (its caller refuses it as empty).
+    """
+    calendar = timestamps.unique().sort()
+    n = calendar.len()
+    sizes = split_sizes(n, split)
+    cutoffs: dict[str, tuple[datetime, datetime | None]] = {}
+    names = split.names
+    start = 0
+    last_ts = calendar[n - 1] if n else None
+    for i, name in enumerate(names):
+        end = start + sizes[name]
+        lo = calendar[start] if start < n else last_ts
+        hi = None if i == len(names) - 1 else (calendar[end] if end < n else last_ts)
+        cutoffs[name] = (lo, hi)
+        start = end
+    return cutoffs
+
+
+def split_dataset(table: pl.DataFrame, split: SplitConfig, labels: LabelConfig, data: DataConfig) -> SplitDataset:
+    """Chronological, purged train/val(/test) splits of the processed rows of a feature table.
+
+    Processed rows are those with every feature and a label: per symbol, a contiguous block from
+    its first row with all indicators (199) to ``horizon`` rows before its end. The calendar
+    cutoffs follow :func:`calendar_cutoffs`; for one series the samples per split are exactly
+    :func:`sequence_count` (purge of the last ``horizon`` rows before each cutoff,
+    ``window_size − 1`` rows of history for the first split). The scaler is fitted on all train
+    rows (features only: purged rows' features are train-period prices too) and applied to every
+    row. See the module docstring for the many-symbol rules.
     """
     columns = feature_columns(data.feature_set)
     missing = [c for c in ("timestamp", "label", *columns) if c not in table.columns]
     if missing:
         raise ValueError(f"split_dataset: the feature table lacks column(s) {missing} for "
                          f"data.feature_set={data.feature_set!r}; build it with build_feature_table")
-    keep = table.select(_processed_mask(table, columns)).to_series()
-    rows = keep.arg_true()
-    if rows.len() and rows[-1] - rows[0] + 1 != rows.len():
-        # A hole would make a window silently span missing candles.
-        gaps = (rows.diff() > 1).arg_true()
-        raise ValueError(f"split_dataset: processed rows are not contiguous: table row {rows[gaps[0] - 1]} "
-                         f"is followed by row {rows[gaps[0]]} (missing features or label in between)")
-    frame = table.filter(keep)
-    n = frame.height
-    if data.window_size > n:
-        raise ValueError(f"data.window_size={data.window_size} is longer than the {n} processed rows "
+    has_symbol = SYMBOL in table.columns
+    if not has_symbol:
+        table = table.with_columns(pl.lit("", dtype=pl.String).alias(SYMBOL))
+    table = table.with_columns(
+        pl.col("timestamp").shift(-labels.horizon).over(SYMBOL).alias("label_end"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
+        _processed_mask(table, columns).alias("_keep"))
+    _require_contiguous(table)
+    frame = table.filter(pl.col("_keep")).drop("_keep")
+    longest = frame.group_by(SYMBOL).len().get_column("len").max() if frame.height else 0
+    if data.window_size > (longest or 0):
+        raise ValueError(f"data.window_size={data.window_size} is longer than the {longest or 0} processed rows "
                          f"(rows with all features and a label); use a shorter window or more data")
 
     names = split.names
-    sizes = split_sizes(n, split)
-    bounds: dict[str, tuple[int, int]] = {}
-    start = 0
-    for name in names:
-        bounds[name] = (start, start + sizes[name])
-        start += sizes[name]
-    is_sample = np.zeros(n, dtype=bool)
+    cutoffs = calendar_cutoffs(frame.get_column("timestamp"), split)
+    which: pl.Expr = pl.lit(names[-1], dtype=pl.String)
+    for name in reversed(names[:-1]):
+        which = pl.when(pl.col("timestamp") < cutoffs[name][1]).then(pl.lit(name, dtype=pl.String)).otherwise(which)
+    frame = frame.with_columns(which.alias("split"))
+    scaler, frame, skipped = _fit_scaler(frame, columns, data.feature_set, names[0])
+
+    is_sample = pl.int_range(pl.len()).over(SYMBOL) >= data.window_size - 1
+    for name in names[:-1]:
+        next_start = cutoffs[names[names.index(name) + 1]][0]
+        is_sample = is_sample & ((pl.col("split") != name) | (pl.col("label_end") < next_start))
+    frame = frame.with_columns(is_sample.alias("is_sample"))
+    _require_samples(frame, names, data, labels)
+    keep_cols = [c for c in frame.columns if c != "_row" and (has_symbol or c != SYMBOL)]
+    out = frame.select(keep_cols)
+    matrix = scaler.transform_frame(out)
+    return SplitDataset(frame=out, scaler=scaler, matrix=matrix, cutoffs=cutoffs, feature_columns=columns,
+                        window_size=data.window_size, horizon=labels.horizon, skipped=skipped)
+
+
+def _require_contiguous(table: pl.DataFrame) -> None:
+    """A hole in a symbol's processed rows would make a window silently span missing candles."""
+    kept = table.filter(pl.col("_keep")).select(
+        SYMBOL, "_row", (pl.col("_row").diff().over(SYMBOL) > 1).alias("_gap"))
+    gaps = kept.filter(pl.col("_gap"))
+    if gaps.height:
+        row, symbol = int(gaps["_row"][0]), gaps[SYMBOL][0]
+        previous = int(kept.filter((pl.col(SYMBOL) == symbol) & (pl.col("_row") < row))["_row"].max())
+        where = f" of symbol {symbol!r}" if symbol else ""
+        raise ValueError(f"split_dataset: processed rows{where} are not contiguous: table row {previous} "
+                         f"is followed by row {row} (missing features or label in between)")
+
+
+def _fit_scaler(frame: pl.DataFrame, columns: tuple[str, ...], feature_set: str,
+                train: str) -> tuple[UniverseScaler, pl.DataFrame, dict[str, str]]:
+    """The train-only scaler (per symbol for ``seed``, pooled otherwise) and the rows it can scale."""
+    is_train = pl.col("split") == train
+    symbols = frame.get_column(SYMBOL).unique(maintain_order=True).to_list()
+    if feature_set != "seed" or len(symbols) == 1:
+        values = frame.filter(is_train).select(columns).to_numpy()
+        return UniverseScaler(feature_columns=columns, pooled=Scaler.fit(values, columns)), frame, {}
+    per_symbol: dict[str, Scaler] = {}
+    skipped: dict[str, str] = {}
+    for symbol in symbols:
+        values = frame.filter(is_train & (pl.col(SYMBOL) == symbol)).select(columns).to_numpy()
+        if values.shape[0] == 0:
+            skipped[symbol] = ("skipped: no rows before the first calendar cutoff, so no train rows to fit "
+                               "its per-symbol scaler (the price-level 'seed' features are scaled per symbol)")
+            logger.warning("symbol %r %s", symbol, skipped[symbol])
+            continue
+        try:
+            per_symbol[symbol] = Scaler.fit(values, columns)
+        except ValueError as exc:
+            raise ValueError(f"symbol {symbol!r}: {exc}") from None
+    if not per_symbol:
+        raise ValueError("split_dataset: no symbol has train rows to fit its scaler")
+    frame = frame.filter(pl.col(SYMBOL).is_in(list(per_symbol)))
+    return UniverseScaler(feature_columns=columns, per_symbol=per_symbol), frame, skipped
+
+
+def _require_samples(frame: pl.DataFrame, names: tuple[str, ...], data: DataConfig, labels: LabelConfig) -> None:
+    counts = frame.group_by("split").agg(pl.len().alias("rows"), pl.col("is_sample").sum().alias("samples"))
+    by_split = {r["split"]: r for r in counts.iter_rows(named=True)}
+    n = frame.height
     for i, name in enumerate(names):
         first, last = i == 0, i == len(names) - 1
-        lo, hi = bounds[name]
-        count = sequence_count(hi - lo, data.window_size, labels.horizon, first=first, last=last)
+        rows = by_split.get(name, {}).get("rows", 0)
+        count = by_split.get(name, {}).get("samples", 0)
         if count == 0:
             raise ValueError(
-                f"split {name!r} has 0 samples: {hi - lo} of {n} processed rows"
+                f"split {name!r} has 0 samples: {rows} of {n} processed rows"
                 f"{f' minus data.window_size-1={data.window_size - 1} rows of history' if first else ''}"
                 f"{f' minus the labels.horizon={labels.horizon} purged rows' if not last else ''}; "
                 f"raise split.{name}, shorten data.window_size / labels.horizon, or use more data")
-        sample_lo = lo + (data.window_size - 1 if first else 0)
-        sample_hi = hi - (0 if last else labels.horizon)
-        is_sample[sample_lo:sample_hi] = True
-        logger.info("split %s: rows %d..%d (%d rows), %d samples", name, lo, hi, hi - lo, count)
-
-    split_col = np.repeat(np.array(names), [sizes[s] for s in names])
-    frame = frame.with_columns(pl.Series("split", split_col, dtype=pl.String), pl.Series("is_sample", is_sample))
-    values = frame.select(columns).to_numpy()
-    train_lo, train_hi = bounds[names[0]]
-    scaler = Scaler.fit(values[train_lo:train_hi], columns)
-    matrix = scaler.transform(values)
-    return SplitDataset(frame=frame, scaler=scaler, matrix=matrix, bounds=bounds, feature_columns=columns,
-                        window_size=data.window_size, horizon=labels.horizon)
+        logger.info("split %s: %d rows, %d samples", name, rows, count)

@@ -1,14 +1,15 @@
 """Where patx reads and writes: the file-layout contract other tools rely on.
 
-``PATX_RAW_PARQUET`` names the input (default: the bundled NASDAQ sample);
-``PATX_DATA_DIR`` (default ``./data``) holds every output::
+``PATX_DATA_DIR`` (default ``./data``) holds every output, one folder per dataset
+(``datasets.toml``; see :mod:`patx_core.datasets`)::
 
-    checkpoints/<variant>/best_model.pth, scaler.pkl   trained model (training issue formats)
-    reports/<variant>/evaluation.json, report.md, *.png
-    reports/leaderboard.md
-    models/<variant>/best_model.pth, manifest.json     the promoted champion
-    signals/<variant>/latest.json                      newest inference
-    work/<variant>/...                                 intermediate data (features, windows)
+    <dataset>/checkpoints/<variant>/best_model.pth, scaler.pkl   trained model
+    <dataset>/reports/<variant>/evaluation.json, report.md, *.png
+    <dataset>/models/<variant>/best_model.pth, manifest.json     the promoted champion
+    <dataset>/signals/<variant>/latest.json                      newest inference
+    <dataset>/work/<variant>/...                                 intermediate data (features, windows)
+    <dataset>/curated/                                           ingested candles (landing datasets)
+    leaderboard.md                                               every (dataset, variant)
 
 ``PATX_DATA_DIR`` may be an fsspec URL (``s3://bucket/patx``) so steps on different
 machines share artifacts.
@@ -23,28 +24,46 @@ from pathlib import Path
 from patx_core.artifacts import PathLike, as_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_SAMPLE = REPO_ROOT / "data" / "raw" / "nasdaq_daily_1999_2018.parquet"
 DEFAULT_DATA_DIR = "data"
-
-
-def raw_parquet_path() -> Path:
-    return as_path(os.environ.get("PATX_RAW_PARQUET") or BUNDLED_SAMPLE)
 
 
 def data_dir() -> Path:
     return as_path(os.environ.get("PATX_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _root(root: PathLike | None) -> Path:
+    return as_path(root) if root is not None else data_dir()
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """The folder of one dataset under a data dir, and what is shared by its variants."""
+
+    data_root: Path
+    dataset: str
+
+    @classmethod
+    def for_dataset(cls, dataset: str, root: PathLike | None = None) -> "DatasetPaths":
+        return cls(data_root=_root(root), dataset=dataset)
+
+    @property
+    def root(self) -> Path:
+        return self.data_root / self.dataset
+
+    @property
+    def curated_dir(self) -> Path:
+        return self.root / "curated"
+
+    def variant(self, variant: str) -> "VariantPaths":
+        return VariantPaths(root=self.root, variant=variant)
+
+
 @dataclass(frozen=True)
 class VariantPaths:
-    """Every artifact path of one variant under one data dir."""
+    """Every artifact path of one variant under one dataset's folder (``root``)."""
 
     root: Path
     variant: str
-
-    @classmethod
-    def for_variant(cls, variant: str, root: PathLike | None = None) -> "VariantPaths":
-        return cls(root=as_path(root) if root is not None else data_dir(), variant=variant)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -92,4 +111,5 @@ class VariantPaths:
 
 
 def leaderboard_md(root: PathLike | None = None) -> Path:
-    return (as_path(root) if root is not None else data_dir()) / "reports" / "leaderboard.md"
+    """``<PATX_DATA_DIR>/leaderboard.md``: one row per (dataset, variant)."""
+    return _root(root) / "leaderboard.md"

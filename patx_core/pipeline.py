@@ -1,6 +1,7 @@
 """One function per step of the lifecycle: what each Dagster asset calls, and what a notebook can.
 
-Each step takes plain values, a ``VariantConfig`` and a ``VariantPaths``, writes its artifacts
+Each step takes plain values and a :class:`~patx_core.grid.GridCell` (the dataset, the variant
+with the dataset's market settings, and their paths), writes its artifacts
 atomically through ``patx_core``, and returns a ``StepResult``: the value (if any), metadata
 for the UI, and ``CheckOutcome``s for the properties the orchestration turns into asset checks.
 """
@@ -20,8 +21,10 @@ import polars as pl
 from patx_core.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
 from patx_core.config import VariantConfig
 from patx_core.evaluation_json import json_safe, split_summaries
+from patx_core.grid import GridCell
 from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
-from patx_core.scaler import Scaler
+from patx_core.scaler import UniverseScaler
+from patx_core.universe import SYMBOL
 from patx_core.windows import WindowedData
 
 if TYPE_CHECKING:
@@ -66,35 +69,101 @@ def _windows_path(paths: VariantPaths) -> Path:
     return paths.work_dir / "windows.npz"
 
 
+def _input_path(paths: VariantPaths) -> Path:
+    """What ``raw_prices`` read (files, digest, symbols, spacing): later steps record it."""
+    return paths.work_dir / "input.json"
+
+
+def read_input_info(cell: GridCell) -> dict[str, Any]:
+    """The ``dataset`` facts ``raw_prices`` recorded for this cell (see :func:`load_raw_prices`)."""
+    path = _input_path(cell.paths)
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: materialize raw_prices for {cell.key} first")
+    return read_json(path)
+
+
 # --------------------------------------------------------------------------------------- data
 
 
-def load_raw_prices(raw_path: PathLike, variant: VariantConfig) -> StepResult:
-    """Read and validate the raw parquet; refuses (``RawDataError``) before anything is written."""
-    from patx_core.validation import describe_row_requirement, read_raw_parquet, required_rows
+def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResult:
+    """Read and validate the dataset per symbol; refuses (``RawDataError``) before anything is written.
 
+    Symbols with too few rows for the variant are skipped (logged, and listed in the metadata);
+    the candle spacing is checked against the dataset's interval. What was read (files, sha256,
+    symbols, spacing) goes to ``work/<variant>/input.json`` for the evaluation to record.
+    """
+    from patx_core.universe import check_interval, read_universe, source_digest
+    from patx_core.validation import describe_row_requirement, required_rows
+
+    variant, dataset = cell.variant, cell.dataset
     settings = (variant.data, variant.labels, variant.split)
-    raw = read_raw_parquet(raw_path, min_rows=required_rows(*settings),
-                           min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
-    # read_raw_parquet validated this very frame (pandera schema + invariants, after normalization)
-    # or raised, so the check records that outcome rather than validating it a second time.
+    files = cell.input_files()
+    universe = read_universe(files, min_rows=required_rows(*settings),
+                             min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
+    raw = universe.frame
+    spacing = check_interval(raw, dataset.interval_seconds, dataset=dataset.name, interval=dataset.interval)
+    newest = dict(raw.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max()).iter_rows())
+    info = {"name": dataset.name, "symbols": universe.symbols, "interval": dataset.interval,
+            "median_spacing_seconds": spacing, "source_sha256": source_digest(files),
+            "source": [str(f) for f in files], "rows": raw.height, "skipped_symbols": universe.skipped,
+            **_date_range(raw)}
+    atomic_write_json(_input_path(cell.paths), info)
+    # read_universe validated every symbol (pandera schema + invariants, after normalization) or
+    # raised, so the check records that outcome rather than validating it a second time.
     schema_check = CheckOutcome(
-        "raw_prices_schema", True, {"columns": {c: str(t) for c, t in raw.schema.items()}, "rows": raw.height},
-        "pandera RawPricesSchema and the OHLC/timestamp invariants hold")
-    meta = {"dagster/row_count": raw.height, "path": str(raw_path), **_date_range(raw)}
-    return StepResult(value=raw, metadata=meta, checks=[schema_check])
+        "raw_prices_schema", True, {"columns": {c: str(t) for c, t in raw.schema.items()}, "rows": raw.height,
+                                    "symbols": len(universe.symbols)},
+        "pandera RawPricesSchema and the OHLC/timestamp invariants hold for every symbol")
+    meta = {"dagster/row_count": raw.height, "dataset": dataset.name, "symbols": universe.symbols,
+            "skipped_symbols": universe.skipped, "input_sha256": info["source_sha256"],
+            "input_files": info["source"], "median_spacing": _duration(spacing),
+            "newest_candle": {s: _iso(t) for s, t in newest.items()}, **_date_range(raw)}
+    return StepResult(value=raw, metadata=meta,
+                      checks=[schema_check, freshness_check(newest, dataset.max_staleness, now=now)])
 
 
-def build_features(raw: pl.DataFrame, variant: VariantConfig) -> StepResult:
-    """Features, triple-barrier labels and trade outcomes for every raw row."""
+def _duration(seconds: float | None) -> str | None:
+    from patx_core.datasets import format_duration
+
+    return None if seconds is None else format_duration(seconds)
+
+
+def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
+    """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
+    from patx_core.datasets import parse_duration
+
+    if not max_staleness:
+        return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
+                            "no max_staleness set for this dataset: freshness not checked")
+    now = now or datetime.now(timezone.utc)
+    limit = parse_duration(max_staleness)
+    age = {s: (now - t).total_seconds() for s, t in newest.items()}
+    stale = {s: a for s, a in age.items() if a > limit}
+    meta = {"max_staleness": max_staleness, "now": now.isoformat(),
+            "age_by_symbol": {s: _duration(a) for s, a in age.items()},
+            "stale_symbols": sorted(stale)}
+    if not stale:
+        oldest = max(age.values()) if age else 0.0
+        return CheckOutcome("raw_prices_fresh", True, meta,
+                            f"newest candles at most {_duration(oldest)} old (limit {max_staleness})")
+    worst = max(stale, key=stale.__getitem__)
+    return CheckOutcome("raw_prices_fresh", False, meta,
+                        f"{len(stale)} symbol(s) stale: {worst!r}'s newest candle is {_duration(stale[worst])} old, "
+                        f"{_duration(stale[worst] - limit)} past max_staleness={max_staleness}")
+
+
+def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:
+    """Features, triple-barrier labels and trade outcomes for every raw row, per symbol."""
     from patx_core.dataset import build_feature_table
     from patx_core.features import feature_columns
 
+    variant = cell.variant
     table = build_feature_table(raw, variant.data, variant.labels)
     cols = list(feature_columns(variant.data.feature_set))
-    complete = table.filter(pl.all_horizontal(pl.col(cols).is_not_null()))
-    first_complete = complete["timestamp"].min()
-    after_warmup = table.filter(pl.col("timestamp") >= first_complete) if first_complete is not None else table
+    # Per symbol, the rows from its first complete feature row on must all be finite.
+    started = pl.all_horizontal(pl.col(cols).is_not_null()).cum_max().over(SYMBOL) if SYMBOL in table.columns \
+        else pl.all_horizontal(pl.col(cols).is_not_null()).cum_max()
+    after_warmup = table.filter(started)
     bad = after_warmup.select(
         [(pl.col(c).is_null() | ~pl.col(c).is_finite()).sum().alias(c) for c in cols]).row(0, named=True)
     bad = {c: int(n) for c, n in bad.items() if n}
@@ -110,59 +179,69 @@ def build_features(raw: pl.DataFrame, variant: VariantConfig) -> StepResult:
     ]
     meta = {"dagster/row_count": table.height, "feature_set": variant.data.feature_set,
             "feature_columns": cols, "labelled_rows": labelled.len(), "positive_rate": pos_rate,
-            "first_complete_timestamp": _iso(first_complete), **_date_range(table)}
+            "first_complete_timestamp": _iso(after_warmup["timestamp"].min()), **_date_range(table)}
     return StepResult(value=table, metadata=meta, checks=checks)
 
 
-def build_splits(table: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
-    """Chronological purged splits; the scaler (fitted on train rows only) goes to the work dir."""
+def build_splits(table: pl.DataFrame, cell: GridCell) -> StepResult:
+    """Calendar-cut purged splits; the scaler (fitted on train rows only) goes to the work dir."""
     from patx_core.dataset import split_dataset
 
+    variant = cell.variant
     ds = split_dataset(table, variant.split, variant.labels, variant.data)
-    atomic_write_json(_scaler_path(paths), ds.scaler.to_plain())
+    atomic_write_json(_scaler_path(cell.paths), ds.scaler.to_plain())
     frame = ds.frame
     summary = split_summaries(frame, variant.split.names)
-    checks = [purge_check(frame, ds.bounds, variant.labels.horizon),
-              CheckOutcome("splits_scaler_std_positive", bool(np.all(ds.scaler.std > 0)),
-                           {"min_std": float(ds.scaler.std.min()),
-                            "std": dict(zip(ds.scaler.feature_columns, map(float, ds.scaler.std)))},
+    scalers = [ds.scaler.pooled] if ds.scaler.pooled is not None else list((ds.scaler.per_symbol or {}).values())
+    min_std = min(float(sc.std.min()) for sc in scalers)
+    checks = [purge_check(frame, ds.cutoffs, variant.labels.horizon),
+              CheckOutcome("splits_scaler_std_positive", min_std > 0,
+                           {"min_std": min_std, "per_symbol": not ds.scaler.is_pooled},
                            "scaler fitted on train rows only; every std > 0")]
     meta = {"dagster/row_count": frame.height, "splits": summary,
-            "scaler_mean": dict(zip(ds.scaler.feature_columns, map(float, ds.scaler.mean)))}
+            "cutoffs": {k: [_iso(a), _iso(b)] for k, (a, b) in ds.cutoffs.items()},
+            "scaler": "per symbol" if not ds.scaler.is_pooled else "pooled",
+            "skipped_symbols": ds.skipped}
     return StepResult(value=frame, metadata=meta, checks=checks)
 
 
-def purge_check(frame: pl.DataFrame, bounds: dict[str, tuple[int, int]], horizon: int) -> CheckOutcome:
-    """Splits are contiguous, ordered and disjoint, and no sample's label horizon leaves its split."""
-    order = [s for s in ("train", "val", "test") if s in bounds]
+def purge_check(frame: pl.DataFrame, cutoffs: dict[str, tuple[datetime, datetime | None]],
+                horizon: int) -> CheckOutcome:
+    """Splits follow their shared calendar cutoffs in order, and no sample's label horizon (in its
+    own symbol) reaches the next split's first candle."""
+    order = [s for s in ("train", "val", "test") if s in cutoffs]
     problems: list[str] = []
     for a, b in zip(order, order[1:]):
-        if bounds[a][1] != bounds[b][0]:
-            problems.append(f"{a} ends at row {bounds[a][1]} but {b} starts at {bounds[b][0]}")
-    split_col = frame["split"].to_numpy()
-    is_sample = frame["is_sample"].to_numpy()
-    for name in order[:-1]:
-        start, end = bounds[name]
-        if not np.all(split_col[start:end] == name):
-            problems.append(f"rows {start}..{end} are not all {name}")
-        rows = np.flatnonzero(is_sample[start:end]) + start
-        leaking = rows[rows + horizon >= end]
-        if leaking.size:
-            problems.append(f"{leaking.size} {name} samples have a label horizon reaching the next split "
-                            f"(first at row {int(leaking[0])})")
+        if cutoffs[a][1] != cutoffs[b][0]:
+            problems.append(f"{a} ends at {_iso(cutoffs[a][1])} but {b} starts at {_iso(cutoffs[b][0])}")
+    for name in order:
+        start, end = cutoffs[name]
+        rows = frame.filter(pl.col("split") == name)
+        inside = pl.col("timestamp") >= start
+        if end is not None:
+            inside = inside & (pl.col("timestamp") < end)
+        outside = rows.filter(~inside)
+        if outside.height:
+            problems.append(f"{outside.height} {name} rows lie outside [{_iso(start)}, {_iso(end)}) "
+                            f"(first at {_iso(outside['timestamp'][0])})")
+        if end is not None:
+            leaking = rows.filter(pl.col("is_sample") & (pl.col("label_end") >= end))
+            if leaking.height:
+                problems.append(f"{leaking.height} {name} samples have a label horizon reaching the next split "
+                                f"(first at {_iso(leaking['timestamp'][0])})")
     return CheckOutcome("splits_purged_disjoint", not problems,
-                        {"bounds": {k: list(v) for k, v in bounds.items()}, "horizon": horizon,
+                        {"cutoffs": {k: [_iso(a), _iso(b)] for k, (a, b) in cutoffs.items()}, "horizon": horizon,
                          "problems": problems},
-                        "; ".join(problems) or f"disjoint, ordered, purged by {horizon} rows")
+                        "; ".join(problems) or f"chronological at shared cutoffs, purged by {horizon} candles")
 
 
-def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> StepResult:
+def build_windows(splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
     """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
     from patx_core.dataset import windows_from_frame
 
-    scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
-    data = windows_from_frame(splits_frame, scaler, variant.data.window_size)
-    data.save(_windows_path(paths))
+    scaler = UniverseScaler.from_dict(read_json(_scaler_path(cell.paths)))
+    data = windows_from_frame(splits_frame, scaler, cell.variant.data.window_size)
+    data.save(_windows_path(cell.paths))
     meta = {"matrix_shape": list(data.matrix.shape), "window_size": data.window_size,
             "matrix_mb": round(data.matrix.nbytes / 2**20, 3),
             "sequences": {s: data.n_sequences(s) for s in data.splits},
@@ -173,8 +252,7 @@ def build_windows(splits_frame: pl.DataFrame, variant: VariantConfig, paths: Var
 # ----------------------------------------------------------------------------------- training
 
 
-def train_model(variant: VariantConfig, paths: VariantPaths, *,
-                on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
+def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
     """Train with early stopping; publish ``scaler.pkl`` and then ``best_model.pth``.
 
     The checkpoint carries its own scaler, config and training history, so it alone is the commit
@@ -184,8 +262,9 @@ def train_model(variant: VariantConfig, paths: VariantPaths, *,
     from patx_core.checkpoint import save_checkpoint, save_scaler
     from patx_core.train import Trainer
 
+    variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
-    scaler = Scaler.from_dict(read_json(_scaler_path(paths)))
+    scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
     trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end)
     history = trainer.train()
     best = history["best_epoch"] - 1
@@ -214,8 +293,8 @@ def code_version() -> str | None:
         return None
 
 
-def _require_same_training_data(checkpoint: LoadedCheckpoint, variant: VariantConfig, data: WindowedData, scaler: Scaler,
-                                paths: VariantPaths) -> None:
+def _require_same_training_data(checkpoint: LoadedCheckpoint, variant: VariantConfig, data: WindowedData,
+                                scaler: UniverseScaler, paths: VariantPaths) -> None:
     """Refuse to evaluate a model against windows, labels or splits it was not trained on.
 
     A user who edits a variant and re-materializes only part of the graph would otherwise get a
@@ -225,28 +304,29 @@ def _require_same_training_data(checkpoint: LoadedCheckpoint, variant: VariantCo
     current = variant.to_dict()
     changed = [k for k in ("data", "labels", "split", "model") if saved[k] != current[k]]
     if changed or checkpoint.window_size != data.window_size or checkpoint.feature_columns != data.feature_columns \
-            or not np.array_equal(checkpoint.scaler.mean, scaler.mean):
+            or checkpoint.scaler.to_plain() != scaler.to_plain():
         what = f"settings {changed} changed" if changed else "the splits/windows changed"
         raise RuntimeError(f"{paths.checkpoint} was trained before {what} for variant {variant.name!r}; "
                            "re-materialize trained_model (or the whole graph) before evaluation_report")
 
 
-def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: VariantConfig,
-                   paths: VariantPaths, raw_path: PathLike) -> StepResult:
+def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
     """Threshold on val, metrics on val/test, backtest on the gate split; write the report.
 
-    ``evaluation.json`` and ``report.md`` are written *before* the gate is judged by the caller,
-    so a failed gate still leaves a report that says why.
+    ``evaluation.json`` and ``report.md`` are written whatever the gate's verdict, so a refused
+    model still leaves a report that says why.
     """
     from patx_core.checkpoint import load_checkpoint
     from patx_core.evaluation_json import SplitPredictions, evaluate_variant
     from patx_core.report import write_report
     from patx_core.train import predict_proba
 
+    variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
     checkpoint = load_checkpoint(paths.checkpoint)
-    _require_same_training_data(checkpoint, variant, data, Scaler.from_dict(read_json(_scaler_path(paths))),
+    _require_same_training_data(checkpoint, variant, data, UniverseScaler.from_dict(read_json(_scaler_path(paths))),
                                 paths)
+    info = read_input_info(cell)
     history = checkpoint.metrics["history"]
     predictions = {}
     for split in variant.split.names:
@@ -256,9 +336,11 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
         predictions[split] = SplitPredictions(samples=splits_frame[rows],
                                               prob=predict_proba(checkpoint.model, data, split,
                                                                  batch_size=variant.train.eval_batch_size))
-    ev = evaluate_variant(variant, dataset_path=str(raw_path), split_frame=splits_frame,
-                          prices=features.select("timestamp", "entry_price"), history=history,
-                          predictions=predictions)
+    prices_cols = [c for c in (SYMBOL, "timestamp", "entry_price") if c in features.columns]
+    ev = evaluate_variant(variant, dataset_path=", ".join(info["source"]), split_frame=splits_frame,
+                          prices=features.select(prices_cols), history=history, predictions=predictions,
+                          dataset_info={k: info[k] for k in ("name", "symbols", "interval", "source_sha256",
+                                                             "median_spacing_seconds", "skipped_symbols")})
     body = {**ev.body, "checkpoint_sha256": sha256_file(paths.checkpoint),
             "generated_at": datetime.now(timezone.utc).isoformat()}
     atomic_write_json(paths.evaluation_json, body)
@@ -272,7 +354,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
                            f"F1 {f1.get('f1')} on {gate['split']}")]
     gate_metrics = body["metrics"].get(variant.gate_split, {})
     meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"], "threshold": body["threshold"],
-            "gate_split": variant.gate_split,
+            "gate_split": variant.gate_split, "dataset": cell.dataset.name, "input_sha256": info["source_sha256"],
             **{f"{variant.gate_split}_{k}": gate_metrics.get(k)
                for k in ("precision", "recall", "f1", "roc_auc", "n_signals", "base_rate", "lift")},
             "evaluation_json": str(paths.evaluation_json), "report_md": str(paths.report_md)}
@@ -282,26 +364,35 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, variant: 
 # ---------------------------------------------------------------------------------- promotion
 
 
-def promote_champion(variant: VariantConfig, paths: VariantPaths) -> StepResult:
-    """Copy the checkpoint to ``models/<variant>/`` with a manifest — only behind a passed gate.
+def promote_champion(cell: GridCell) -> StepResult:
+    """Copy the checkpoint to ``models/<variant>/`` with a manifest — only behind this evaluation's
+    passed gate, and only if that evaluation judged this very checkpoint (by sha256).
 
-    The blocking asset check already keeps this step from running after a failed gate; reading
-    the gate again here keeps a direct call (notebook, a selection without the check) just as safe.
+    A refusal is an ordinary outcome, not an error: the step succeeds with ``promoted: false``
+    and the reason, and an earlier champion stays byte-identical.
     """
+    variant, paths = cell.variant, cell.paths
     evaluation = read_json(paths.evaluation_json)
     gate = evaluation["checks"]["precision_gate"]
-    if not gate["passed"]:
-        raise RuntimeError(f"variant {variant.name!r}: precision gate failed ({gate['reason']}); "
-                           f"the champion in {paths.champion_dir} is left unchanged")
     checkpoint_sha = sha256_file(paths.checkpoint)
-    if evaluation.get("checkpoint_sha256") not in (None, checkpoint_sha):
-        raise RuntimeError(f"variant {variant.name!r}: {paths.checkpoint} changed since it was evaluated; "
-                           "re-run evaluation_report before promoting")
+    refusal = None
+    if not gate["passed"]:
+        refusal = f"precision gate failed: {gate['reason']}"
+    elif evaluation.get("checkpoint_sha256") != checkpoint_sha:
+        refusal = (f"{paths.checkpoint} changed since it was evaluated (sha256 "
+                   f"{str(evaluation.get('checkpoint_sha256'))[:12]} evaluated, {checkpoint_sha[:12]} now)")
+    if refusal is not None:
+        kept = paths.champion_checkpoint.exists()
+        reason = f"{refusal}; {'the earlier champion stays' if kept else 'there is no champion yet'}"
+        log.info("%s: not promoted: %s", cell.key, reason)
+        return StepResult(value=None, metadata={"promoted": False, "reason": reason,
+                                                "champion": str(paths.champion_checkpoint) if kept else None})
     manifest = {
+        "dataset": cell.dataset.name,
         "variant": variant.name,
         "promoted_at": datetime.now(timezone.utc).isoformat(),
         "checkpoint_sha256": checkpoint_sha,
-        "dataset": evaluation["dataset"],
+        "data": evaluation["dataset"],
         "splits": evaluation["splits"],
         "metrics": evaluation["metrics"],
         "threshold": evaluation["threshold"],
@@ -311,46 +402,62 @@ def promote_champion(variant: VariantConfig, paths: VariantPaths) -> StepResult:
     }
     atomic_copy(paths.checkpoint, paths.champion_checkpoint)
     atomic_write_json(paths.champion_manifest, manifest)
-    meta = {"champion": str(paths.champion_checkpoint), "threshold": manifest["threshold"],
-            "gate_precision": gate["precision"], "gate_signals": gate["n_signals"],
-            "checkpoint_sha256": checkpoint_sha}
+    meta = {"promoted": True, "reason": gate["reason"], "champion": str(paths.champion_checkpoint),
+            "threshold": manifest["threshold"], "gate_precision": gate["precision"],
+            "gate_signals": gate["n_signals"], "checkpoint_sha256": checkpoint_sha}
     return StepResult(value=manifest, metadata=meta)
 
 
-def latest_signal(variant: VariantConfig, paths: VariantPaths, raw_path: PathLike) -> StepResult:
-    """Apply the champion to the newest window of the raw data → ``signals/<variant>/latest.json``."""
-    from patx_core.predict import predict_from_paths
+def latest_signal(cell: GridCell) -> StepResult:
+    """Score the newest candle of every symbol with the current champion → ``signals/<variant>/latest.json``.
 
+    Runs in every retrain: with no champion (its gate never passed) each symbol's line is
+    ``"signal": "hold"`` with ``"reason": "no champion"``, so yesterday's signal never stands.
+    """
+    from patx_core.predict import predict_universe
+    from patx_core.universe import read_universe
+
+    paths = cell.paths
+    universe = read_universe(cell.input_files()).frame
+    newest = universe.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max())
+    model: dict[str, Any] | None = None
     if not paths.champion_checkpoint.exists() or not paths.champion_manifest.exists():
-        raise RuntimeError(f"variant {variant.name!r} has no champion in {paths.champion_dir}: its precision "
-                           "gate has never passed, so there is no model trusted to signal")
-    manifest = read_json(paths.champion_manifest)
-    if sha256_file(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
-        raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
-                           "was interrupted between the two files); re-run champion_model")
-    (row,) = predict_from_paths(paths.champion_checkpoint, raw_path, last=1, threshold=manifest["threshold"])
-    signal = {**row, "variant": variant.name,
-              "model": {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold",
-                                                     "code_version", "dataset", "precision_gate")}}
+        lines = [{"symbol": s, "timestamp": _iso(t), "probability": None, "threshold": None, "signal": "hold",
+                  "reason": "no champion"} for s, t in newest.iter_rows()]
+    else:
+        manifest = read_json(paths.champion_manifest)
+        if sha256_file(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
+            raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
+                               "was interrupted between the two files); re-run champion_model")
+        from patx_core.checkpoint import load_checkpoint
+
+        lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
+                                 threshold=manifest["threshold"])
+        model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
+                                              "precision_gate")}
+    signal = {"dataset": cell.dataset.name, "variant": cell.variant.name,
+              "generated_at": datetime.now(timezone.utc).isoformat(), "model": model,
+              "reason": None if model else "no champion", "signals": lines}
     atomic_write_json(paths.signal_json, signal)
-    meta = {"timestamp": row["timestamp"], "probability": row["probability"], "signal": row["signal"],
-            "threshold": row["threshold"], "path": str(paths.signal_json)}
+    meta = {"champion": model is not None, "reason": signal["reason"], "path": str(paths.signal_json),
+            "signals": {line["symbol"]: line["signal"] for line in lines},
+            "newest_candle": {line["symbol"]: line["timestamp"] for line in lines}}
     return StepResult(value=signal, metadata=meta)
 
 
 # -------------------------------------------------------------------------------- leaderboard
 
 
-def build_leaderboard(root: PathLike, variants: list[str]) -> StepResult:
-    """Every variant whose ``evaluation.json`` exists, as ``reports/leaderboard.md`` and rows."""
+def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
+    """Every (dataset, variant) whose ``evaluation.json`` exists, as ``<root>/leaderboard.md`` and rows."""
     from patx_core.report import write_leaderboard
 
     evaluations = {}
-    for name in variants:
-        path = VariantPaths.for_variant(name, root).evaluation_json
+    for cell in cells:
+        path = cell.paths.evaluation_json
         if path.exists():
-            evaluations[name] = read_json(path)
+            evaluations[cell.key] = read_json(path)
     markdown, rows = write_leaderboard(evaluations, leaderboard_md(root))
-    columns = list(rows[0]) if rows else ["variant"]
+    columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
-                      metadata={"variants": list(evaluations), "path": str(leaderboard_md(root))})
+                      metadata={"cells": list(evaluations), "path": str(leaderboard_md(root))})

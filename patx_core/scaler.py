@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import polars as pl
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,81 @@ class Scaler:
     def from_dict(cls, d: dict[str, Any]) -> "Scaler":
         return cls(mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64),
                    feature_columns=tuple(d["feature_columns"]))
+
+
+@dataclass(frozen=True)
+class UniverseScaler:
+    """The scaling of a (possibly many-symbol) dataset: one pooled :class:`Scaler`, or one per symbol.
+
+    Pooled (``per_symbol`` empty) serializes to the guide's ``scaler.pkl`` format exactly and
+    applies to any symbol, so a single-symbol dataset's artifacts are unchanged. Per-symbol
+    scalers serialize as ``{feature_columns, per_symbol: {symbol: {mean, std}}}``.
+    """
+
+    feature_columns: tuple[str, ...]
+    pooled: Scaler | None = None
+    per_symbol: dict[str, Scaler] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pooled is None) == (not self.per_symbol):
+            raise ValueError("UniverseScaler needs either a pooled scaler or per-symbol scalers")
+
+    @property
+    def is_pooled(self) -> bool:
+        return self.pooled is not None
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The pooled mean (a single-symbol dataset's one scaler); see ``for_symbol`` otherwise."""
+        return self.for_symbol(None).mean
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.for_symbol(None).std
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self.per_symbol or ())
+
+    def for_symbol(self, symbol: str | None) -> Scaler:
+        if self.pooled is not None:
+            return self.pooled
+        assert self.per_symbol is not None
+        if symbol not in self.per_symbol:
+            raise KeyError(f"no scaler for symbol {symbol!r}: the model was trained on {sorted(self.per_symbol)} "
+                           "with per-symbol scaling, so it cannot score another symbol")
+        return self.per_symbol[symbol]
+
+    def transform_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        """(rows, F) float32 z-scores of ``frame``'s feature columns, each row with its symbol's scaler."""
+        values = frame.select(self.feature_columns).to_numpy()
+        if self.pooled is not None:
+            return self.pooled.transform(values)
+        symbols = frame.get_column("symbol") if "symbol" in frame.columns else pl.Series([None] * frame.height)
+        out = np.empty(values.shape, dtype=np.float32)
+        for symbol in symbols.unique(maintain_order=True).to_list():
+            rows = (symbols == symbol).to_numpy() if symbol is not None else symbols.is_null().to_numpy()
+            out[rows] = self.for_symbol(symbol).transform(values[rows])
+        return out
+
+    def to_plain(self) -> dict[str, Any]:
+        if self.pooled is not None:
+            return self.pooled.to_plain()
+        assert self.per_symbol is not None
+        return {"feature_columns": list(self.feature_columns),
+                "per_symbol": {s: {"mean": sc.mean.tolist(), "std": sc.std.tolist()}
+                               for s, sc in self.per_symbol.items()}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``scaler.pkl`` payload: the guide's numpy format when pooled."""
+        if self.pooled is not None:
+            return self.pooled.to_dict()
+        return self.to_plain()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UniverseScaler":
+        columns = tuple(d["feature_columns"])
+        if "per_symbol" in d:
+            return cls(feature_columns=columns, per_symbol={
+                s: Scaler.from_dict({**v, "feature_columns": columns}) for s, v in d["per_symbol"].items()})
+        return cls(feature_columns=columns, pooled=Scaler.from_dict(d))

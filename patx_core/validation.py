@@ -43,6 +43,7 @@ MAX_ROWS_SHOWN = 5
 
 # Rule names: the pandera check names of RawPricesSchema and the words users see.
 RULE_FINITE = "finite values (no +inf/-inf)"
+RULE_ENOUGH_ROWS = "enough rows"
 RULE_SORTED = "timestamps in ascending order"
 RULE_HIGH_LOW = "high >= low"
 RULE_HIGH_BRACKETS = "high >= max(open, close)"
@@ -142,25 +143,34 @@ class RawPricesSchema(pa.DataFrameModel):
         return _row_invariant(data, pl.col("low") <= pl.min_horizontal("open", "close"))
 
 
-def read_raw_parquet(path: PathLike, *, min_rows: int | None = None, min_rows_for: str = "") -> pl.DataFrame:
-    """Read and validate a raw candle file (local path or fsspec URL).
+def read_candle_file(path: PathLike) -> pl.DataFrame:
+    """Read a candle file as it is (no validation); parquet, or CSV when the name ends in ``.csv``.
 
     Anything polars cannot parse — not parquet, truncated, zero bytes — becomes
-    "cannot read <path> as parquet: …"; the frame then goes through :func:`validate_raw`.
+    "cannot read <path> as parquet: …" (rule ``parquet format``).
     """
     p = as_path(path)
     try:
         payload = p.read_bytes()
     except FileNotFoundError:
         raise RawDataError(str(path), [Violation("file exists", "", 0, (), "no such file")]) from None
+    fmt = "csv" if str(path).lower().endswith(".csv") else "parquet"
     try:
-        df = pl.read_parquet(io.BytesIO(payload))
+        if fmt == "csv":
+            df = pl.read_csv(io.BytesIO(payload), try_parse_dates=True)
+        else:
+            df = pl.read_parquet(io.BytesIO(payload))
     except Exception as exc:  # polars raises several unrelated types for corrupt input
         reason = "the file is empty (0 bytes)" if not payload else f"{type(exc).__name__}: {exc}"
-        raise RawDataError(str(path), [Violation("parquet format", "", 0, (), f"cannot read {path} as "
-                                                 f"parquet: {reason}")]) from exc
+        raise RawDataError(str(path), [Violation(f"{fmt} format", "", 0, (), f"cannot read {path} as "
+                                                 f"{fmt}: {reason}")]) from exc
     logger.info("read %d rows × %d columns from %s", df.height, df.width, path)
-    return validate_raw(df, min_rows=min_rows, min_rows_for=min_rows_for, source=str(path))
+    return df
+
+
+def read_raw_parquet(path: PathLike, *, min_rows: int | None = None, min_rows_for: str = "") -> pl.DataFrame:
+    """Read and validate one single-symbol raw candle file (local path or fsspec URL)."""
+    return validate_raw(read_candle_file(path), min_rows=min_rows, min_rows_for=min_rows_for, source=str(path))
 
 
 def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for: str = "",
@@ -189,13 +199,18 @@ def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for:
             f"all {df.height} rows; every feature is z-scored, so a constant input (e.g. all-zero volume) "
             "cannot be used — supply a real volume series") for c in constant])
     if min_rows is not None and df.height < min_rows:
-        raise RawDataError(source, [Violation(
-            "enough rows", "", 0, (),
-            f"the file has {df.height} rows but at least {min_rows} are needed: {WARMUP_ROWS} rows of "
-            f"indicator warm-up (EMA200) + a full window and at least one sample in every split after "
-            f"the purge + the label horizon at the end (see patx_core.validation.required_rows)"
-            + (f"; with {min_rows_for}" if min_rows_for else ""))])
+        raise RawDataError(source, [too_few_rows(df.height, min_rows, min_rows_for)])
     return df
+
+
+def too_few_rows(rows: int, min_rows: int, min_rows_for: str = "") -> Violation:
+    """The ``enough rows`` violation: ``rows`` < ``min_rows`` (usually :func:`required_rows`)."""
+    return Violation(
+        RULE_ENOUGH_ROWS, "", 0, (),
+        f"the file has {rows} rows but at least {min_rows} are needed: {WARMUP_ROWS} rows of "
+        f"indicator warm-up (EMA200) + a full window and at least one sample in every split after "
+        f"the purge + the label horizon at the end (see patx_core.validation.required_rows)"
+        + (f"; with {min_rows_for}" if min_rows_for else ""))
 
 
 def _normalize_structure(df: pl.DataFrame, source: str) -> pl.DataFrame:
