@@ -299,3 +299,60 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
     log.info("backtest: %d signals -> %d trades, total %.4f vs buy-and-hold %.4f, random pct %s",
              result.n_signals, result.trades, total, result.buy_and_hold_return, result.strategy_percentile)
     return result
+
+
+def portfolio(results: dict[str, BacktestResult]) -> BacktestResult:
+    """The equal-weight portfolio of per-symbol backtests (one symbol: that backtest unchanged).
+
+    Each symbol's sleeve gets 1/N of the capital at the start and is never rebalanced, so the
+    portfolio's total return is the mean of the sleeves' and its equity curve the mean of their
+    curves, each held flat (cash) outside its own period. Buy-and-hold is the same equal-weight
+    mix of each symbol's buy-and-hold. Random entries: draw ``k`` of the portfolio is the
+    equal-weight mix of every symbol's draw ``k`` (each drawn with that symbol's trade count),
+    so the percentile still asks "better than random entries in the same symbols?".
+    """
+    if not results:
+        raise ValueError("portfolio: no per-symbol backtest")
+    if len(results) == 1:
+        return next(iter(results.values()))
+    parts = list(results.values())
+    n = len(parts)
+    curves = [r.equity.select("timestamp", pl.col("strategy").alias(f"s{i}"), pl.col("buy_and_hold").alias(f"b{i}"))
+              for i, r in enumerate(parts)]
+    joined = pl.concat([c.select("timestamp") for c in curves]).unique().sort("timestamp")
+    for c in curves:
+        joined = joined.join(c, on="timestamp", how="left")
+    # Before a sleeve's period it is cash at 1.0; after it, it holds its final value.
+    joined = joined.with_columns(pl.exclude("timestamp").forward_fill().fill_null(1.0))
+    strategy = joined.select(pl.mean_horizontal([f"s{i}" for i in range(n)])).to_series().to_numpy()
+    bh = joined.select(pl.mean_horizontal([f"b{i}" for i in range(n)])).to_series().to_numpy()
+    ppy = float(np.median([r.periods_per_year for r in parts]))
+    steps = np.diff(np.r_[1.0, strategy]) / np.r_[1.0, strategy[:-1]]
+    std = float(steps.std(ddof=1)) if steps.size > 1 else 0.0
+    peak = np.maximum.accumulate(np.r_[1.0, strategy])
+    total = float(np.mean([r.total_return for r in parts]))
+    trades = sum(r.trades for r in parts)
+    draws = min(r.random.returns.size for r in parts)
+    random = RandomBaseline(
+        returns=np.mean([r.random.returns[:draws] for r in parts], axis=0),
+        trades=np.sum([r.random.trades[:draws] for r in parts], axis=0),
+        n_trades=int(sum(r.random.n_trades for r in parts)), seed=parts[0].random.seed)
+    hits = [r.hit_rate * r.trades for r in parts if r.hit_rate is not None]
+    return BacktestResult(
+        n_signals=sum(r.n_signals for r in parts),
+        trades=trades,
+        hit_rate=float(sum(hits) / trades) if trades else None,
+        total_return=total,
+        annualized_return=_annualize(total, ppy / max(strategy.size - 1, 1)),
+        sharpe=float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 else None,
+        max_drawdown=float(np.max(1.0 - np.r_[1.0, strategy] / peak)),
+        exposure=float(np.mean([r.exposure for r in parts])),
+        buy_and_hold_return=float(np.mean([r.buy_and_hold_return for r in parts])),
+        cost_bps=parts[0].cost_bps,
+        periods_per_year=ppy,
+        start=min(r.start for r in parts),
+        end=max(r.end for r in parts),
+        random=random,
+        strategy_percentile=random.percentile_of(total) if trades else None,
+        equity=pl.DataFrame({"timestamp": joined["timestamp"], "strategy": strategy, "buy_and_hold": bh}),
+    )

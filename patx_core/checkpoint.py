@@ -20,7 +20,7 @@ from torch import nn
 from patx_core.artifacts import PathLike, as_path, atomic_write_with
 from patx_core.config import VariantConfig
 from patx_core.model import PriceActionTransformer
-from patx_core.scaler import Scaler
+from patx_core.scaler import UniverseScaler
 from patx_core.train import unwrap
 
 CHECKPOINT_FORMAT = 1
@@ -31,7 +31,7 @@ class LoadedCheckpoint:
     """A model rebuilt from ``best_model.pth`` alone (in eval mode) and everything saved beside it."""
 
     model: PriceActionTransformer
-    scaler: Scaler
+    scaler: UniverseScaler
     variant: VariantConfig
     feature_columns: tuple[str, ...]
     window_size: int
@@ -59,7 +59,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"checkpoint metrics must be plain numbers, strings or lists; got {type(value).__name__}")
 
 
-def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig, scaler: Scaler,
+def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig, scaler: UniverseScaler,
                     metrics: Mapping[str, Any], feature_columns: Sequence[str]) -> None:
     """Write ``best_model.pth`` atomically (the previous file survives any failure mid-save).
 
@@ -88,8 +88,10 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig,
     atomic_write_with(path, lambda buf: torch.save(payload, buf))
 
 
-def save_scaler(path: PathLike, scaler: Scaler) -> None:
-    """Write ``scaler.pkl`` = {mean: ndarray (F,), std: ndarray (F,), feature_columns: list}, atomically."""
+def save_scaler(path: PathLike, scaler: UniverseScaler) -> None:
+    """Write ``scaler.pkl`` atomically: the guide's {mean: ndarray (F,), std: ndarray (F,), feature_columns:
+    list} for a pooled scaler (every single-symbol dataset), else {feature_columns, per_symbol: {symbol:
+    {mean, std}}}."""
     atomic_write_with(path, lambda buf: pickle.dump(scaler.to_dict(), buf, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -109,6 +111,6 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     model.load_state_dict(ckpt["model_state_dict"])
     model.to(map_location).eval()
     metrics = ckpt.get("metrics") or {}
-    return LoadedCheckpoint(model=model, scaler=Scaler.from_dict(ckpt["scaler"]), variant=variant,
+    return LoadedCheckpoint(model=model, scaler=UniverseScaler.from_dict(ckpt["scaler"]), variant=variant,
                             feature_columns=tuple(ckpt["feature_columns"]), window_size=int(ckpt["window_size"]),
                             metrics=dict(metrics))

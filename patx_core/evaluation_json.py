@@ -9,6 +9,7 @@ body with ``patx_core.artifacts.atomic_write_json`` and hands ``Evaluation`` to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, backtest
+from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, backtest, portfolio
 from patx_core.config import VariantConfig
-from patx_core.metrics import ThresholdChoice, classification_metrics, select_threshold
+from patx_core.metrics import ThresholdChoice, classification_metrics, select_threshold, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,49 @@ def dataset_summary(path: str, prices: pl.DataFrame) -> dict[str, Any]:
     }
 
 
+def per_symbol_metrics(predictions: SplitPredictions, threshold: float, *,
+                       confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Gate-split figures of each symbol: samples, signals, precision with its Wilson interval, base rate.
+
+    A pooled precision can hide one symbol carrying the rest (or dragging them down); these rows
+    say which. Without a ``symbol`` column the whole split is one symbol, ``""``.
+    """
+    samples = predictions.samples
+    symbols = samples["symbol"].to_numpy() if "symbol" in samples.columns else np.full(samples.height, "")
+    y, signal = predictions.y, np.asarray(predictions.prob) >= threshold
+    out: dict[str, dict[str, Any]] = {}
+    for symbol in dict.fromkeys(symbols.tolist()):
+        rows = symbols == symbol
+        n_signals, hits = int(signal[rows].sum()), int((signal[rows] & (y[rows] == 1)).sum())
+        out[str(symbol)] = {
+            "samples": int(rows.sum()), "signals": n_signals,
+            "precision": hits / n_signals if n_signals else None,
+            "precision_ci95": list(wilson_interval(hits, n_signals, confidence)),
+            "base_rate": float(y[rows].mean()),
+        }
+    return out
+
+
+def symbol_backtests(predictions: SplitPredictions, signal: np.ndarray, prices: pl.DataFrame,
+                     config: Any) -> dict[str, BacktestResult]:
+    """One backtest per symbol of the split (its samples against its own price rows).
+
+    The random-entry seed is offset per symbol so two symbols never share their random draws;
+    the first symbol keeps the configured seed, so a single-symbol dataset is unchanged.
+    """
+    samples = predictions.samples
+    if "symbol" not in samples.columns:
+        return {"": backtest(samples, signal, prices, config)}
+    symbols = samples["symbol"].to_numpy()
+    out: dict[str, BacktestResult] = {}
+    for i, symbol in enumerate(dict.fromkeys(symbols.tolist())):
+        rows = symbols == symbol
+        sym_prices = prices.filter(pl.col("symbol") == symbol).drop("symbol")
+        seeded = dataclasses.replace(config, seed=config.seed + i)
+        out[str(symbol)] = backtest(samples.filter(pl.Series(rows)), signal[rows], sym_prices, seeded)
+    return out
+
+
 def split_summaries(frame: pl.DataFrame, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``splits`` block from ``SplitDataset.frame`` (columns split, is_sample, timestamp, label).
 
@@ -170,7 +214,9 @@ def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdC
 def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
                      splits: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any],
                      threshold: ThresholdChoice, metrics: Mapping[str, Mapping[str, Any]],
-                     backtest_result: BacktestResult) -> dict[str, Any]:
+                     backtest_result: BacktestResult,
+                     per_symbol: Mapping[str, Any] | None = None,
+                     symbol_backtest: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the evaluation.json body (issue 4 §5 + issue 5) from computed parts.
 
     ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``.
@@ -190,7 +236,9 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
         "threshold": threshold.threshold,
         "threshold_rule": threshold.to_dict(),
         "metrics": {k: dict(v) for k, v in metrics.items()},
-        "backtest": {"split": gate_split, **backtest_result.to_dict()},
+        "backtest": {"split": gate_split, **backtest_result.to_dict(),
+                     **({"portfolio": "equal-weight", "per_symbol": dict(symbol_backtest)} if symbol_backtest else {})},
+        "per_symbol": {"split": gate_split, "symbols": dict(per_symbol or {})},
         "checks": {
             "precision_gate": gate,
             "f1": {"passed": f1 is not None and f1 >= MIN_F1, "split": gate_split,
@@ -203,12 +251,15 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
 
 def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: pl.DataFrame,
                      prices: pl.DataFrame, history: Mapping[str, Any],
-                     predictions: Mapping[str, SplitPredictions]) -> Evaluation:
+                     predictions: Mapping[str, SplitPredictions],
+                     dataset_info: Mapping[str, Any] | None = None) -> Evaluation:
     """Threshold on val, metrics on val (+ test), backtest on the gate split, then the body.
 
     ``predictions`` holds exactly the variant's evaluation splits ("val", plus "test" unless
     it is the ``seed`` layout); ``prices`` is the feature table's ``timestamp`` and
-    ``entry_price`` (all rows); ``split_frame`` is ``SplitDataset.frame``.
+    ``entry_price`` (all rows, with ``symbol`` for a universe); ``split_frame`` is
+    ``SplitDataset.frame``; ``dataset_info`` (name, symbols, interval, source sha256, …) joins the
+    ``dataset`` block. The backtest runs per symbol and reports their equal-weight portfolio.
     """
     expected = [s for s in variant.split.names if s != "train"]
     if sorted(predictions) != sorted(expected):
@@ -219,10 +270,15 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
     metrics = {s: classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
                                          confidence=variant.eval.confidence) for s in expected}
     gate = predictions[variant.gate_split]
-    result = backtest(gate.samples, gate.prob >= choice.threshold, prices, variant.backtest)
+    per_symbol_bt = symbol_backtests(gate, gate.prob >= choice.threshold, prices, variant.backtest)
+    result = portfolio(per_symbol_bt)
+    multi = len(per_symbol_bt) > 1
     body = build_evaluation(
         variant,
-        dataset=dataset_summary(dataset_path, prices),
+        dataset={**dataset_summary(dataset_path, prices), **dict(dataset_info or {})},
+        per_symbol=per_symbol_metrics(gate, choice.threshold, confidence=variant.eval.confidence),
+        symbol_backtest={s: {k: v for k, v in r.to_dict().items() if k != "random_baseline"}
+                         for s, r in per_symbol_bt.items()} if multi else None,
         splits=split_summaries(split_frame, variant.split.names),
         training=training_summary(history, variant.train.seed),
         threshold=choice,

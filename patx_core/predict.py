@@ -37,9 +37,10 @@ SHORT_HISTORY = 1000
 
 
 def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: int = 1,
-                  threshold: float | None = None) -> list[dict[str, Any]]:
-    """Probabilities for the last ``last`` candles of validated ``raw`` that have a full window.
+                  threshold: float | None = None, symbol: str | None = None) -> list[dict[str, Any]]:
+    """Probabilities for the last ``last`` candles of validated ``raw`` (one symbol) that have a full window.
 
+    ``symbol`` picks the symbol's scaler when the model was trained with per-symbol scaling.
     ``checkpoint`` is a ``LoadedCheckpoint``. Each row: timestamp (ISO), probability, threshold,
     signal ("buy" if probability >= threshold, "hold", or None without a threshold).
     """
@@ -67,7 +68,7 @@ def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: 
     if values.shape[0] < SHORT_HISTORY:
         log.warning("only %d candles: indicators seeded this close to the start differ from those the model "
                     "was trained on; pass >= %d candles of history", values.shape[0], SHORT_HISTORY)
-    x = checkpoint.scaler.transform(values[first:])  # (rows, F) float32
+    x = checkpoint.scaler.for_symbol(symbol).transform(values[first:])  # (rows, F) float32
     windows = np.stack([x[e - first - w + 1: e - first + 1] for e in ends])  # (n, W, F), n <= last
     model = checkpoint.model.eval()
     with torch.inference_mode():
@@ -76,15 +77,26 @@ def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: 
     rows = []
     for e, p in zip(ends, prob):
         signal = None if threshold is None else ("buy" if p >= threshold else "hold")
-        rows.append({"timestamp": ts[e].isoformat(), "probability": float(p), "threshold": threshold,
+        rows.append({**({"symbol": symbol} if symbol is not None else {}), "timestamp": ts[e].isoformat(), "probability": float(p), "threshold": threshold,
                      "signal": signal})
+    return rows
+
+
+def predict_universe(checkpoint: "LoadedCheckpoint", universe: "pl.DataFrame", *, last: int = 1,
+                     threshold: float | None = None) -> list[dict[str, Any]]:
+    """:func:`predict_frame` for every symbol of a long frame (``symbol`` column), symbol by symbol."""
+    from patx_core.universe import SYMBOL
+
+    rows: list[dict[str, Any]] = []
+    for (symbol,), part in universe.group_by(SYMBOL, maintain_order=True):
+        rows.extend(predict_frame(checkpoint, part.drop(SYMBOL), last=last, threshold=threshold, symbol=str(symbol)))
     return rows
 
 
 def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: int = 1,
                        threshold: float | None = None) -> list[dict[str, Any]]:
     from patx_core.checkpoint import load_checkpoint
-    from patx_core.validation import read_raw_parquet
+    from patx_core.universe import read_universe
 
     checkpoint = load_checkpoint(checkpoint_path)
     if threshold is None:
@@ -95,14 +107,15 @@ def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: i
                 raise RuntimeError(f"{checkpoint_path} does not match {manifest_path} (an interrupted promotion?); "
                                    "pass --threshold explicitly or re-promote")
             threshold = float(manifest["threshold"])
-    raw = read_raw_parquet(raw_path)
-    return predict_frame(checkpoint, raw, last=last, threshold=threshold)
+    universe = read_universe([raw_path]).frame
+    return predict_universe(checkpoint, universe, last=last, threshold=threshold)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m patx_core.predict", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="best_model.pth (e.g. data/models/<variant>/)")
-    parser.add_argument("--raw", required=True, help="raw candles parquet (timestamp, open, high, low, close, volume)")
+    parser.add_argument("--raw", required=True, help="raw candles parquet (timestamp, open, high, low, close, volume; "
+                                                     "an optional symbol column gives one line per symbol)")
     parser.add_argument("--last", type=int, default=1, help="how many of the newest candles to score")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the manifest.json beside the checkpoint)")

@@ -235,6 +235,34 @@ def _splits_table(evaluation: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
+    """Per-symbol gate-split figures and backtests, for a dataset of more than one symbol."""
+    per = (evaluation.get("per_symbol") or {}).get("symbols") or {}
+    if len(per) < 2:
+        return []
+    bts = evaluation["backtest"].get("per_symbol") or {}
+    out = [f"## Per symbol — {evaluation['per_symbol']['split']} split",
+           "",
+           "| symbol | samples | signals | precision [95 % CI] | base rate | strategy | buy-and-hold |",
+           "|---|---|---|---|---|---|---|"]
+    for symbol, m in per.items():
+        bt = bts.get(symbol, {})
+        out.append(f"| {symbol} | {m['samples']} | {m['signals']} | {_num(m['precision'])} "
+                   f"[{m['precision_ci95'][0]:.3f}, {m['precision_ci95'][1]:.3f}] | {_num(m['base_rate'])} | "
+                   f"{_pct(bt.get('total_return'), signed=True)} | {_pct(bt.get('buy_and_hold_return'), signed=True)} |")
+    return out + ["", "The backtest above is the equal-weight portfolio of these symbols.", ""]
+
+
+def _dataset_line(dataset: Mapping[str, Any]) -> str:
+    name = dataset.get("name")
+    symbols = dataset.get("symbols") or []
+    head = (f"Dataset `{name}` ({len(symbols)} symbol{'s' if len(symbols) != 1 else ''}, interval "
+            f"{dataset.get('interval')}, sha256 {str(dataset.get('source_sha256'))[:12]}) from `{dataset['path']}`"
+            if name else f"Dataset `{dataset['path']}`")
+    return (f"{head}: {dataset['rows']} candles, {str(dataset['first_timestamp'])[:10]} → "
+            f"{str(dataset['last_timestamp'])[:10]}.")
+
+
 def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
     """The report body; ``images`` is (caption, link) in display order."""
     th, tr, bt = evaluation["threshold_rule"], evaluation["training"], evaluation["backtest"]
@@ -257,6 +285,7 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
         "",
         *_backtest_table(bt),
         "",
+        *_symbols_table(evaluation),
         "## Plots",
         "",
     ]
@@ -265,8 +294,7 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     lines += [
         "## Data and training",
         "",
-        f"Dataset `{evaluation['dataset']['path']}`: {evaluation['dataset']['rows']} candles, "
-        f"{str(evaluation['dataset']['first_timestamp'])[:10]} → {str(evaluation['dataset']['last_timestamp'])[:10]}.",
+        _dataset_line(evaluation["dataset"]),
         "",
         *_splits_table(evaluation),
         "",
@@ -310,13 +338,14 @@ def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history
 # ---------------------------------------------------------------- leaderboard
 
 def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per variant, gate passers first, then by the precision lower bound."""
+    """One flat row per (dataset, variant), gate passers first, then by the precision lower bound."""
     rows = []
-    for name, ev in evaluations.items():
+    for key, ev in evaluations.items():
         gate, bt = ev["checks"]["precision_gate"], ev["backtest"]
         m = ev["metrics"][gate["split"]]
         rows.append({
-            "variant": name,
+            "dataset": ev["dataset"].get("name", ""),
+            "variant": ev.get("variant", key),
             "split": gate["split"],
             "precision": m["precision"],
             "precision_lo": m["precision_ci95"][0],
@@ -331,37 +360,38 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[
             "training_seconds": ev["training"]["seconds"],
             "gate": "passed" if gate["passed"] else "failed",
         })
-    rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["variant"]))
+    rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
     return rows
 
 
 def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike) -> tuple[str, list[dict[str, Any]]]:
     """Write the leaderboard markdown to ``path`` (atomically); return it and its rows.
 
-    ``evaluations`` maps variant → evaluation.json body, only for variants that have one.
+    ``evaluations`` maps a cell key (``dataset|variant``) → its evaluation.json body, only for
+    the cells that have one.
     """
     rows = leaderboard_rows(evaluations)
     lines = [
-        "# Variant leaderboard",
+        "# Leaderboard",
         "",
-        "Precision is on each variant's gate split (test; val for variants without one), with its "
+        "One row per (dataset, variant). Precision is on each variant's gate split (test; val for variants without one), with its "
         "Wilson 95 % interval. Random pct = the strategy's percentile among random-entry draws "
         "with as many trades (50 = luck).",
         "",
-        "| variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
+        "| dataset | variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
         "buy-and-hold | random pct | train s | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pct = r["random_percentile"]
         lines.append(
-            f"| {r['variant']} | {r['split']} | {_num(r['precision'])} [{r['precision_lo']:.3f}, "
+            f"| {r['dataset']} | {r['variant']} | {r['split']} | {_num(r['precision'])} [{r['precision_lo']:.3f}, "
             f"{r['precision_hi']:.3f}] | {r['signals']} | {_num(r['lift'], 2)} | {_num(r['f1'])} | "
             f"{_num(r['roc_auc'])} | {_pct(r['strategy_return'], signed=True)} | "
             f"{_pct(r['buy_and_hold_return'], signed=True)} | {'n/a' if pct is None else f'{pct:.0f}'} | "
             f"{r['training_seconds']:.0f} | {r['gate']} |")
     if not rows:
-        lines.append("| (no evaluated variants yet) |" + " |" * 11)
+        lines.append("| (no evaluated variants yet) |" + " |" * 12)
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text, rows

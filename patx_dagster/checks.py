@@ -12,7 +12,7 @@ from typing import Iterable
 import dagster as dg
 
 from patx_core.pipeline import CheckOutcome
-from patx_dagster.partitions import variant_partitions
+from patx_dagster.partitions import grid_partitions
 
 WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -20,7 +20,9 @@ ERROR = dg.AssetCheckSeverity.ERROR
 # name -> (asset, blocking, severity, description)
 CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
     "raw_prices_schema": ("raw_prices", True, ERROR,
-                          "The stored frame satisfies the raw-candle pandera schema and invariants."),
+                          "Every symbol satisfies the raw-candle pandera schema and invariants."),
+    "raw_prices_fresh": ("raw_prices", False, WARN,
+                         "Every symbol's newest candle is at most the dataset's max_staleness old."),
     "features_finite": ("features", True, ERROR,
                         "No null or ±inf in any feature after the indicator warm-up."),
     "features_label_positive_rate": ("features", False, WARN,
@@ -30,9 +32,12 @@ CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
                                "crosses into a later split."),
     "splits_scaler_std_positive": ("splits", True, ERROR,
                                    "Every feature's train std is > 0 (the scaler is fitted on train only)."),
+    # Not blocking: a refused model is an ordinary outcome of a completed evaluation, and a failed
+    # run must keep meaning that something broke. champion_model enforces the gate itself.
     "evaluation_report_precision_above_0_7": (
-        "evaluation_report", True, ERROR,
-        "Gate-split precision > 0.7 with at least min_signals buy signals (test; val for `seed`)."),
+        "evaluation_report", False, ERROR,
+        "Gate-split precision > 0.7 with at least min_signals buy signals (test; val for `seed`). "
+        "A failure refuses promotion; the run still succeeds."),
     "evaluation_report_f1_above_0_5": ("evaluation_report", False, WARN, "Gate-split F1 >= 0.5."),
 }
 
@@ -44,7 +49,7 @@ def specs_for(asset: str) -> list[dg.AssetCheckSpec]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [dg.AssetCheckSpec(name, asset=a, blocking=blocking, description=desc,
-                                  partitions_def=variant_partitions)
+                                  partitions_def=grid_partitions)
                 for name, (a, blocking, _sev, desc) in CHECKS.items() if a == asset]
 
 

@@ -1,4 +1,4 @@
-"""Polars DataFrames as parquet under ``<data_dir>/work/<asset>/<partition>.parquet``.
+"""Polars DataFrames as parquet: ``<data_dir>/<dataset>/work/<variant>/<asset>.parquet``.
 
 Written here rather than taken from dagster-polars because that package's 0.27 line breaks with
 polars 2.x; the job is small. Writes are atomic so a killed run never leaves a torn file.
@@ -19,9 +19,10 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     storage: PatxStorage
 
     def _path(self, context: dg.OutputContext | dg.InputContext):
-        key = "/".join(context.asset_key.path)
-        name = context.asset_partition_key if context.has_asset_partitions else "__all__"
-        return as_path(self.storage.root()) / "work" / key / f"{name}.parquet"
+        name = "_".join(context.asset_key.path)
+        if context.has_asset_partitions:
+            return self.storage.cell(context.asset_partition_key).paths.work_dir / f"{name}.parquet"
+        return as_path(self.storage.root()) / "work" / f"{name}.parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         if obj is None:  # assets that write their own files return nothing

@@ -1,20 +1,20 @@
-"""The nightly retrain job: the whole per-variant graph (leaderboard refreshed separately)."""
+"""Jobs: the nightly retrain of one (dataset, variant) cell, ingestion, and the leaderboard."""
 
 import dagster as dg
 
-# The leaderboard is unpartitioned and reads every variant's report; it is refreshed by the
-# leaderboard sensor after runs finish rather than inside each variant's run.
+# The leaderboard is unpartitioned and reads every cell's report; it is refreshed by the
+# leaderboard sensor after runs finish rather than inside each cell's run.
 retrain_job = dg.define_asset_job(
     "retrain_variant",
     selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard"),
-    description="Rebuild one variant end to end: raw → features → splits → windows → model → report "
-                "→ champion (behind the precision gate) → latest signal.",
+    description="Rebuild one (dataset, variant) cell end to end: ingest landed candles → raw → features → "
+                "splits → windows → model → report → champion (behind the precision gate) → latest signal.",
 )
+
+ingest_job = dg.define_asset_job(
+    "ingest_candles", selection=dg.AssetSelection.assets("ingested_candles"),
+    description="Merge the files in every dataset's landing folder into its curated store.")
 
 refresh_leaderboard_job = dg.define_asset_job(
     "refresh_leaderboard", selection=dg.AssetSelection.assets("variant_leaderboard"),
-    description="Re-read every variant's evaluation.json into the leaderboard.")
-
-refresh_signal_job = dg.define_asset_job(
-    "refresh_latest_signal", selection=dg.AssetSelection.assets("latest_signal"),
-    description="Apply the variant's existing champion to the newest candles (no retraining).")
+    description="Re-read every cell's evaluation.json into the leaderboard.")

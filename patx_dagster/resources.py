@@ -6,31 +6,29 @@ import dagster as dg
 from pydantic import Field
 
 from patx_core import paths as core_paths
-from patx_core.config import VariantConfig
-from patx_core.paths import VariantPaths
-from patx_core.variants import get_variant
+from patx_core.grid import Grid, GridCell
 
 
 class PatxStorage(dg.ConfigurableResource):
-    """Input file, output root and variants file; empty strings mean "from the environment".
+    """Datasets file, variants file and output root; empty strings mean "from the environment".
 
-    The partitions (which variants exist) are read from ``$PATX_VARIANTS`` when the code location
-    loads; ``variants_file`` only changes the *settings* a partition key resolves to, which is how
-    tests run a known partition such as ``smoke`` with a test configuration.
+    The partitions (which datasets and variants exist) are read from ``$PATX_DATASETS`` and
+    ``$PATX_VARIANTS`` when the code location loads; ``datasets_file``/``variants_file`` only change
+    the *settings* a partition key resolves to, which is how tests run a known partition such as
+    ``nasdaq|smoke`` on their own data.
     """
 
-    raw_parquet: str = Field(default="", description="Raw candles; empty = $PATX_RAW_PARQUET or the bundled sample")
-    data_dir: str = Field(default="", description="Output root; empty = $PATX_DATA_DIR or ./data")
+    datasets_file: str = Field(default="", description="Datasets TOML; empty = $PATX_DATASETS or datasets.toml")
     variants_file: str = Field(default="", description="Variants TOML; empty = $PATX_VARIANTS or variants.toml")
-
-    def raw_path(self) -> str:
-        return self.raw_parquet or str(core_paths.raw_parquet_path())
+    data_dir: str = Field(default="", description="Output root; empty = $PATX_DATA_DIR or ./data")
 
     def root(self) -> str:
         return self.data_dir or str(core_paths.data_dir())
 
-    def paths(self, variant: str) -> VariantPaths:
-        return VariantPaths.for_variant(variant, self.root())
+    def grid(self) -> Grid:
+        return Grid.load(datasets_file=self.datasets_file or None, variants_file=self.variants_file or None,
+                         data_root=self.root())
 
-    def variant(self, name: str) -> VariantConfig:
-        return get_variant(name, self.variants_file or None)
+    def cell(self, key: str) -> GridCell:
+        """The (dataset, variant) cell of a partition key ``<dataset>|<variant>``."""
+        return self.grid().cell_for_key(str(key))

@@ -1,23 +1,62 @@
-"""Nightly retrain at 02:00 UTC: one run per variant marked ``nightly`` in the variants file."""
+"""Nightly retrain at 02:00 UTC: one run per nightly (dataset, variant) whose input changed."""
+
+from __future__ import annotations
 
 import dagster as dg
 
+from patx_core.artifacts import read_json
+from patx_core.grid import GridCell
+from patx_core.ingest import pending_files
+from patx_core.universe import source_digest
 from patx_dagster.jobs import retrain_job
-from patx_dagster.partitions import VARIANTS
+from patx_dagster.partitions import partition_key
+from patx_dagster.resources import PatxStorage
 
 NIGHTLY_CRON = "0 2 * * *"
 
 
-def nightly_variants() -> list[str]:
-    return [name for name, v in VARIANTS.items() if v.nightly]
+def last_evaluated_digest(cell: GridCell) -> str | None:
+    """The input sha256 the cell's latest completed evaluation used (None: never evaluated)."""
+    path = cell.paths.evaluation_json
+    if not path.exists():
+        return None
+    return (read_json(path).get("dataset") or {}).get("source_sha256")
+
+
+def nightly_requests(storage: PatxStorage, day: str) -> list[dg.RunRequest | dg.SkipReason]:
+    """A run for every nightly cell whose input changed since its last evaluation, else a skip.
+
+    Training is deterministic, so retraining on unchanged data reproduces the same model: work
+    that adds no information. Files waiting in a landing folder count as a change (the run
+    ingests them first). The run key holds the digest: one run per cell per input.
+    """
+    out: list[dg.RunRequest | dg.SkipReason] = []
+    for cell in storage.grid().nightly_cells():
+        files = cell.input_files()
+        digest = source_digest(files) if files else "no-input"
+        pending = pending_files(cell.dataset) if cell.dataset.landing else []
+        if not pending and digest == last_evaluated_digest(cell):
+            out.append(dg.SkipReason(f"{cell.key}: input unchanged since its last evaluation "
+                                     f"(sha256 {digest[:12]}); not retrained"))
+            continue
+        key = f"{cell.key}-{digest[:16]}" + (f"-{len(pending)}new-{day}" if pending else "")
+        out.append(dg.RunRequest(run_key=key, partition_key=partition_key(cell.dataset.name, cell.variant.name),
+                                 tags={"patx/trigger": "nightly", "patx/input_sha256": digest}))
+    return out
 
 
 @dg.schedule(job=retrain_job, cron_schedule=NIGHTLY_CRON, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Retrain every nightly variant at 02:00 UTC. Switch on in the UI "
-                         "(Automation → nightly_retrain) or `dagster schedule start nightly_retrain`.")
-def nightly_retrain(context: dg.ScheduleEvaluationContext):
+             description="Retrain every nightly (dataset, variant) whose input changed, at 02:00 UTC. "
+                         "Switch on in the UI (Automation → nightly_retrain) or "
+                         "`dagster schedule start nightly_retrain`.")
+def nightly_retrain(context: dg.ScheduleEvaluationContext, storage: PatxStorage):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    for name in nightly_variants():
-        # run_key makes a re-evaluated tick idempotent: one run per variant per night.
-        yield dg.RunRequest(run_key=f"{name}-{day}", partition_key=name, tags={"patx/trigger": "nightly"})
+    results = nightly_requests(storage, day)
+    requests = [r for r in results if isinstance(r, dg.RunRequest)]
+    skips = [r.skip_message for r in results if isinstance(r, dg.SkipReason)]
+    for message in skips:
+        context.log.info(message)
+    if requests:
+        return requests
+    return dg.SkipReason("; ".join(skips) or "no nightly (dataset, variant) pair")

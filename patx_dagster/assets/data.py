@@ -1,28 +1,51 @@
-"""Data assets: raw_prices → features → splits → windows, one partition per variant."""
+"""Data assets: ingested_candles → raw_prices → features → splits → windows, one partition per
+(dataset, variant)."""
 
 import dagster as dg
 import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from patx_core import pipeline
-from patx_core.validation import RawPricesSchema
+from patx_core.universe import UniversePricesSchema
 from patx_dagster.checks import results, specs_for
-from patx_dagster.partitions import variant_partitions
+from patx_dagster.partitions import grid_partitions
 from patx_dagster.resources import PatxStorage
 
 GROUP = "data"
 # dagster-pandera: the UI shows the raw contract's columns and checks, and Dagster type-checks
 # the validated frame against it on every materialization.
-RAW_PRICES_TYPE = pandera_schema_to_dagster_type(RawPricesSchema)
+RAW_PRICES_TYPE = pandera_schema_to_dagster_type(UniversePricesSchema)
 
 
-@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+@dg.asset(group_name=GROUP, kinds={"parquet"})
+def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+    """New candle files from each dataset's landing folder, merged into its curated store.
+
+    Unpartitioned: one pass visits every dataset that has a landing folder (a selection may not mix
+    two partitions definitions, and ``--select '*' --partition …`` runs this first). A bad file is
+    quarantined and reported here without failing the run; the good ones still merge.
+    """
+    from patx_core.ingest import ingest_all
+
+    reports = ingest_all(storage.grid().datasets, storage.root())
+    metadata = {name: dg.MetadataValue.json(report.metadata()) for name, report in reports.items()}
+    for name, report in reports.items():
+        for q in report.quarantined:
+            context.log.warning(f"[{name}] quarantined {q['file']}: {q['error']}")
+    return dg.MaterializeResult(metadata={"datasets": sorted(reports), **metadata})
+
+
+@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("raw_prices"), io_manager_key="parquet_io_manager",
-          dagster_type=RAW_PRICES_TYPE)
+          dagster_type=RAW_PRICES_TYPE, deps=[ingested_candles])
 def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # returns MaterializeResult(value=pl.DataFrame)
-    """The raw candles, validated (pandera schema + invariants) before anything downstream runs."""
-    variant = storage.variant(context.partition_key)
-    step = pipeline.load_raw_prices(storage.raw_path(), variant)
+    """The dataset's candles, every symbol validated (pandera schema + invariants) before anything
+    downstream runs; the run is tagged with the input's path and sha256."""
+    cell = storage.cell(context.partition_key)
+    step = pipeline.load_raw_prices(cell)
+    context.instance.add_run_tags(context.run_id, {
+        "patx/dataset": cell.dataset.name, "patx/input_sha256": step.metadata["input_sha256"],
+        "patx/input_path": ";".join(step.metadata["input_files"])[:4000]})
     return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
                                 check_results=results(step.checks))
 
@@ -33,30 +56,28 @@ def column_schema(frame: pl.DataFrame) -> dict[str, dg.TableSchema]:
         columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])}
 
 
-@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("features"), io_manager_key="parquet_io_manager")
 def features(context: dg.AssetExecutionContext, storage: PatxStorage,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
-    """The 14 features, triple-barrier labels and each row's trade outcome."""
-    step = pipeline.build_features(raw_prices, storage.variant(context.partition_key))
+    """The 14 features, triple-barrier labels and each row's trade outcome, per symbol."""
+    step = pipeline.build_features(raw_prices, storage.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
                                 check_results=results(step.checks))
 
 
-@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"polars", "parquet"},
+@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("splits"), io_manager_key="parquet_io_manager")
 def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
            features: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
-    """Chronological, purged train/val/test rows (``split``, ``is_sample``) and the z-score scaler
-    fitted on train rows only (``work/<variant>/scaler.json``)."""
-    name = context.partition_key
-    step = pipeline.build_splits(features, storage.variant(name), storage.paths(name))
+    """Train/val/test at calendar cutoffs shared by every symbol, purged per symbol, and the z-score
+    scaler fitted on train rows only (``work/<variant>/scaler.json``)."""
+    step = pipeline.build_splits(features, storage.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
 
 
-@dg.asset(partitions_def=variant_partitions, group_name=GROUP, kinds={"numpy"})
+@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"})
 def windows(context: dg.AssetExecutionContext, storage: PatxStorage, splits: pl.DataFrame) -> dg.MaterializeResult:
     """The normalized matrix and each split's window end rows (windows are strided views)."""
-    name = context.partition_key
-    step = pipeline.build_windows(splits, storage.variant(name), storage.paths(name))
+    step = pipeline.build_windows(splits, storage.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)

@@ -1,4 +1,4 @@
-"""Evaluation behind the precision gate, promotion, inference and the cross-variant leaderboard."""
+"""Evaluation, promotion behind the precision gate, inference and the grid's leaderboard."""
 
 import dagster as dg
 import polars as pl
@@ -6,48 +6,52 @@ import polars as pl
 from patx_core import pipeline
 from patx_dagster.assets.training import trained_model
 from patx_dagster.checks import results, specs_for
-from patx_dagster.partitions import VARIANTS, variant_partitions
+from patx_dagster.partitions import grid_partitions
 from patx_dagster.resources import PatxStorage
 
 
-@dg.asset(partitions_def=variant_partitions, group_name="evaluation", kinds={"json", "markdown"},
+@dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
           deps=[trained_model], check_specs=specs_for("evaluation_report"))
 def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame,
                       splits: pl.DataFrame) -> dg.MaterializeResult:
-    """``reports/<variant>/evaluation.json`` + ``report.md``; written before the gate is judged,
-    so a failed gate still leaves a report that says why."""
-    name = context.partition_key
-    step = pipeline.evaluate_model(features, splits, storage.variant(name), storage.paths(name),
-                                   storage.raw_path())
+    """``<dataset>/reports/<variant>/evaluation.json`` + ``report.md``. A completed evaluation is a
+    successful step whatever its verdict; the gate's check records the verdict."""
+    cell = storage.cell(context.partition_key)
+    step = pipeline.evaluate_model(features, splits, cell)
     gate = step.value["checks"]["precision_gate"]
     if not gate["passed"]:
-        context.log.warning(f"[{name}] precision gate failed: {gate['reason']}")
+        context.log.warning(f"[{cell.key}] precision gate failed: {gate['reason']}")
     metadata = {**step.metadata, "report": dg.MetadataValue.md(step.markdown)}
     return dg.MaterializeResult(metadata=metadata, check_results=results(step.checks))
 
 
-@dg.asset(partitions_def=variant_partitions, group_name="serving", kinds={"pytorch"},
+@dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"pytorch"},
           deps=[evaluation_report])
 def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
-    """``models/<variant>/``: the checkpoint promoted only behind a passed (blocking) gate."""
-    name = context.partition_key
-    step = pipeline.promote_champion(storage.variant(name), storage.paths(name))
+    """``<dataset>/models/<variant>/``: the checkpoint, promoted only when this evaluation's gate
+    passed; otherwise ``promoted: false`` with the reason, and the earlier champion stays."""
+    cell = storage.cell(context.partition_key)
+    step = pipeline.promote_champion(cell)
+    if not step.metadata["promoted"]:
+        context.log.info(f"[{cell.key}] not promoted: {step.metadata['reason']}")
     return dg.MaterializeResult(metadata=step.metadata)
 
 
-@dg.asset(partitions_def=variant_partitions, group_name="serving", kinds={"json"},
+@dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"json"},
           deps=[champion_model])
 def latest_signal(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
-    """``signals/<variant>/latest.json``: the champion applied to the newest candles."""
-    name = context.partition_key
-    step = pipeline.latest_signal(storage.variant(name), storage.paths(name), storage.raw_path())
+    """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
+    newest candle, or "hold" with the reason "no champion"."""
+    step = pipeline.latest_signal(storage.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)
 
 
 @dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report])
 def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
-    """Every variant with an ``evaluation.json``, side by side (missing partitions are fine)."""
-    step = pipeline.build_leaderboard(storage.root(), list(VARIANTS))
+    """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""
+    grid = storage.grid()
+    cells = [grid.cell(d, v) for d in grid.datasets for v in grid.variants]
+    step = pipeline.build_leaderboard(storage.root(), cells)
     columns = [dg.TableColumn(c, "string") for c in step.value["columns"]]
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({c: "" if r.get(c) is None else str(r[c]) for c in step.value["columns"]})
