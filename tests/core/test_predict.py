@@ -11,11 +11,11 @@ import pytest
 
 from patx_core import pipeline
 from patx_core.checkpoint import load_checkpoint
-from patx_core.paths import VariantPaths
 from patx_core.predict import SHORT_HISTORY, main, predict_frame
 from patx_core.train import predict_proba
 from patx_core.validation import validate_raw
 from patx_core.variants import get_variant
+from tests.cells import make_cell
 from tests.synthetic import planted_candles
 
 
@@ -23,13 +23,13 @@ from tests.synthetic import planted_candles
 def trained(request, tmp_path_factory):
     variant = get_variant(request.param)
     variant = dataclasses.replace(variant, train=dataclasses.replace(variant.train, max_epochs=1))
-    paths = VariantPaths.for_variant(variant.name, tmp_path_factory.mktemp(variant.name))
     raw = validate_raw(planted_candles(1500, seed=3))
-    table = pipeline.build_features(raw, variant).value
-    frame = pipeline.build_splits(table, variant, paths).value
-    data = pipeline.build_windows(frame, variant, paths).value
-    pipeline.train_model(variant, paths)
-    return raw, data, paths
+    cell = make_cell(tmp_path_factory.mktemp(variant.name), raw, variant)
+    table = pipeline.build_features(pipeline.load_raw_prices(cell).value, cell).value
+    frame = pipeline.build_splits(table, cell).value
+    data = pipeline.build_windows(frame, cell).value
+    pipeline.train_model(cell)
+    return raw, data, cell.paths
 
 
 def test_predict_frame_matches_the_probabilities_evaluation_used(trained):

@@ -11,20 +11,18 @@ import numpy as np
 import pytest
 
 from patx_core import pipeline
-from patx_core.paths import VariantPaths
 from patx_core.validation import validate_raw
-from patx_core.variants import get_variant
+from tests.cells import make_cell
 from tests.synthetic import planted_candles
 
 
 def _run(raw, name: str, root) -> tuple[dict, float]:
-    variant = get_variant(name)
-    paths = VariantPaths.for_variant(name, root)
-    table = pipeline.build_features(raw, variant).value
-    frame = pipeline.build_splits(table, variant, paths).value
-    data = pipeline.build_windows(frame, variant, paths).value
-    pipeline.train_model(variant, paths)
-    evaluation = pipeline.evaluate_model(table, frame, variant, paths, "generated").value
+    cell = make_cell(root / name, raw, name)
+    table = pipeline.build_features(pipeline.load_raw_prices(cell).value, cell).value
+    frame = pipeline.build_splits(table, cell).value
+    data = pipeline.build_windows(frame, cell).value
+    pipeline.train_model(cell)
+    evaluation = pipeline.evaluate_model(table, frame, cell).value
     max_abs_z = float(np.abs(data.matrix[data.ends["test"]]).max())
     return evaluation, max_abs_z
 
