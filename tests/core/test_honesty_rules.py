@@ -51,7 +51,7 @@ def _dozen_then_noise() -> tuple[np.ndarray, np.ndarray]:
     return y, np.linspace(0.99, 0.01, y.size)
 
 
-def test_select_threshold_requires_min_signals() -> None:
+def test_select_threshold_honours_min_signals() -> None:
     y, p = _dozen_then_noise()
     # The data does what the test needs: only the cuts at <= 12 signals clear the target.
     clearing = [n for n in range(1, y.size + 1) if wilson_interval(int(y[:n].sum()), n)[0] >= 0.7]
@@ -246,7 +246,3 @@ def test_splits_are_chronological_train_before_val_before_test() -> None:
     assert all(span.len() > 0 for span in spans.values())
     assert spans["train"].max() < spans["val"].min()
     assert spans["val"].max() < spans["test"].min()
-    # The samples a model trains and is judged on, split by split, keep the same order.
-    samples = frame.filter(pl.col("is_sample"))
-    train, val, test = (samples.filter(pl.col("split") == s)["timestamp"] for s in ("train", "val", "test"))
-    assert train.max() < val.min() and val.max() < test.min()
