@@ -1,0 +1,248 @@
+"""Honesty rules that a plausible bug could break while every other test stays green.
+
+Each test is named after its rule and builds data on which the rule, and only the rule, decides
+the outcome: the threshold's minimum signal count, model selection on val, the stale-checkpoint
+guard, the random baseline's costs, the causal window, entry at the close, and chronological
+splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from patx_core import pipeline
+from patx_core.backtest import backtest
+from patx_core.config import (BacktestConfig, DataConfig, EvalConfig, LabelConfig, ModelConfig, SplitConfig,
+                              TrainConfig, VariantConfig)
+from patx_core.dataset import build_feature_table, split_dataset
+from patx_core.labels import triple_barrier
+from patx_core.metrics import select_threshold, wilson_interval
+from patx_core.paths import VariantPaths
+from patx_core.train import Trainer, _DeviceWindows
+from patx_core.validation import validate_raw
+from patx_core.windows import WindowedData
+from tests.conftest import make_candles
+from tests.synthetic import planted_candles
+
+W = 8
+TINY = ModelConfig(window_size=W, d_model=16, n_heads=2, n_layers=1, d_ff=32, head_hidden=8)
+COLUMNS = tuple(f"f{i}" for i in range(14))
+
+
+# ------------------------------------------------------------------- threshold: min_signals
+
+
+def _dozen_then_noise() -> tuple[np.ndarray, np.ndarray]:
+    """Descending val scores: the top 12 are all positive, the 188 below are noise at a ~0.3 base rate.
+
+    12/12 clears a 0.7 Wilson lower bound (0.76) and no deeper cut does, so the answer turns on
+    whether 12 signals are enough.
+    """
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(12), (rng.random(188) < 0.3).astype(float)]
+    return y, np.linspace(0.99, 0.01, y.size)
+
+
+def test_select_threshold_honours_min_signals() -> None:
+    y, p = _dozen_then_noise()
+    # The data does what the test needs: only the cuts at <= 12 signals clear the target.
+    clearing = [n for n in range(1, y.size + 1) if wilson_interval(int(y[:n].sum()), n)[0] >= 0.7]
+    assert max(clearing) == 12
+
+    enough = select_threshold(y, p, EvalConfig(target_precision=0.7, min_signals=12))
+    assert enough.reachable and enough.n_signals == 12 and enough.threshold == pytest.approx(p[11])
+
+    # Same scores, a higher minimum: the top dozen no longer counts, and nothing else reaches 0.7.
+    strict = select_threshold(y, p, EvalConfig(target_precision=0.7, min_signals=30))
+    assert not strict.reachable, f"chose {strict.n_signals} signals with min_signals=30: {strict.rule}"
+    assert "target unreachable on val" in strict.rule and ">= 30 signals" in strict.rule
+
+
+# ------------------------------------------------------------ early stopping: val, never test
+
+
+def _train_val_test(*, flip_test: bool) -> WindowedData:
+    """Learnable labels on train and val (is feature 0 positive on average over the window?);
+    test's labels follow the same rule or, with ``flip_test``, its inverse."""
+    rng = np.random.default_rng(0)
+    n = 400
+    matrix = rng.standard_normal((n, 14)).astype(np.float32)
+    ends = np.arange(W - 1, n, dtype=np.int64)
+    labels = np.full(n, np.nan, dtype=np.float32)
+    labels[ends] = sliding_window_view(matrix[:, 0], W).mean(axis=1) > 0
+    split = {"train": ends[:-160], "val": ends[-160:-80], "test": ends[-80:]}
+    if flip_test:
+        labels[split["test"]] = 1.0 - labels[split["test"]]
+    return WindowedData(matrix=matrix, labels=labels, ends=split, window_size=W, feature_columns=COLUMNS)
+
+
+def test_early_stopping_and_best_epoch_read_val_never_test() -> None:
+    config = TrainConfig(device="cpu", max_epochs=20, patience=2, batch_size=16, lr=3e-3)
+    runs = {flip: Trainer(TINY, config, _train_val_test(flip_test=flip)) for flip in (False, True)}
+    history = {flip: trainer.train() for flip, trainer in runs.items()}
+    plain, flipped = history[False], history[True]
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_f1", "best_epoch", "best_val_loss",
+                "epochs_run", "stopped_early"):
+        assert plain[key] == flipped[key], key
+    # Both decisions are exercised: the model learns (a later epoch is best), then stops early.
+    # Learning val means learning against the flipped test labels, so test would pick otherwise.
+    assert plain["best_epoch"] > 1 and plain["stopped_early"]
+    assert min(plain["val_loss"]) < plain["val_loss"][0] - 0.1
+    for (name, a), b in zip(runs[False].model.state_dict().items(), runs[True].model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------- the stale-checkpoint guard
+
+
+def _guard_variant(take_profit: float = 2.0) -> VariantConfig:
+    window = 16
+    return VariantConfig(
+        name="guard", data=DataConfig(window_size=window), labels=LabelConfig(take_profit=take_profit),
+        model=ModelConfig(window_size=window, d_model=16, n_heads=2, n_layers=1, d_ff=32, head_hidden=8),
+        train=TrainConfig(device="cpu", max_epochs=1, batch_size=64, lr=3e-3))
+
+
+def _build_data(raw: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """features -> splits -> windows for ``variant``, written where the training step reads them."""
+    table = pipeline.build_features(raw, variant).value
+    frame = pipeline.build_splits(table, variant, paths).value
+    pipeline.build_windows(frame, variant, paths)
+    return table, frame
+
+
+def test_stale_checkpoint_guard_refuses_a_model_trained_under_other_labels(tmp_path: Path) -> None:
+    raw = validate_raw(planted_candles(900, seed=4))
+    trained_under = _guard_variant(take_profit=2.0)
+    paths = VariantPaths.for_variant(trained_under.name, tmp_path)
+    table, frame = _build_data(raw, trained_under, paths)
+    pipeline.train_model(trained_under, paths)
+    # The checkpoint fits its own data: evaluation runs.
+    pipeline.evaluate_model(table, frame, trained_under, paths, "generated")
+
+    # The variant's take-profit is edited and the data rebuilt, but the model is not retrained.
+    edited = dataclasses.replace(trained_under, labels=LabelConfig(take_profit=1.5))
+    table, frame = _build_data(raw, edited, paths)
+    expected = f"{paths.checkpoint} was trained before settings ['labels'] changed for variant 'guard'"
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
+        pipeline.evaluate_model(table, frame, edited, paths, "generated")
+
+
+# ------------------------------------------------------------- random baseline: same costs
+
+
+def test_random_entry_baseline_pays_the_same_cost_as_the_strategy() -> None:
+    # Flat prices and zero gross return on every candidate trade: only the 10 bps per side moves money.
+    n = 400
+    ts = pl.datetime_range(pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(days=n - 1),
+                           "1d", time_zone="UTC", eager=True)
+    entry = np.arange(n - 3)
+    holding = np.full(entry.size, 2)
+    samples = pl.DataFrame({"timestamp": ts.gather(entry), "exit_index": entry + holding, "holding": holding,
+                            "trade_return": np.zeros(entry.size)})
+    prices = pl.DataFrame({"timestamp": ts, "entry_price": np.full(n, 100.0)})
+    signal = entry % 10 == 0
+    res = backtest(samples, signal, prices, BacktestConfig(cost_bps=10, n_random=200, seed=5))
+    cost = 0.999 / 1.001
+    assert res.trades == int(signal.sum())
+    assert res.total_return == pytest.approx(cost**res.trades - 1)
+    full = res.random.full
+    assert full.size == 200  # every draw placed all its trades, so every draw is compared
+    np.testing.assert_allclose(full, res.total_return, rtol=0, atol=1e-12)
+    assert res.strategy_percentile == 50.0
+
+
+# ------------------------------------------------------------------ windows: rows t-W+1 .. t
+
+
+def _candle_after_reveals_the_label() -> WindowedData:
+    """Column 0 holds the row number; column 1 of row t+1 holds label[t] as +-1, so only a window
+    that reaches one candle past its label row could read the label. The last row has no label."""
+    n = 60
+    rng = np.random.default_rng(2)
+    labels = (rng.random(n) < 0.5).astype(np.float32)
+    labels[-1] = np.nan
+    matrix = rng.standard_normal((n, 14)).astype(np.float32)
+    matrix[:, 0] = np.arange(n)
+    matrix[1:, 1] = 2.0 * labels[:-1] - 1.0
+    ends = np.arange(W - 1, n - 1, dtype=np.int64)
+    return WindowedData(matrix=matrix, labels=labels, ends={"train": ends[:36], "val": ends[36:]},
+                        window_size=W, feature_columns=COLUMNS)
+
+
+def _assert_windows_end_at_their_label_row(windows: np.ndarray, ends: np.ndarray, data: WindowedData) -> None:
+    for window, t in zip(windows, ends):
+        assert window[:, 0].tolist() == list(range(t - W + 1, t + 1)), f"window for label row {t}"
+        np.testing.assert_array_equal(window, data.matrix[t - W + 1: t + 1])
+
+
+def test_window_for_label_row_t_is_rows_t_minus_w_plus_1_to_t(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _candle_after_reveals_the_label()
+    for split in data.splits:
+        _assert_windows_end_at_their_label_row(data.windows(split), data.ends[split], data)
+    everything = np.arange(W - 1, data.matrix.shape[0])
+    _assert_windows_end_at_their_label_row(data.all_windows(), everything, data)
+
+    # The trainer's own gather, on the device, as training calls it.
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    gather = _DeviceWindows.gather
+
+    def spy(self: _DeviceWindows, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = gather(self, idx)
+        seen.append((idx.numpy().copy(), x.numpy().copy(), y.numpy().copy()))
+        return x, y
+
+    monkeypatch.setattr(_DeviceWindows, "gather", spy)
+    Trainer(TINY, TrainConfig(device="cpu", max_epochs=1, batch_size=16), data).train()
+    assert {int(t) for idx, _, _ in seen for t in idx} == set(data.ends["train"]) | set(data.ends["val"])
+    for idx, x, y in seen:
+        _assert_windows_end_at_their_label_row(x, idx, data)
+        np.testing.assert_array_equal(y, data.labels[idx])
+
+
+# ------------------------------------------------------------------- entry at the signal's close
+
+
+def test_trade_return_enters_at_the_signal_candles_close() -> None:
+    # Signal candle: opens at 97, closes at 100; the next candle gaps up to open at 100.8.
+    # ATR 1: take-profit 102, stop 99, neither touched; out at the close of t+3, 100.7.
+    o, h, lo, c = (np.array(col) for col in zip(
+        (97.0, 100.5, 96.5, 100.0),
+        (100.8, 101.0, 100.2, 100.6),
+        (100.5, 100.9, 100.1, 100.4),
+        (100.4, 100.9, 100.2, 100.7),
+        (100.7, 100.9, 100.3, 100.5),
+    ))
+    r = triple_barrier(o, h, lo, c, np.ones(5), LabelConfig(horizon=3))
+    assert r.exit_price[0] == 100.7
+    assert r.trade_return[0] == pytest.approx(100.7 / 100.0 - 1)  # not /97 (open[t]) nor /100.8 (open[t+1])
+
+    # The same identity on every labelled row of a gapped series, through the feature table.
+    raw = make_candles(500, seed=3)
+    table = build_feature_table(raw, DataConfig(), LabelConfig())
+    np.testing.assert_array_equal(table["entry_price"].to_numpy(), raw["close"].to_numpy())
+    assert not np.allclose(raw["open"].to_numpy(), raw["close"].to_numpy())  # open and close differ
+    done = table.filter(pl.col("label").is_not_null())
+    assert done.height > 0
+    np.testing.assert_allclose(done["trade_return"].to_numpy(),
+                               done["exit_price"].to_numpy() / done["entry_price"].to_numpy() - 1, rtol=1e-12)
+
+
+# ------------------------------------------------------------------- chronology across splits
+
+
+def test_splits_are_chronological_train_before_val_before_test() -> None:
+    table = build_feature_table(make_candles(1200, seed=7), DataConfig(), LabelConfig())
+    frame = split_dataset(table, SplitConfig(train=0.7, val=0.15, test=0.15), LabelConfig(), DataConfig()).frame
+    spans = {s: frame.filter(pl.col("split") == s)["timestamp"] for s in ("train", "val", "test")}
+    assert all(span.len() > 0 for span in spans.values())
+    assert spans["train"].max() < spans["val"].min()
+    assert spans["val"].max() < spans["test"].min()
