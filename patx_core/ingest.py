@@ -80,7 +80,7 @@ from patx_core.validation import (
     RAW_COLUMNS,
     RawDataError,
     Violation,
-    _normalize_structure,
+    normalize_structure,
     read_candle_file,
     validate_raw,
 )
@@ -388,7 +388,7 @@ def _validate_part(part: pl.DataFrame, *, source: str, symbol: str, stored: pl.D
             raise
         # Every other rule passed, so the batch normalizes cleanly to the stored dtypes (with the
         # contract's own normalization, so that the rows match what validate_raw would return).
-        rows = _normalize_structure(part, source)
+        rows = normalize_structure(part, source)
         series = pl.concat([history.join(rows.select("timestamp"), on="timestamp", how="anti"), rows])
         try:
             whole = validate_raw(series.sort("timestamp"), source=source)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandera.polars as pa
@@ -28,9 +28,14 @@ from patx_core.datasets import format_duration
 from patx_core.validation import (
     RAW_COLUMNS,
     RULE_ENOUGH_ROWS,
+    RULE_FINITE,
+    RULE_HIGH_BRACKETS,
+    RULE_HIGH_LOW,
+    RULE_LOW_BRACKETS,
+    RULE_SORTED,
     RawDataError,
-    RawPricesSchema,
     Violation,
+    row_invariant,
     read_candle_file,
     too_few_rows,
     validate_raw,
@@ -46,22 +51,40 @@ UNIVERSE_COLUMNS: tuple[str, ...] = (SYMBOL, *RAW_COLUMNS)
 INTERVAL_TOLERANCE = 0.25
 
 
-class UniversePricesSchema(RawPricesSchema):
-    """The validated long frame: the raw contract per symbol, one row per (symbol, timestamp)."""
+def _universe_schema() -> pa.DataFrameSchema:
+    """The validated long frame: the raw contract per symbol, one row per (symbol, timestamp).
 
-    symbol: pl.String = pa.Field(nullable=False)
-    timestamp: Annotated[pl.Datetime, "us", "UTC"] = pa.Field(nullable=False)
+    Built as its own schema rather than a subclass of :class:`RawPricesSchema`: pandera shares
+    inherited dataframe checks between the two models, and building the subclass's schema
+    renamed the parent's (its checks then looked for a column named after the schema).
+    """
+    def finite() -> pa.Check:
+        return pa.Check(lambda data: data.lazyframe.select(
+            pl.col(data.key).is_finite() | pl.col(data.key).is_nan() | pl.col(data.key).is_null()), name=RULE_FINITE)
 
-    class Config:
-        strict = True
-        unique = [SYMBOL, "timestamp"]
+    def invariant(rule: str, expr: pl.Expr) -> pa.Check:
+        return pa.Check(lambda data: row_invariant(data, expr), name=rule)
 
-    @pa.dataframe_check(name="timestamps in ascending order")
-    @classmethod
-    def timestamps_sorted(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        ts = pl.col("timestamp")
-        first = pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)
-        return data.lazyframe.select((first | (ts > ts.shift(1))).fill_null(True))
+    ts = pl.col("timestamp")
+    new_symbol = pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)
+    columns = {
+        SYMBOL: pa.Column(pl.String, nullable=False),
+        "timestamp": pa.Column(pl.Datetime("us", "UTC"), nullable=False),
+        **{c: pa.Column(pl.Float64, checks=[pa.Check.gt(0), finite()]) for c in ("open", "high", "low", "close")},
+        "volume": pa.Column(pl.Float64, checks=[pa.Check.ge(0), finite()]),
+    }
+    checks = [
+        pa.Check(lambda data: data.lazyframe.select((new_symbol | (ts > ts.shift(1))).fill_null(True)),
+                 name=RULE_SORTED),
+        invariant(RULE_HIGH_LOW, pl.col("high") >= pl.col("low")),
+        invariant(RULE_HIGH_BRACKETS, pl.col("high") >= pl.max_horizontal("open", "close")),
+        invariant(RULE_LOW_BRACKETS, pl.col("low") <= pl.min_horizontal("open", "close")),
+    ]
+    return pa.DataFrameSchema(columns, checks=checks, unique=[SYMBOL, "timestamp"], strict=True,
+                              name="UniversePrices")
+
+
+UNIVERSE_PRICES_SCHEMA = _universe_schema()
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class RawDataError(ValueError):
         super().__init__(message)
 
 
-def _row_invariant(data: pa.PolarsData, expr: pl.Expr) -> pl.LazyFrame:
+def row_invariant(data: pa.PolarsData, expr: pl.Expr) -> pl.LazyFrame:
     """Row-wise invariant that passes where a price is null/NaN/inf or <= 0: those rows are
     already reported by their own rule, once (and NaN compares as the largest float in polars)."""
     any_bad = pl.any_horizontal((~pl.col(c).is_finite()) | (pl.col(c) <= 0) for c in PRICE_COLUMNS)
@@ -130,17 +130,17 @@ class RawPricesSchema(pa.DataFrameModel):
     @pa.dataframe_check(name=RULE_HIGH_LOW)
     @classmethod
     def high_above_low(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _row_invariant(data, pl.col("high") >= pl.col("low"))
+        return row_invariant(data, pl.col("high") >= pl.col("low"))
 
     @pa.dataframe_check(name=RULE_HIGH_BRACKETS)
     @classmethod
     def high_brackets(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _row_invariant(data, pl.col("high") >= pl.max_horizontal("open", "close"))
+        return row_invariant(data, pl.col("high") >= pl.max_horizontal("open", "close"))
 
     @pa.dataframe_check(name=RULE_LOW_BRACKETS)
     @classmethod
     def low_brackets(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _row_invariant(data, pl.col("low") <= pl.min_horizontal("open", "close"))
+        return row_invariant(data, pl.col("low") <= pl.min_horizontal("open", "close"))
 
 
 def read_candle_file(path: PathLike) -> pl.DataFrame:
@@ -185,7 +185,7 @@ def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for:
     if df.height == 0:
         raise RawDataError(source, [Violation("non-empty file", "", 0, (),
                                               f"the file has no rows (columns: {df.columns})")])
-    df = _normalize_structure(df, source)
+    df = normalize_structure(df, source)
     try:
         RawPricesSchema.validate(df, lazy=True)
     except SchemaErrors as exc:
@@ -213,7 +213,7 @@ def too_few_rows(rows: int, min_rows: int, min_rows_for: str = "") -> Violation:
         + (f"; with {min_rows_for}" if min_rows_for else ""))
 
 
-def _normalize_structure(df: pl.DataFrame, source: str) -> pl.DataFrame:
+def normalize_structure(df: pl.DataFrame, source: str) -> pl.DataFrame:
     """Stage 1: columns present, dtypes usable; cast to the contract's dtypes."""
     missing = [c for c in RAW_COLUMNS if c not in df.columns]
     if missing:

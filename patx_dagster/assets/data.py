@@ -6,7 +6,7 @@ import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from patx_core import pipeline
-from patx_core.universe import UniversePricesSchema
+from patx_core.universe import UNIVERSE_PRICES_SCHEMA
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
 from patx_dagster.resources import PatxStorage
@@ -14,7 +14,7 @@ from patx_dagster.resources import PatxStorage
 GROUP = "data"
 # dagster-pandera: the UI shows the raw contract's columns and checks, and Dagster type-checks
 # the validated frame against it on every materialization.
-RAW_PRICES_TYPE = pandera_schema_to_dagster_type(UniversePricesSchema)
+RAW_PRICES_TYPE = pandera_schema_to_dagster_type(UNIVERSE_PRICES_SCHEMA)
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"})
@@ -31,7 +31,7 @@ def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) ->
     metadata = {name: dg.MetadataValue.json(report.metadata()) for name, report in reports.items()}
     for name, report in reports.items():
         for q in report.quarantined:
-            context.log.warning(f"[{name}] quarantined {q['file']}: {q['error']}")
+            context.log.warning(f"[{name}] quarantined {q.file}: {q.message}")
     return dg.MaterializeResult(metadata={"datasets": sorted(reports), **metadata})
 
 
@@ -43,7 +43,7 @@ def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # retu
     downstream runs; the run is tagged with the input's path and sha256."""
     cell = storage.cell(context.partition_key)
     step = pipeline.load_raw_prices(cell)
-    context.instance.add_run_tags(context.run_id, {
+    context.instance.add_run_tags(context.run.run_id, {
         "patx/dataset": cell.dataset.name, "patx/input_sha256": step.metadata["input_sha256"],
         "patx/input_path": ";".join(step.metadata["input_files"])[:4000]})
     return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},

@@ -25,10 +25,11 @@ from patx_core.config import (BacktestConfig, DataConfig, EvalConfig, LabelConfi
 from patx_core.dataset import build_feature_table, split_dataset
 from patx_core.labels import triple_barrier
 from patx_core.metrics import select_threshold, wilson_interval
-from patx_core.paths import VariantPaths
+from patx_core.grid import GridCell
 from patx_core.train import Trainer, _DeviceWindows
 from patx_core.validation import validate_raw
 from patx_core.windows import WindowedData
+from tests.cells import make_cell
 from tests.conftest import make_candles
 from tests.synthetic import planted_candles
 
@@ -111,29 +112,28 @@ def _guard_variant(take_profit: float = 2.0) -> VariantConfig:
         train=TrainConfig(device="cpu", max_epochs=1, batch_size=64, lr=3e-3))
 
 
-def _build_data(raw: pl.DataFrame, variant: VariantConfig, paths: VariantPaths) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """features -> splits -> windows for ``variant``, written where the training step reads them."""
-    table = pipeline.build_features(raw, variant).value
-    frame = pipeline.build_splits(table, variant, paths).value
-    pipeline.build_windows(frame, variant, paths)
+def _build_data(cell: GridCell) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """raw -> features -> splits -> windows for ``cell``, written where the training step reads them."""
+    table = pipeline.build_features(pipeline.load_raw_prices(cell).value, cell).value
+    frame = pipeline.build_splits(table, cell).value
+    pipeline.build_windows(frame, cell)
     return table, frame
 
 
 def test_stale_checkpoint_guard_refuses_a_model_trained_under_other_labels(tmp_path: Path) -> None:
     raw = validate_raw(planted_candles(900, seed=4))
-    trained_under = _guard_variant(take_profit=2.0)
-    paths = VariantPaths.for_variant(trained_under.name, tmp_path)
-    table, frame = _build_data(raw, trained_under, paths)
-    pipeline.train_model(trained_under, paths)
+    cell = make_cell(tmp_path, raw, _guard_variant(take_profit=2.0))
+    table, frame = _build_data(cell)
+    pipeline.train_model(cell)
     # The checkpoint fits its own data: evaluation runs.
-    pipeline.evaluate_model(table, frame, trained_under, paths, "generated")
+    pipeline.evaluate_model(table, frame, cell)
 
     # The variant's take-profit is edited and the data rebuilt, but the model is not retrained.
-    edited = dataclasses.replace(trained_under, labels=LabelConfig(take_profit=1.5))
-    table, frame = _build_data(raw, edited, paths)
-    expected = f"{paths.checkpoint} was trained before settings ['labels'] changed for variant 'guard'"
+    edited = dataclasses.replace(cell, variant=dataclasses.replace(cell.variant, labels=LabelConfig(take_profit=1.5)))
+    table, frame = _build_data(edited)
+    expected = f"{cell.paths.checkpoint} was trained before settings ['labels'] changed for variant 'guard'"
     with pytest.raises(RuntimeError, match=re.escape(expected)):
-        pipeline.evaluate_model(table, frame, edited, paths, "generated")
+        pipeline.evaluate_model(table, frame, edited)
 
 
 # ------------------------------------------------------------- random baseline: same costs

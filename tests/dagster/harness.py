@@ -8,12 +8,18 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from patx_core.paths import DatasetPaths, VariantPaths
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.partitions import partition_key
 from patx_dagster.resources import PatxStorage
+from tests.cells import write_datasets_file
 
-PER_VARIANT = ["raw_prices", "features", "splits", "windows", "trained_model", "evaluation_report",
-               "champion_model", "latest_signal"]
+# What `--select '*' --partition <dataset>|<variant>` runs, leaderboard aside.
+PER_VARIANT = ["ingested_candles", "raw_prices", "features", "splits", "windows", "trained_model",
+               "evaluation_report", "champion_model", "latest_signal"]
+#: The dataset partition the graph tests run: its settings point at the test's own file.
+DATASET = "nasdaq"
 
 
 def write_raw(df: pl.DataFrame, path: Path) -> Path:
@@ -22,12 +28,24 @@ def write_raw(df: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def cell_paths(data_dir: Path, variant: str = "smoke", dataset: str = DATASET) -> VariantPaths:
+    return DatasetPaths.for_dataset(dataset, data_dir).variant(variant)
+
+
+def storage_for(raw_path: Path, data_dir: Path, **dataset_fields) -> PatxStorage:
+    """The test implementation of the storage resource: dataset ``nasdaq`` reads ``raw_path``."""
+    datasets = write_datasets_file(data_dir.parent / f"{data_dir.name}.datasets.toml",
+                                   {DATASET: {"source": str(raw_path), "interval": "1d", **dataset_fields}})
+    return PatxStorage(datasets_file=str(datasets), data_dir=str(data_dir))
+
+
 def materialize(raw_path: Path, data_dir: Path, variant: str = "smoke", *,
-                selection: list[str] | None = None) -> dg.ExecuteInProcessResult:
-    storage = PatxStorage(raw_parquet=str(raw_path), data_dir=str(data_dir))
+                selection: list[str] | None = None, **dataset_fields) -> dg.ExecuteInProcessResult:
+    storage = storage_for(raw_path, data_dir, **dataset_fields)
+    unpartitioned = selection in (["variant_leaderboard"], ["ingested_candles"])
     return dg.materialize(
         ALL_ASSETS,
-        partition_key=variant if selection != ["variant_leaderboard"] else None,
+        partition_key=None if unpartitioned else partition_key(DATASET, variant),
         selection=selection or PER_VARIANT,
         resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
         raise_on_error=False,
@@ -51,7 +69,7 @@ def snapshot(root: Path, *, user_artifacts_only: bool = False) -> dict[str, str]
     for p in sorted(root.rglob("*")):
         if p.is_file():
             rel = p.relative_to(root).as_posix()
-            if user_artifacts_only and rel.startswith("work/"):
+            if user_artifacts_only and "work/" in rel:
                 continue
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out

@@ -12,7 +12,8 @@ import pytest
 
 from patx_core.validation import required_rows
 from patx_core.variants import get_variant
-from tests.dagster.harness import PER_VARIANT, failure_text, materialize, materialized, snapshot
+from tests.dagster.harness import (DATASET, PER_VARIANT, failure_text, materialize, materialized, snapshot,
+                                   storage_for)
 from tests.synthetic import planted_candles
 
 
@@ -70,7 +71,7 @@ def test_bad_raw_input_is_refused_at_raw_prices_and_nothing_is_touched(tmp_path,
     result = materialize(raw, user_data)
     assert not result.success
     assert result.get_failed_step_keys() == {"raw_prices"}
-    assert materialized(result) == set(), "no asset may materialize after a refused input"
+    assert materialized(result) <= {"ingested_candles"}, "no asset may materialize after a refused input"
     message = failure_text(result)
     for fragment in fragments:
         assert fragment in message, f"{case}: {fragment!r} not in message:\n{message}"
@@ -100,16 +101,31 @@ def test_a_window_longer_than_the_data_allows_names_the_field(tmp_path, user_dat
     variants.write_text('[smoke]\n[smoke.data]\nwindow_size = 4000\n')
     from patx_dagster.assets import ALL_ASSETS
     from patx_dagster.io_manager import PolarsParquetIOManager
-    from patx_dagster.resources import PatxStorage
+    from patx_dagster.partitions import partition_key
     import dagster as dg
 
     raw = tmp_path / "raw.parquet"
     BASE.write_parquet(raw)
-    storage = PatxStorage(raw_parquet=str(raw), data_dir=str(user_data), variants_file=str(variants))
+    storage = storage_for(raw, user_data).model_copy(update={"variants_file": str(variants)})
     before = snapshot(user_data)
-    result = dg.materialize(ALL_ASSETS, partition_key="smoke", selection=PER_VARIANT, raise_on_error=False,
+    result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=PER_VARIANT,
+                            raise_on_error=False,
                             resources={"storage": storage,
                                        "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
     assert result.get_failed_step_keys() == {"raw_prices"}
     assert "window_size" in failure_text(result)
+    assert snapshot(user_data) == before
+
+
+def test_a_bad_symbol_in_a_universe_is_named_and_refuses_the_dataset(tmp_path, user_data):
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    BASE.write_parquet(folder / "good.parquet")
+    _set(planted_candles(3000, seed=2), "close", 777, float("nan")).write_parquet(folder / "broken.parquet")
+    before = snapshot(user_data)
+    result = materialize(folder, user_data)
+    assert result.get_failed_step_keys() == {"raw_prices"}
+    message = failure_text(result)
+    assert "symbol 'broken'" in message and "close" in message and "row 777" in message
+    assert "symbol 'good'" not in message
     assert snapshot(user_data) == before
