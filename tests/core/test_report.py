@@ -13,7 +13,7 @@ from PIL import Image
 from patx_core.config import VariantConfig
 from patx_core.evaluation_json import Evaluation, evaluate_variant
 from patx_core.report import write_leaderboard, write_report
-from tests.core.test_evaluation import SEED_SPLIT, synthetic
+from tests.core.test_evaluation_json import SEED_SPLIT, synthetic
 
 PNGS = ("training_curves.png", "precision_recall.png", "calibration.png", "confusion.png", "equity.png")
 
