@@ -28,8 +28,9 @@ import numpy as np
 from patx_core.metrics import ThresholdChoice
 
 #: Probabilities whose 5–95 % range is narrower than this count as collapsed. A collapsed model
-#: seen on the bundled daily NASDAQ sample put every test probability inside [0.15, 0.30]; a
-#: model that learned a pattern spreads its probabilities far wider (a planted one: ~0.1 to ~0.9).
+#: seen on the bundled daily NASDAQ sample put every test probability inside [0.15, 0.30]; the
+#: smoke model that learns the test suite's planted pattern spreads its 5–95 % range over
+#: [0.004, 0.96].
 COLLAPSED_WIDTH = 0.15
 #: The percentiles whose distance is compared with ``COLLAPSED_WIDTH``: a few outliers do not
 #: make a collapsed model look spread.

@@ -79,7 +79,7 @@ def test_classification_metrics_rejects_bad_input() -> None:
 
 
 def _plain_rule(y: np.ndarray, p: np.ndarray, target: float, min_signals: int) -> float | None:
-    """The issue 3 rule, by brute force: lowest threshold with raw precision >= target."""
+    """The plain rule, by brute force: lowest threshold with raw precision >= target."""
     best = None
     for t in np.unique(p):
         sig = p >= t
@@ -89,7 +89,7 @@ def _plain_rule(y: np.ndarray, p: np.ndarray, target: float, min_signals: int) -
 
 
 def _wilson_rule(y: np.ndarray, p: np.ndarray, cfg: EvalConfig) -> float | None:
-    """The issue 9 rule, by brute force with the scalar Wilson interval."""
+    """The Wilson rule, by brute force with the scalar Wilson interval."""
     best = None
     for t in np.unique(p):
         sig = p >= t
@@ -107,7 +107,7 @@ def test_threshold_keeps_a_margin_where_the_plain_rule_lands_on_0_70() -> None:
     cfg = EvalConfig(target_precision=0.7, min_signals=30)
     plain = _plain_rule(y, p, 0.7, 30)
     assert plain == pytest.approx(p[99])
-    assert y[p >= plain].mean() == pytest.approx(0.70)  # the coin flip issue 9 measured
+    assert y[p >= plain].mean() == pytest.approx(0.70)  # a coin flip whether it holds on test
 
     choice = select_threshold(y, p, cfg)
     assert choice.reachable
