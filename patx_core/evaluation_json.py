@@ -6,9 +6,9 @@ parts. A model that abstains (no val threshold met the precision rule) has ``thr
 null, no signals on any split, a backtest without trades and a failed gate whose reason starts
 with "abstains"; its max-F1 point appears only under ``threshold.diagnostic``.
 
-Both functions are pure: no files, no clock, so the same inputs always give the same JSON. The orchestration writes the
-body with ``patx_core.artifacts.atomic_write_json`` and hands ``Evaluation`` to
-``patx_core.report.write_report``.
+Both functions are pure: no files, no clock, so the same inputs always give the same JSON. The
+orchestration writes the body with ``patx_core.artifacts.atomic_write_json``, hands ``Evaluation``
+to ``patx_core.report.write_report`` and can show ``Evaluation.diagnosis`` as UI metadata.
 """
 
 from __future__ import annotations
