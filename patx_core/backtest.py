@@ -15,6 +15,10 @@ Mechanics (one position at a time, all capital, compounding):
   and the curve ends exactly at the compounded trade growth. Sharpe is the annualized mean /
   std of its per-candle returns; max drawdown the largest fall from a running peak (a
   non-negative fraction: 0.12 = 12 %).
+- Annualizing uses ``BacktestConfig.periods_per_year`` when set, else the candles per year
+  observed in the price table. A period shorter than a year is *not* annualized: compounding
+  a few months' return (or scaling their Sharpe) to a year states a figure the data never
+  showed, so ``annualized_return`` and ``sharpe`` are ``None`` and ``period_days`` says why.
 - The period runs from the split's first sample candle to the last exit of any of its sample
   rows, so every trade the strategy or the random baseline can take lies inside it.
 
@@ -45,6 +49,8 @@ SAMPLE_COLUMNS = ("timestamp", "exit_index", "trade_return", "holding")
 PRICE_COLUMNS = ("timestamp", "entry_price")
 
 _SECONDS_PER_YEAR = 365.25 * 86_400
+#: Shortest period (calendar days, first entry to last exit) whose return and Sharpe are annualized.
+MIN_ANNUALIZED_DAYS = 365.0
 
 
 @dataclass(frozen=True)
@@ -95,18 +101,23 @@ class BacktestResult:
     trades: int
     hit_rate: float | None  # share of trades with a positive net return; None without trades
     total_return: float
-    annualized_return: float
-    sharpe: float | None  # None when the equity curve never moves
+    annualized_return: float | None  # None when the period is shorter than a year
+    sharpe: float | None  # annualized; None when the curve never moves or the period is under a year
     max_drawdown: float
     exposure: float  # share of the period's candles spent in a trade
     buy_and_hold_return: float
     cost_bps: float
     periods_per_year: float
+    period_days: float  # calendar days from the period's first candle to its last exit
     start: datetime
     end: datetime
     random: RandomBaseline
     strategy_percentile: float | None  # None without trades or without full random draws
     equity: pl.DataFrame  # timestamp, strategy, buy_and_hold (value of 1.0 invested at start)
+
+    @property
+    def annualized(self) -> bool:
+        return self.period_days >= MIN_ANNUALIZED_DAYS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +132,8 @@ class BacktestResult:
             "buy_and_hold_return": self.buy_and_hold_return,
             "cost_bps": self.cost_bps,
             "periods_per_year": self.periods_per_year,
+            "annualized": self.annualized,
+            "period_days": self.period_days,
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
             "random_baseline": self.random.summary(),
@@ -158,6 +171,13 @@ def _annualize(total: float, exponent: float) -> float:
         return -1.0
     with np.errstate(over="ignore"):
         return float(np.expm1(np.log1p(total) * exponent))
+
+
+def annualization_note(annualized: bool, period_days: float, periods_per_year: float, split: str) -> str:
+    """The words a report shows beside the annualized figures of a ``split``'s backtest."""
+    if not annualized:
+        return f"not annualized ({split} period {period_days:.0f} days)"
+    return f"annualized at {periods_per_year:.6g} candles per year ({split} period {period_days:.0f} days)"
 
 
 def _take_non_overlapping(entry: np.ndarray, exit_: np.ndarray) -> np.ndarray:
@@ -271,10 +291,12 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
     bh = cost * period / period[0]
 
     ppy = _periods_per_year(ts, config.periods_per_year)
+    period_days = (ts[end] - ts[start]).total_seconds() / 86_400
+    annualized = period_days >= MIN_ANNUALIZED_DAYS
     total = float(np.prod(t_growth) - 1.0)
     steps = np.diff(np.r_[1.0, equity]) / np.r_[1.0, equity[:-1]]
     std = float(steps.std(ddof=1)) if steps.size > 1 else 0.0
-    sharpe = float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 else None
+    sharpe = float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 and annualized else None
     peak = np.maximum.accumulate(np.r_[1.0, equity])
     baseline = random_entry_baseline(entry, exit_, growth, n_trades=kept.size,
                                      n_draws=config.n_random, seed=config.seed)
@@ -283,13 +305,14 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
         trades=int(kept.size),
         hit_rate=float(np.mean(t_growth > 1.0)) if kept.size else None,
         total_return=total,
-        annualized_return=_annualize(total, ppy / n_steps),
+        annualized_return=_annualize(total, ppy / n_steps) if annualized else None,
         sharpe=sharpe,
         max_drawdown=float(np.max(1.0 - np.r_[1.0, equity] / peak)),
         exposure=float((t_exit - t_entry).sum() / n_steps),
         buy_and_hold_return=float(bh[-1] - 1.0),
         cost_bps=float(config.cost_bps),
         periods_per_year=float(ppy),
+        period_days=float(period_days),
         start=ts[start],
         end=ts[end],
         random=baseline,
@@ -338,20 +361,24 @@ def portfolio(results: dict[str, BacktestResult]) -> BacktestResult:
         trades=np.sum([r.random.trades[:draws] for r in parts], axis=0),
         n_trades=int(sum(r.random.n_trades for r in parts)), seed=parts[0].random.seed)
     hits = [r.hit_rate * r.trades for r in parts if r.hit_rate is not None]
+    start, end = min(r.start for r in parts), max(r.end for r in parts)
+    period_days = (end - start).total_seconds() / 86_400
+    annualized = period_days >= MIN_ANNUALIZED_DAYS
     return BacktestResult(
         n_signals=sum(r.n_signals for r in parts),
         trades=trades,
         hit_rate=float(sum(hits) / trades) if trades else None,
         total_return=total,
-        annualized_return=_annualize(total, ppy / max(strategy.size - 1, 1)),
-        sharpe=float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 else None,
+        annualized_return=_annualize(total, ppy / max(strategy.size - 1, 1)) if annualized else None,
+        sharpe=float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 and annualized else None,
         max_drawdown=float(np.max(1.0 - np.r_[1.0, strategy] / peak)),
         exposure=float(np.mean([r.exposure for r in parts])),
         buy_and_hold_return=float(np.mean([r.buy_and_hold_return for r in parts])),
         cost_bps=parts[0].cost_bps,
         periods_per_year=ppy,
-        start=min(r.start for r in parts),
-        end=max(r.end for r in parts),
+        period_days=float(period_days),
+        start=start,
+        end=end,
         random=random,
         strategy_percentile=random.percentile_of(total) if trades else None,
         equity=pl.DataFrame({"timestamp": joined["timestamp"], "strategy": strategy, "buy_and_hold": bh}),

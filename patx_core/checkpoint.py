@@ -4,11 +4,14 @@
 ``torch.load(weights_only=True)`` — no code runs on load. It carries everything needed to rebuild
 the model and the scaler (config, feature columns, window, scaler mean/std), so inference never
 unpickles ``scaler.pkl``; that file exists for the guide's users and is written, never read here.
+It also records the training data's candle interval, so inference can warn when it is handed
+candles of another interval; checkpoints saved before that was recorded load with ``None``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -36,6 +39,7 @@ class LoadedCheckpoint:
     feature_columns: tuple[str, ...]
     window_size: int
     metrics: dict[str, Any]
+    interval_seconds: float | None = None  # median candle spacing of the training data
 
 
 def _plain(value: Any) -> Any:
@@ -60,11 +64,17 @@ def _plain(value: Any) -> Any:
 
 
 def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig, scaler: UniverseScaler,
-                    metrics: Mapping[str, Any], feature_columns: Sequence[str]) -> None:
+                    metrics: Mapping[str, Any], feature_columns: Sequence[str],
+                    interval_seconds: float | None = None) -> None:
     """Write ``best_model.pth`` atomically (the previous file survives any failure mid-save).
 
     A ``torch.compile``d model is unwrapped first, so the state dict has no ``_orig_mod.`` keys.
+    ``interval_seconds`` is the training candles' median spacing
+    (``patx_core.intervals.median_spacing_seconds``); ``None`` when unknown.
     """
+    if interval_seconds is not None and not (math.isfinite(interval_seconds) and interval_seconds > 0):
+        raise ValueError(f"save_checkpoint: interval_seconds must be a positive number of seconds or None, "
+                         f"got {interval_seconds!r}")
     module = unwrap(model)
     columns = [str(c) for c in feature_columns]
     if len(columns) != variant.model.input_dim:
@@ -83,6 +93,7 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig,
         "config": variant.to_dict(),
         "scaler": scaler.to_plain(),
         "metrics": _plain(metrics),
+        "interval_seconds": None if interval_seconds is None else float(interval_seconds),
         "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
     }
     atomic_write_with(path, lambda buf: torch.save(payload, buf))
@@ -111,6 +122,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     model.load_state_dict(ckpt["model_state_dict"])
     model.to(map_location).eval()
     metrics = ckpt.get("metrics") or {}
+    interval = ckpt.get("interval_seconds")  # absent from checkpoints saved before it was recorded
     return LoadedCheckpoint(model=model, scaler=UniverseScaler.from_dict(ckpt["scaler"]), variant=variant,
                             feature_columns=tuple(ckpt["feature_columns"]), window_size=int(ckpt["window_size"]),
-                            metrics=dict(metrics))
+                            metrics=dict(metrics), interval_seconds=None if interval is None else float(interval))

@@ -15,43 +15,16 @@ from __future__ import annotations
 import glob as globlib
 import math
 import os
-import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from patx_core.artifacts import PathLike, as_path
+from patx_core.intervals import parse_duration
 from patx_core.paths import REPO_ROOT
 
 DEFAULT_DATASETS_FILE = REPO_ROOT / "datasets.toml"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-# The seconds in a calendar year, for turning a candle interval into candles per year when the
-# data itself spans too little time to count them (patx_core.grid.periods_per_year).
-SECONDS_PER_YEAR = 365.25 * 86400.0
-
-
-def parse_duration(text: str, *, field: str = "duration") -> float:
-    """``"1d"``, ``"4h"``, ``"15m"``, ``"1w"``, ``"30s"`` → seconds; ``ValueError`` names the field."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{field} must be a positive number and a unit (s, m, h, d, w), e.g. '1d' or "
-                         f"'15m'; got {text!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds → the largest whole unit that fits (``86400`` → ``"1d"``, ``5400`` → ``"90m"``)."""
-    for unit in ("w", "d", "h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and math.isclose(seconds / size, round(seconds / size), rel_tol=1e-6):
-            return f"{round(seconds / size)}{unit}"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds:g}s"
-
 
 def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")

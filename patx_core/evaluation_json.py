@@ -1,10 +1,14 @@
-"""The whole ``evaluation.json`` of one variant: threshold, metrics, backtest, the precision gate.
+"""The whole ``evaluation.json`` of one variant: threshold, metrics, backtest, gate, diagnosis.
 
 ``evaluate_variant`` does the work (threshold on val, metrics on val/test, backtest on the
-gate split) and ``build_evaluation`` assembles the body from those parts. Both are pure: no
-files, no clock, so the same inputs always give the same JSON. The orchestration writes the
-body with ``patx_core.artifacts.atomic_write_json`` and hands ``Evaluation`` to
-``patx_core.report.write_report``.
+gate split, the named failure modes) and ``build_evaluation`` assembles the body from those
+parts. A model that abstains (no val threshold met the precision rule) has ``threshold.value``
+null, no signals on any split, a backtest without trades and a failed gate whose reason starts
+with "abstains"; its max-F1 point appears only under ``threshold.diagnostic``.
+
+Both functions are pure: no files, no clock, so the same inputs always give the same JSON. The
+orchestration writes the body with ``patx_core.artifacts.atomic_write_json``, hands ``Evaluation``
+to ``patx_core.report.write_report`` and can show ``Evaluation.diagnosis`` as UI metadata.
 """
 
 from __future__ import annotations
@@ -14,20 +18,21 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
-from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, backtest, portfolio
+from patx_core.backtest import SAMPLE_COLUMNS, BacktestResult, annualization_note, backtest, portfolio
 from patx_core.config import VariantConfig
+from patx_core.diagnosis import Diagnosis, diagnose
 from patx_core.metrics import ThresholdChoice, classification_metrics, select_threshold, wilson_interval
 
 log = logging.getLogger(__name__)
 
 #: History keys (``Trainer.train()``) copied into the ``training`` block.
 HISTORY_KEYS = ("epochs_run", "best_epoch", "seconds", "device", "params")
-#: F1 warning check level (issue 4 §6).
+#: F1 warning check level.
 MIN_F1 = 0.5
 
 
@@ -60,12 +65,13 @@ class SplitPredictions:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """``body`` is evaluation.json; the rest feeds the report's plots."""
+    """``body`` is evaluation.json; the rest feeds the report's plots and the UI's metadata."""
 
     body: dict[str, Any]
     threshold: ThresholdChoice
     backtest: BacktestResult
     predictions: Mapping[str, SplitPredictions]
+    diagnosis: tuple[Diagnosis, ...] = ()
 
 
 def json_safe(value: Any) -> Any:
@@ -99,7 +105,7 @@ def dataset_summary(path: str, prices: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def per_symbol_metrics(predictions: SplitPredictions, threshold: float, *,
+def per_symbol_metrics(predictions: SplitPredictions, signal: np.ndarray, *,
                        confidence: float = 0.95) -> dict[str, dict[str, Any]]:
     """Gate-split figures of each symbol: samples, signals, precision with its Wilson interval, base rate.
 
@@ -108,7 +114,7 @@ def per_symbol_metrics(predictions: SplitPredictions, threshold: float, *,
     """
     samples = predictions.samples
     symbols = samples["symbol"].to_numpy() if "symbol" in samples.columns else np.full(samples.height, "")
-    y, signal = predictions.y, np.asarray(predictions.prob) >= threshold
+    y, signal = predictions.y, np.asarray(signal, dtype=bool)
     out: dict[str, dict[str, Any]] = {}
     for symbol in dict.fromkeys(symbols.tolist()):
         rows = symbols == symbol
@@ -182,17 +188,19 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdChoice,
                    *, target: float, min_signals: int) -> dict[str, Any]:
-    """The blocking check: passed iff precision > target AND signals >= min_signals.
+    """The gate: passed iff the model signals and precision > target AND signals >= min_signals.
 
     ``reason`` is the sentence a trader reads: the precision with its interval, signal count
-    and base rate, what fell short, and whether val already said the target was out of reach.
+    and base rate and what fell short; for an abstaining model it starts with "abstains".
     """
     precision, n = metrics["precision"], int(metrics["n_signals"])
     lo, hi = metrics["precision_ci95"]
-    passed = precision is not None and precision > target and n >= min_signals
+    passed = not threshold.abstains and precision is not None and precision > target and n >= min_signals
     head = (f"{split} precision {_fmt(precision)} [{lo:.2f}, {hi:.2f}] on {n} signals "
             f"vs base rate {metrics['base_rate']:.2f}")
-    if n == 0:
+    if threshold.abstains:
+        reason = f"abstains: {threshold.explanation}, so there are no signals on {split}"
+    elif n == 0:
         reason = f"no signals on {split} at threshold {threshold.threshold:.4f} (0 < {min_signals})"
     elif n < min_signals:
         reason = f"only {n} signals < {min_signals} on {split} ({head})"
@@ -200,8 +208,6 @@ def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdC
         reason = f"{head} — above {target:g} with >= {min_signals} signals"
     else:
         reason = f"{head} — not above {target:g}"
-    if not threshold.reachable:
-        reason += "; target unreachable on val: threshold fell back to max-F1"
     if split == "val":
         reason += " (judged on val, the split the threshold was chosen on: optimistic)"
     return {"passed": bool(passed), "split": split, "min_precision": target, "min_signals": min_signals,
@@ -211,16 +217,36 @@ def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdC
             "reason": reason}
 
 
+def no_trades_reason(threshold: ThresholdChoice, split: str, result: BacktestResult) -> str | None:
+    """Why a backtest holds no trades, or ``None`` when it holds some."""
+    if threshold.abstains:
+        return "no trades: the model abstains (no val threshold met the precision rule), so it gives no signals"
+    if result.trades == 0:
+        return f"no trades: no signals on {split} at threshold {threshold.threshold:.4f}"
+    return None
+
+
+def backtest_block(split: str, threshold: ThresholdChoice, result: BacktestResult) -> dict[str, Any]:
+    """The ``backtest`` block: ``BacktestResult.to_dict()`` plus the split and the words the report shows."""
+    return {"split": split, **result.to_dict(),
+            "annualization": annualization_note(result.annualized, result.period_days, result.periods_per_year,
+                                                split),
+            "no_trades_reason": no_trades_reason(threshold, split, result)}
+
+
 def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
                      splits: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any],
                      threshold: ThresholdChoice, metrics: Mapping[str, Mapping[str, Any]],
-                     backtest_result: BacktestResult,
+                     backtest_result: BacktestResult, diagnosis: Sequence[Diagnosis] = (),
                      per_symbol: Mapping[str, Any] | None = None,
                      symbol_backtest: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Assemble the evaluation.json body (issue 4 §5 + issue 5) from computed parts.
+    """Assemble the evaluation.json body from computed parts.
 
-    ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``.
-    The result is JSON-safe (NaN/inf → null) and key order is stable for diffs.
+    ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``;
+    ``diagnosis`` is ``patx_core.diagnosis.diagnose``'s list; ``per_symbol`` the gate split's
+    :func:`per_symbol_metrics` and ``symbol_backtest`` each symbol's backtest block when the
+    portfolio holds more than one. The result is JSON-safe
+    (NaN/inf → null) and key order is stable for diffs.
     """
     gate_split = variant.gate_split
     if gate_split not in metrics:
@@ -230,13 +256,13 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
     f1 = metrics[gate_split]["f1"]
     body = {
         "variant": variant.name,
+        "diagnosis": [d.to_dict() for d in diagnosis],
         "dataset": dict(dataset),
         "splits": {k: dict(v) for k, v in splits.items()},
         "training": dict(training),
-        "threshold": threshold.threshold,
-        "threshold_rule": threshold.to_dict(),
+        "threshold": threshold.to_dict(),
         "metrics": {k: dict(v) for k, v in metrics.items()},
-        "backtest": {"split": gate_split, **backtest_result.to_dict(),
+        "backtest": {**backtest_block(gate_split, threshold, backtest_result),
                      **({"portfolio": "equal-weight", "per_symbol": dict(symbol_backtest)} if symbol_backtest else {})},
         "per_symbol": {"split": gate_split, "symbols": dict(per_symbol or {})},
         "checks": {
@@ -253,13 +279,15 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
                      prices: pl.DataFrame, history: Mapping[str, Any],
                      predictions: Mapping[str, SplitPredictions],
                      dataset_info: Mapping[str, Any] | None = None) -> Evaluation:
-    """Threshold on val, metrics on val (+ test), backtest on the gate split, then the body.
+    """Threshold on val, metrics on val (+ test), backtest on the gate split, diagnosis, the body.
 
     ``predictions`` holds exactly the variant's evaluation splits ("val", plus "test" unless
     it is the ``seed`` layout); ``prices`` is the feature table's ``timestamp`` and
     ``entry_price`` (all rows, with ``symbol`` for a universe); ``split_frame`` is
-    ``SplitDataset.frame``; ``dataset_info`` (name, symbols, interval, source sha256, …) joins the
-    ``dataset`` block. The backtest runs per symbol and reports their equal-weight portfolio.
+    ``SplitDataset.frame``; ``history`` the trainer's (its per-epoch train accuracy/recall feed
+    the single-class diagnosis); ``dataset_info`` (name, symbols, interval, source sha256, …)
+    joins the ``dataset`` block. The backtest runs per symbol and reports their equal-weight
+    portfolio.
     """
     expected = [s for s in variant.split.names if s != "train"]
     if sorted(predictions) != sorted(expected):
@@ -270,20 +298,27 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
     metrics = {s: classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
                                          confidence=variant.eval.confidence) for s in expected}
     gate = predictions[variant.gate_split]
-    per_symbol_bt = symbol_backtests(gate, gate.prob >= choice.threshold, prices, variant.backtest)
+    # An abstaining model trades nothing; its diagnostic max-F1 point never reaches the backtest.
+    signal = np.zeros(gate.prob.size, bool) if choice.abstains else gate.prob >= choice.threshold
+    per_symbol_bt = symbol_backtests(gate, signal, prices, variant.backtest)
     result = portfolio(per_symbol_bt)
-    multi = len(per_symbol_bt) > 1
+    splits = split_summaries(split_frame, variant.split.names)
+    found = diagnose(threshold=choice, metrics=metrics, probabilities={s: predictions[s].prob for s in expected},
+                     gate_split=variant.gate_split, min_signals=variant.eval.min_signals, history=history,
+                     train_base_rate=splits["train"]["positive_rate"], train_samples=splits["train"]["sequences"])
     body = build_evaluation(
         variant,
         dataset={**dataset_summary(dataset_path, prices), **dict(dataset_info or {})},
-        per_symbol=per_symbol_metrics(gate, choice.threshold, confidence=variant.eval.confidence),
+        per_symbol=per_symbol_metrics(gate, signal, confidence=variant.eval.confidence),
         symbol_backtest={s: {k: v for k, v in r.to_dict().items() if k != "random_baseline"}
-                         for s, r in per_symbol_bt.items()} if multi else None,
-        splits=split_summaries(split_frame, variant.split.names),
+                         for s, r in per_symbol_bt.items()} if len(per_symbol_bt) > 1 else None,
+        splits=splits,
         training=training_summary(history, variant.train.seed),
         threshold=choice,
         metrics=metrics,
         backtest_result=result,
+        diagnosis=found,
     )
-    log.info("evaluation %s: %s", variant.name, body["checks"]["precision_gate"]["reason"])
-    return Evaluation(body=body, threshold=choice, backtest=result, predictions=predictions)
+    log.info("evaluation %s: %s; diagnosis %s", variant.name, body["checks"]["precision_gate"]["reason"],
+             [d.code for d in found] or "none")
+    return Evaluation(body=body, threshold=choice, backtest=result, predictions=predictions, diagnosis=tuple(found))

@@ -123,14 +123,14 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
 
 
 def _duration(seconds: float | None) -> str | None:
-    from patx_core.datasets import format_duration
+    from patx_core.intervals import format_interval
 
-    return None if seconds is None else format_duration(seconds)
+    return None if seconds is None else format_interval(seconds)
 
 
 def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
     """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
-    from patx_core.datasets import parse_duration
+    from patx_core.intervals import parse_duration
 
     if not max_staleness:
         return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
@@ -272,7 +272,8 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     save_scaler(paths.scaler, scaler)
     save_checkpoint(paths.checkpoint, model=trainer.model, variant=variant, scaler=scaler,
                     metrics={**best_metrics, "best_epoch": history["best_epoch"], "history": json_safe(history)},
-                    feature_columns=data.feature_columns)
+                    feature_columns=data.feature_columns,
+                    interval_seconds=read_input_info(cell)["median_spacing_seconds"])
     meta = {"epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "best_val_loss": best_metrics.get("val_loss"), "training_seconds": history["seconds"],
             "device": history["device"], "params": history["params"], "seed": variant.train.seed,
@@ -353,7 +354,10 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
               CheckOutcome("evaluation_report_f1_above_0_5", bool(f1["passed"]), dict(f1),
                            f"F1 {f1.get('f1')} on {gate['split']}")]
     gate_metrics = body["metrics"].get(variant.gate_split, {})
-    meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"], "threshold": body["threshold"],
+    meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"],
+            "threshold": body["threshold"]["value"], "threshold_rule": body["threshold"]["rule"],
+            "diagnosis": [d["code"] for d in body["diagnosis"]],
+            "diagnosis_text": [f"{d['code']}: {d['explanation']}" for d in body["diagnosis"]],
             "gate_split": variant.gate_split, "dataset": cell.dataset.name, "input_sha256": info["source_sha256"],
             **{f"{variant.gate_split}_{k}": gate_metrics.get(k)
                for k in ("precision", "recall", "f1", "roc_auc", "n_signals", "base_rate", "lift")},
@@ -403,7 +407,7 @@ def promote_champion(cell: GridCell) -> StepResult:
     atomic_copy(paths.checkpoint, paths.champion_checkpoint)
     atomic_write_json(paths.champion_manifest, manifest)
     meta = {"promoted": True, "reason": gate["reason"], "champion": str(paths.champion_checkpoint),
-            "threshold": manifest["threshold"], "gate_precision": gate["precision"],
+            "threshold": manifest["threshold"]["value"], "gate_precision": gate["precision"],
             "gate_signals": gate["n_signals"], "checkpoint_sha256": checkpoint_sha}
     return StepResult(value=manifest, metadata=meta)
 
@@ -414,7 +418,7 @@ def latest_signal(cell: GridCell) -> StepResult:
     Runs in every retrain: with no champion (its gate never passed) each symbol's line is
     ``"signal": "hold"`` with ``"reason": "no champion"``, so yesterday's signal never stands.
     """
-    from patx_core.predict import predict_universe
+    from patx_core.predict import predict_universe, recorded_threshold
     from patx_core.universe import read_universe
 
     paths = cell.paths
@@ -431,8 +435,9 @@ def latest_signal(cell: GridCell) -> StepResult:
                                "was interrupted between the two files); re-run champion_model")
         from patx_core.checkpoint import load_checkpoint
 
+        threshold, reason = recorded_threshold(manifest, str(paths.champion_manifest))
         lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
-                                 threshold=manifest["threshold"])
+                                 threshold=threshold, hold_reason=reason)
         model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
                                               "precision_gate")}
     signal = {"dataset": cell.dataset.name, "variant": cell.variant.name,

@@ -1,8 +1,11 @@
 """A report a trader can judge at a glance: report.md + PNG plots, and the variant leaderboard.
 
-The markdown opens with the verdict (gate passed/failed and why, lift over the base rate,
-strategy vs buy-and-hold vs random entries), then a table of headline metrics where every
-precision carries its interval and signal count. On disk, report.md links the PNGs by
+The markdown's first line names the verdict and the diagnosis codes (how the model failed),
+then comes the verdict sentence (gate passed/failed and why, lift over the base rate, strategy
+vs buy-and-hold vs random entries), one line per diagnosis, and a table of headline metrics
+where every precision carries its interval and signal count. An abstaining model's best
+operating point appears only in a section headed *Diagnostics*, apart from everything that
+describes what the model does. On disk, report.md links the PNGs by
 relative name; ``write_report`` returns the same markdown with the images inlined as base64
 data URIs, for the Dagster UI (``MetadataValue.md``), which cannot read local files.
 
@@ -51,6 +54,10 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _ordinal(x: float) -> str:
     n = int(round(x))
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
@@ -77,9 +84,13 @@ def plot_training(history: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def plot_precision_recall(predictions: Mapping[str, SplitPredictions], threshold: float,
-                          target: float) -> Figure:
-    """PR curve per split, the chosen threshold's operating point and the target precision line."""
+def plot_precision_recall(predictions: Mapping[str, SplitPredictions], threshold: float | None,
+                          target: float, *, diagnostic: float | None = None) -> Figure:
+    """PR curve per split, the chosen threshold's operating point and the target precision line.
+
+    ``threshold=None`` (abstaining) marks no operating point; ``diagnostic`` (its max-F1 val
+    threshold) is drawn on val as a hollow cross labelled as not used.
+    """
     fig = Figure(figsize=(7, 5))
     ax = fig.add_subplot()
     for split, pred in predictions.items():
@@ -90,20 +101,27 @@ def plot_precision_recall(predictions: Mapping[str, SplitPredictions], threshold
         prec, rec, _ = precision_recall_curve(y, p)
         ax.plot(rec, prec, color=color, lw=1.5, label=f"{split} (base rate {y.mean():.2f})")
         ax.axhline(y.mean(), color=color, ls=":", lw=1)
-        sig = p >= threshold
+        sig = p >= threshold if threshold is not None else np.zeros(p.size, bool)
         if sig.any():
             ax.plot([y[sig].sum() / y.sum()], [y[sig].mean()], "o", ms=9, mec="black", color=color,
                     label=f"{split} at threshold: {sig.sum()} signals")
+        if diagnostic is not None and split == "val" and (p >= diagnostic).any():
+            d = p >= diagnostic
+            ax.plot([y[d].sum() / y.sum()], [y[d].mean()], "x", ms=10, mew=2, color="black",
+                    label=f"diagnostic max-F1 point on val ({d.sum()} signals): not used")
     ax.axhline(target, color="crimson", ls="--", lw=1.2, label=f"target precision {target:g}")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"Precision–recall (threshold {threshold:.4f})")
+    title = f"threshold {threshold:.4f}" if threshold is not None else "abstains: no threshold met the rule"
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"Precision–recall ({title})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return fig
 
 
-def plot_calibration(predictions: Mapping[str, SplitPredictions], threshold: float) -> Figure:
-    """Reliability curve (quantile bins, so a narrow band of probabilities still shows) + histogram."""
+def plot_calibration(predictions: Mapping[str, SplitPredictions], threshold: float | None) -> Figure:
+    """Reliability curve (quantile bins, so a narrow band of probabilities still shows) + histogram.
+
+    The threshold is a red line; an abstaining model (``None``) has none.
+    """
     fig = Figure(figsize=(7, 6.5))
     ax, hist = fig.subplots(2, 1, height_ratios=[3, 1.3], sharex=True)
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
@@ -114,29 +132,41 @@ def plot_calibration(predictions: Mapping[str, SplitPredictions], threshold: flo
         ax.plot(mean_p, frac, "o-", color=color, label=split)
         hist.hist(pred.prob, bins=40, range=(0, 1), histtype="step", color=color, lw=1.5, label=split)
     for a in (ax, hist):
-        a.axvline(threshold, color="crimson", ls="--", lw=1)
+        if threshold is not None:
+            a.axvline(threshold, color="crimson", ls="--", lw=1)
         a.grid(alpha=0.3)
     ax.set(ylabel="observed positive rate", ylim=(-0.02, 1.02), title="Reliability (calibration)")
     ax.legend(fontsize=8)
-    hist.set(xlabel="predicted probability (red: threshold)", ylabel="samples", xlim=(0, 1))
+    xlabel = "predicted probability (red: threshold)" if threshold is not None else \
+        "predicted probability (no threshold: the model abstains)"
+    hist.set(xlabel=xlabel, ylabel="samples", xlim=(0, 1))
     return fig
 
 
-def plot_confusion(predictions: Mapping[str, SplitPredictions], threshold: float) -> Figure:
-    """Confusion matrix per split at the threshold: counts and share of each true class."""
+#: Confusion-matrix axis labels: what the label and the decision mean, in a trader's words.
+OUTCOME_LABELS = ("take-profit not hit", "take-profit hit")
+DECISION_LABELS = ("no signal", "signal")
+
+
+def plot_confusion(predictions: Mapping[str, SplitPredictions], threshold: float | None) -> Figure:
+    """Confusion matrix per split at the threshold: counts and share of each true class.
+
+    An abstaining model (``threshold=None``) gives no signal, so every sample is in "no signal".
+    """
     fig = Figure(figsize=(4.2 * len(predictions), 4))
     axes = np.atleast_1d(fig.subplots(1, len(predictions)))
     for ax, (split, pred) in zip(axes, predictions.items()):
-        cm = confusion_matrix(pred.y, (pred.prob >= threshold).astype(int), labels=[0, 1])
+        signal = np.zeros(pred.prob.size, int) if threshold is None else (pred.prob >= threshold).astype(int)
+        cm = confusion_matrix(pred.y, signal, labels=[0, 1])
         share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for i in range(2):
             for j in range(2):
                 ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
                         color="white" if share[i, j] > 0.6 else "black", fontsize=11)
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["hold", "buy"],
-               yticklabels=["no TP (0)", "TP (1)"], xlabel="predicted", ylabel="actual",
-               title=f"{split} @ {threshold:.4f}")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=list(DECISION_LABELS), yticklabels=list(OUTCOME_LABELS),
+               xlabel="model", ylabel="outcome",
+               title=f"{split} @ {threshold:.4f}" if threshold is not None else f"{split}: abstains (no signals)")
     fig.tight_layout()
     return fig
 
@@ -146,8 +176,9 @@ def plot_equity(equity: pl.DataFrame, backtest: Mapping[str, Any]) -> Figure:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     ts = equity["timestamp"].to_list()
-    ax.plot(ts, equity["strategy"].to_numpy(), color="#2ca02c", lw=1.6,
-            label=f"strategy ({backtest['trades']} trades) {_pct(backtest['total_return'], signed=True)}")
+    strategy = (f"strategy ({backtest['trades']} trades) {_pct(backtest['total_return'], signed=True)}"
+                if backtest["trades"] else "strategy: no trades")
+    ax.plot(ts, equity["strategy"].to_numpy(), color="#2ca02c", lw=1.6, label=strategy)
     ax.plot(ts, equity["buy_and_hold"].to_numpy(), color="grey", lw=1.2,
             label=f"buy-and-hold {_pct(backtest['buy_and_hold_return'], signed=True)}")
     rb = backtest["random_baseline"]
@@ -166,6 +197,16 @@ def plot_equity(equity: pl.DataFrame, backtest: Mapping[str, Any]) -> Figure:
 
 
 # ---------------------------------------------------------------- markdown
+
+def title_line(evaluation: Mapping[str, Any]) -> str:
+    """The report's first line: dataset | variant, gate verdict and the diagnosis codes (or "none")."""
+    gate = evaluation["checks"]["precision_gate"]
+    codes = [d["code"] for d in evaluation.get("diagnosis", [])]
+    name = evaluation["variant"]
+    dataset = (evaluation.get("dataset") or {}).get("name")
+    return (f"# {f'{dataset} | ' if dataset else ''}{name} — gate {'PASSED' if gate['passed'] else 'FAILED'} · "
+            f"diagnosis: {', '.join(codes) if codes else 'none'}")
+
 
 def verdict(evaluation: Mapping[str, Any]) -> str:
     """One line: gate passed/failed and why, lift, strategy vs buy-and-hold vs random."""
@@ -186,8 +227,20 @@ def verdict(evaluation: Mapping[str, Any]) -> str:
     return f"**Gate {word}** — {gate['reason']}. {lift_txt.capitalize()}; {luck}."
 
 
+def _diagnosis_lines(evaluation: Mapping[str, Any]) -> list[str]:
+    found = evaluation.get("diagnosis", [])
+    if not found:
+        return ["Diagnosis: no failure mode found."]
+    return ["Diagnosis:", "", *[f"- `{d['code']}` — {d['explanation']}" for d in found]]
+
+
 def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
     splits = list(metrics)
+
+    def auc(m: Mapping[str, Any]) -> str:
+        ci = m.get("roc_auc_ci95")
+        return _num(m["roc_auc"]) + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+
     rows: list[tuple[str, Any]] = [
         ("precision [95 % CI]", lambda m: f"{_num(m['precision'])} [{m['precision_ci95'][0]:.3f}, "
                                           f"{m['precision_ci95'][1]:.3f}]"),
@@ -196,7 +249,7 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ("lift (precision / base rate)", lambda m: _num(m["lift"], 2)),
         ("recall", lambda m: _num(m["recall"])),
         ("F1", lambda m: _num(m["f1"])),
-        ("ROC-AUC", lambda m: _num(m["roc_auc"])),
+        ("ROC-AUC [95 % DeLong CI]", auc),
         ("PR-AUC", lambda m: _num(m["pr_auc"])),
         ("Brier", lambda m: _num(m["brier"])),
         ("accuracy", lambda m: _num(m["accuracy"])),
@@ -206,6 +259,13 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _annualized(bt: Mapping[str, Any], value: str) -> str:
+    """``value`` when the backtest was annualized, else the words saying why not."""
+    if bt.get("annualized", True):
+        return value
+    return bt.get("annualization") or f"not annualized ({bt['split']} period {bt['period_days']:.0f} days)"
+
+
 def _backtest_table(bt: Mapping[str, Any]) -> list[str]:
     rb = bt["random_baseline"]
     pct = bt["strategy_percentile"]
@@ -213,8 +273,8 @@ def _backtest_table(bt: Mapping[str, Any]) -> list[str]:
         ("trades (signals before removing overlaps)", f"{bt['trades']} ({bt['n_signals']})"),
         ("hit rate (net return > 0)", _pct(bt["hit_rate"])),
         ("total return", _pct(bt["total_return"], signed=True)),
-        ("annualized return", _pct(bt["annualized_return"], signed=True)),
-        ("Sharpe (annualized)", _num(bt["sharpe"], 2)),
+        ("annualized return", _annualized(bt, _pct(bt["annualized_return"], signed=True))),
+        ("Sharpe (annualized)", _annualized(bt, _num(bt["sharpe"], 2))),
         ("max drawdown", _pct(bt["max_drawdown"])),
         ("exposure (time in a trade)", _pct(bt["exposure"])),
         ("buy-and-hold", _pct(bt["buy_and_hold_return"], signed=True)),
@@ -233,6 +293,37 @@ def _splits_table(evaluation: Mapping[str, Any]) -> list[str]:
         out.append(f"| {name} | {s['rows']} | {s['sequences']} | {str(s['start'])[:10]} | "
                    f"{str(s['end'])[:10]} | {_num(s['positive_rate'])} |")
     return out
+
+
+def _threshold_lines(th: Mapping[str, Any]) -> list[str]:
+    if th["value"] is None:
+        return [f"**No threshold: the model abstains** — {th['explanation']}. It gives no signal on any split, "
+                "so the backtest holds no trades; its best operating point is under *Diagnostics* below."]
+    return [f"**Threshold {th['value']:.4f}** (target reachable on val): {th['explanation']}. Val precision at it "
+            f"{_num(th['val_precision'])} (lower bound {_num(th['val_precision_lower'])}) on {th['n_signals']} "
+            "signals."]
+
+
+def _diagnostics_section(th: Mapping[str, Any]) -> list[str]:
+    """The abstaining model's max-F1 val point, set apart from what the model does."""
+    d = th.get("diagnostic")
+    if d is None:
+        return []
+    return [
+        "## Diagnostics — not used for signals, the backtest or promotion",
+        "",
+        "The model abstains. For diagnosis only, its best operating point on val (maximum F1):",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| threshold (max-F1 on val) | {d['threshold']:.4f} |",
+        f"| val precision (Wilson lower bound) | {_num(d['val_precision'])} ({_num(d['val_precision_lower'])}) |",
+        f"| val signals | {d['n_signals']} |",
+        f"| val F1 | {_num(d['val_f1'])} |",
+        "",
+        "Trading this point would be trading a rule that failed the precision target on val.",
+        "",
+    ]
 
 
 def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
@@ -265,24 +356,25 @@ def _dataset_line(dataset: Mapping[str, Any]) -> str:
 
 def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
     """The report body; ``images`` is (caption, link) in display order."""
-    th, tr, bt = evaluation["threshold_rule"], evaluation["training"], evaluation["backtest"]
+    th, tr, bt = evaluation["threshold"], evaluation["training"], evaluation["backtest"]
     f1 = evaluation["checks"]["f1"]
     lines = [
-        f"# {evaluation['variant']} — evaluation report",
+        title_line(evaluation),
         "",
         verdict(evaluation),
         "",
+        *_diagnosis_lines(evaluation),
+        "",
         *_metrics_table(evaluation["metrics"]),
         "",
-        f"**Threshold {th['threshold']:.4f}** ({'target reachable' if th['reachable'] else 'TARGET UNREACHABLE'}"
-        f" on val): {th['rule']}. Val precision at it {_num(th['val_precision'])} "
-        f"(lower bound {_num(th['val_precision_lower'])}) on {th['n_signals']} signals.",
+        *_threshold_lines(th),
         "",
         f"F1 check ({f1['split']}, ≥ {f1['min_f1']:g}): {'passed' if f1['passed'] else 'failed'} "
         f"(F1 {_num(f1['f1'])}).",
         "",
         f"## Backtest — {bt['split']} split, {str(bt['start'])[:10]} → {str(bt['end'])[:10]}",
         "",
+        *([f"**{_sentence(bt['no_trades_reason'])}.**", ""] if bt.get("no_trades_reason") else []),
         *_backtest_table(bt),
         "",
         *_symbols_table(evaluation),
@@ -291,6 +383,7 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     ]
     for caption, link in images:
         lines += [f"### {caption}", "", f"![{caption}]({link})", ""]
+    lines += _diagnostics_section(th)
     lines += [
         "## Data and training",
         "",
@@ -315,11 +408,14 @@ def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history
     and ``equity`` the gate split's curve (``BacktestResult.equity``).
     """
     out_dir = as_path(report_dir)
-    threshold = float(evaluation["threshold"])
+    threshold = evaluation["threshold"]["value"]  # None: the model abstains
+    diagnostic = evaluation["threshold"]["diagnostic"]
     target = float(evaluation["checks"]["precision_gate"]["min_precision"])
     figures = [
         ("training_curves.png", "Training curves", plot_training(history)),
-        ("precision_recall.png", "Precision–recall", plot_precision_recall(predictions, threshold, target)),
+        ("precision_recall.png", "Precision–recall",
+         plot_precision_recall(predictions, threshold, target,
+                               diagnostic=None if diagnostic is None else diagnostic["threshold"])),
         ("calibration.png", "Reliability", plot_calibration(predictions, threshold)),
         ("confusion.png", "Confusion matrices", plot_confusion(predictions, threshold)),
         ("equity.png", "Equity curve", plot_equity(equity, evaluation["backtest"])),
@@ -359,6 +455,7 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[
             "random_percentile": bt["strategy_percentile"],
             "training_seconds": ev["training"]["seconds"],
             "gate": "passed" if gate["passed"] else "failed",
+            "diagnosis": [d["code"] for d in ev.get("diagnosis", [])],  # absent from older evaluation.json
         })
     rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
     return rows
@@ -376,11 +473,12 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
         "",
         "One row per (dataset, variant). Precision is on each variant's gate split (test; val for variants without one), with its "
         "Wilson 95 % interval. Random pct = the strategy's percentile among random-entry draws "
-        "with as many trades (50 = luck).",
+        "with as many trades (50 = luck). Training wall time = the wall-clock seconds that variant's "
+        "last run spent training, on whatever device and load it had: not a speed benchmark.",
         "",
         "| dataset | variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
-        "buy-and-hold | random pct | train s | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "buy-and-hold | random pct | training wall time (s) | gate | diagnosis |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pct = r["random_percentile"]
@@ -389,9 +487,9 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
             f"{r['precision_hi']:.3f}] | {r['signals']} | {_num(r['lift'], 2)} | {_num(r['f1'])} | "
             f"{_num(r['roc_auc'])} | {_pct(r['strategy_return'], signed=True)} | "
             f"{_pct(r['buy_and_hold_return'], signed=True)} | {'n/a' if pct is None else f'{pct:.0f}'} | "
-            f"{r['training_seconds']:.0f} | {r['gate']} |")
+            f"{r['training_seconds']:.0f} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} |")
     if not rows:
-        lines.append("| (no evaluated variants yet) |" + " |" * 12)
+        lines.append("| (no evaluated variants yet) |" + " |" * 13)
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text, rows

@@ -24,7 +24,7 @@ import pandera.polars as pa
 import polars as pl
 
 from patx_core.artifacts import PathLike, sha256_file
-from patx_core.datasets import format_duration
+from patx_core.intervals import format_interval, interval_differs
 from patx_core.validation import (
     RAW_COLUMNS,
     RULE_ENOUGH_ROWS,
@@ -45,10 +45,6 @@ logger = logging.getLogger(__name__)
 
 SYMBOL = "symbol"
 UNIVERSE_COLUMNS: tuple[str, ...] = (SYMBOL, *RAW_COLUMNS)
-# How far the data's median candle spacing may stray from the dataset's nominal interval before
-# the dataset is refused: wide enough for calendars with holidays, narrow enough that hourly data
-# declared daily (or the reverse) never passes.
-INTERVAL_TOLERANCE = 0.25
 
 
 def _universe_schema() -> pa.DataFrameSchema:
@@ -176,14 +172,6 @@ def read_universe(files: Sequence[PathLike], *, min_rows: int | None = None, min
     return validate_symbols(parts, min_rows=min_rows, min_rows_for=min_rows_for)
 
 
-def median_spacing_seconds(timestamps: pl.Series) -> float | None:
-    """Median gap between consecutive timestamps of one series, in seconds (None under 2 rows)."""
-    if timestamps.len() < 2:
-        return None
-    gaps = timestamps.diff().drop_nulls().dt.total_microseconds().to_numpy()
-    return float(np.median(gaps)) / 1e6
-
-
 def universe_spacing_seconds(frame: pl.DataFrame) -> float | None:
     """Median candle spacing over every symbol's own consecutive candles."""
     gaps = frame.select(pl.col("timestamp").diff().over(SYMBOL).dt.total_microseconds()).to_series().drop_nulls()
@@ -197,10 +185,10 @@ def check_interval(frame: pl.DataFrame, interval_seconds: float, *, dataset: str
     declared hourly must fail here, before anything is written. Returns the measured spacing.
     """
     spacing = universe_spacing_seconds(frame)
-    if spacing is not None and abs(spacing / interval_seconds - 1.0) > INTERVAL_TOLERANCE:
+    if spacing is not None and interval_differs(spacing, interval_seconds):
         raise RawDataError(f"dataset {dataset!r}", [Violation(
             "candle interval", "timestamp", 0, (),
-            f"the data's median candle spacing is {format_duration(spacing)} but the dataset declares "
+            f"the data's median candle spacing is {format_interval(spacing)} but the dataset declares "
             f"interval = {interval!r}; fix `interval` in the datasets file (or the data)")])
     return spacing
 

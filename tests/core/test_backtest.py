@@ -8,20 +8,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from patx_core.backtest import backtest, random_entry_baseline
+from patx_core.backtest import annualization_note, backtest, random_entry_baseline
 from patx_core.config import BacktestConfig
 
 CLOSE = np.array([100, 102, 101, 105, 110, 108, 107, 111, 115, 112, 118, 120], dtype=float)
 
 
-def _timestamps(n: int) -> pl.Series:
-    return pl.datetime_range(pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(days=n - 1),
-                             "1d", time_zone="UTC", eager=True)
+def _timestamps(n: int, days: int = 1) -> pl.Series:
+    return pl.datetime_range(pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(days=days * (n - 1)),
+                             f"{days}d", time_zone="UTC", eager=True)
 
 
-def _hand_series() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sample rows 1..8 of a 12-candle table; row 4's exit is a take-profit fill at 109 (not a close)."""
-    ts = _timestamps(CLOSE.size)
+def _hand_series(days: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Sample rows 1..8 of a 12-candle table; row 4's exit is a take-profit fill at 109 (not a close).
+
+    ``days`` apart: the default daily candles make a 9-day backtest period (too short to annualize).
+    """
+    ts = _timestamps(CLOSE.size, days)
     entry = np.arange(1, 9)
     holding = np.array([3, 2, 2, 2, 2, 2, 2, 2])
     exit_ = entry + holding  # 4, 4, 5, 6, 7, 8, 9, 10
@@ -33,7 +36,7 @@ def _hand_series() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def test_costs_non_overlap_and_compounding_on_a_hand_series() -> None:
-    samples, prices = _hand_series()
+    samples, prices = _hand_series(days=41)  # row 1 to row 10: 369 days, long enough to annualize
     # Signals at rows 1, 2, 4, 5, 7. Row 2 opens inside trade 1->4 and row 5 inside 4->6: skipped.
     # Row 4 opens on trade 1's exit candle, which the rule allows.
     signal = np.isin(np.arange(1, 9), [1, 2, 4, 5, 7])
@@ -45,6 +48,7 @@ def test_costs_non_overlap_and_compounding_on_a_hand_series() -> None:
     assert res.hit_rate == pytest.approx(2 / 3)  # the take-profit fill at 109 < 110 lost money
     assert res.exposure == pytest.approx((3 + 2 + 2) / 9)  # period: row 1 to the last exit, row 10
     assert res.buy_and_hold_return == pytest.approx(118 / 102 * cost - 1)
+    assert res.annualized and res.period_days == 369.0
     assert res.annualized_return == pytest.approx((g1 * g2 * g3) ** (252 / 9) - 1)
     # Marked to market at each close, an open position at its liquidation value.
     expected = np.array([
@@ -65,6 +69,23 @@ def test_costs_non_overlap_and_compounding_on_a_hand_series() -> None:
     steps = np.diff(np.r_[1.0, expected]) / np.r_[1.0, expected[:-1]]
     assert res.sharpe == pytest.approx(steps.mean() / steps.std(ddof=1) * np.sqrt(252))
     assert res.start == prices["timestamp"][1] and res.end == prices["timestamp"][10]
+
+
+def test_a_period_under_a_year_is_not_annualized() -> None:
+    samples, prices = _hand_series()  # daily: 9 days from the first entry to the last exit
+    signal = np.isin(np.arange(1, 9), [1, 4, 7])
+    res = backtest(samples, signal, prices, BacktestConfig(n_random=20, periods_per_year=252))
+    long_samples, long_prices = _hand_series(days=41)
+    long = backtest(long_samples, signal, long_prices, BacktestConfig(n_random=20, periods_per_year=252))
+    assert res.total_return == pytest.approx(long.total_return)  # the same trades, only the calendar differs
+    assert long.annualized_return is not None and long.sharpe is not None
+    assert not res.annualized and res.period_days == 9.0
+    assert res.annualized_return is None and res.sharpe is None
+    block = res.to_dict()
+    assert block["annualized"] is False and block["period_days"] == 9.0
+    assert block["annualized_return"] is None and block["sharpe"] is None
+    assert annualization_note(False, 9.0, 252, "test") == "not annualized (test period 9 days)"
+    assert annualization_note(True, 369.0, 252, "val") == "annualized at 252 candles per year (val period 369 days)"
 
 
 def test_zero_cost_and_no_signals() -> None:

@@ -155,3 +155,29 @@ def test_feature_columns_that_disagree_with_the_scaler_are_refused(tmp_path: Pat
         save_checkpoint(tmp_path / "m.pth", model=make_model(), variant=VARIANT, scaler=SCALER, metrics={},
                         feature_columns=COLUMNS[::-1])
     assert not (tmp_path / "m.pth").exists()
+
+
+def test_the_training_candle_interval_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "best_model.pth"
+    save_checkpoint(path, model=make_model(), variant=VARIANT, scaler=SCALER, metrics=METRICS,
+                    feature_columns=COLUMNS, interval_seconds=3600.0)
+    assert torch.load(path, weights_only=True)["interval_seconds"] == 3600.0
+    assert load_checkpoint(path).interval_seconds == 3600.0
+
+
+def test_a_checkpoint_without_an_interval_loads_with_none(tmp_path: Path) -> None:
+    path = tmp_path / "best_model.pth"
+    save(path, make_model())
+    payload = torch.load(path, weights_only=True)
+    del payload["interval_seconds"]  # as saved before the interval was recorded
+    torch.save(payload, path)
+    assert load_checkpoint(path).interval_seconds is None
+
+
+@pytest.mark.parametrize("bad", [0.0, -60.0, float("nan")])
+def test_a_nonsense_interval_is_refused_before_writing(tmp_path: Path, bad: float) -> None:
+    path = tmp_path / "best_model.pth"
+    with pytest.raises(ValueError, match="interval_seconds"):
+        save_checkpoint(path, model=make_model(), variant=VARIANT, scaler=SCALER, metrics=METRICS,
+                        feature_columns=COLUMNS, interval_seconds=bad)
+    assert not path.exists()

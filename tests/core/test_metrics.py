@@ -1,4 +1,4 @@
-"""Wilson intervals, classification metrics and the val-only threshold rule (issues 3 §5, 9 §3)."""
+"""Wilson and DeLong intervals, classification metrics, and the val-only threshold rule or abstention."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from patx_core.config import EvalConfig
-from patx_core.metrics import classification_metrics, select_threshold, wilson_interval
+from patx_core.metrics import (
+    RULE_ABSTAIN,
+    RULE_WILSON,
+    classification_metrics,
+    roc_auc_interval,
+    select_threshold,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [
@@ -72,7 +79,7 @@ def test_classification_metrics_rejects_bad_input() -> None:
 
 
 def _plain_rule(y: np.ndarray, p: np.ndarray, target: float, min_signals: int) -> float | None:
-    """The issue 3 rule, by brute force: lowest threshold with raw precision >= target."""
+    """The plain rule, by brute force: lowest threshold with raw precision >= target."""
     best = None
     for t in np.unique(p):
         sig = p >= t
@@ -82,7 +89,7 @@ def _plain_rule(y: np.ndarray, p: np.ndarray, target: float, min_signals: int) -
 
 
 def _wilson_rule(y: np.ndarray, p: np.ndarray, cfg: EvalConfig) -> float | None:
-    """The issue 9 rule, by brute force with the scalar Wilson interval."""
+    """The Wilson rule, by brute force with the scalar Wilson interval."""
     best = None
     for t in np.unique(p):
         sig = p >= t
@@ -100,7 +107,7 @@ def test_threshold_keeps_a_margin_where_the_plain_rule_lands_on_0_70() -> None:
     cfg = EvalConfig(target_precision=0.7, min_signals=30)
     plain = _plain_rule(y, p, 0.7, 30)
     assert plain == pytest.approx(p[99])
-    assert y[p >= plain].mean() == pytest.approx(0.70)  # the coin flip issue 9 measured
+    assert y[p >= plain].mean() == pytest.approx(0.70)  # a coin flip whether it holds on test
 
     choice = select_threshold(y, p, cfg)
     assert choice.reachable
@@ -109,7 +116,11 @@ def test_threshold_keeps_a_margin_where_the_plain_rule_lands_on_0_70() -> None:
     assert choice.val_precision_lower >= 0.7
     assert choice.n_signals == int((p >= choice.threshold).sum())
     assert choice.val_precision == pytest.approx(y[p >= choice.threshold].mean())
-    assert "Wilson lower bound" in choice.rule
+    assert choice.rule == RULE_WILSON and "Wilson lower bound" in choice.explanation
+    assert choice.diagnostic is None
+    block = choice.to_dict()
+    assert block["value"] == choice.threshold and block["rule"] == "wilson_lower_bound"
+    assert block["reachable"] is True and block["diagnostic"] is None
 
 
 def test_threshold_matches_brute_force_with_ties() -> None:
@@ -122,17 +133,62 @@ def test_threshold_matches_brute_force_with_ties() -> None:
     assert choice.threshold == pytest.approx(_wilson_rule(y, p, cfg))
 
 
-def test_threshold_records_unreachable_on_noise() -> None:
+def test_noise_abstains_and_keeps_the_max_f1_point_apart() -> None:
     rng = np.random.default_rng(0)
     y = (rng.random(400) < 0.3).astype(int)
     p = rng.random(400)
     choice = select_threshold(y, p, EvalConfig())
-    assert not choice.reachable
-    assert "target unreachable on val" in choice.rule and "max-F1" in choice.rule
-    # The fallback is the F1 maximizer over every candidate threshold.
+    assert choice.abstains and not choice.reachable and choice.rule == RULE_ABSTAIN
+    assert choice.threshold is None and choice.n_signals == 0 and choice.val_precision is None
+    assert "no val threshold had a 95% Wilson lower bound of precision >= 0.7" in choice.explanation
+    # The diagnostic point is the F1 maximizer over every candidate threshold.
+    d = choice.diagnostic
     f1 = [2 * y[p >= t].sum() / ((p >= t).sum() + y.sum()) for t in np.unique(p)]
-    assert 2 * y[p >= choice.threshold].sum() / (choice.n_signals + y.sum()) == pytest.approx(max(f1))
+    assert d.val_f1 == pytest.approx(max(f1))
+    assert d.n_signals == int((p >= d.threshold).sum())
+    assert d.val_precision == pytest.approx(y[p >= d.threshold].mean())
+    block = choice.to_dict()
+    assert block["value"] is None and block["rule"] == "abstain" and block["n_signals"] == 0
+    assert block["diagnostic"]["threshold"] == d.threshold
+    json.dumps(block, allow_nan=False)
+
+
+def test_an_abstaining_threshold_gives_no_signals() -> None:
+    y = np.array([1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    m = classification_metrics(y, p, None)
+    assert m["n_signals"] == 0 and m["precision"] is None and m["recall"] == 0.0
+    # The threshold-free figures still describe the probabilities.
+    assert m["roc_auc"] == classification_metrics(y, p, 0.5)["roc_auc"] == pytest.approx(5 / 6)
 
 
 def test_select_threshold_cannot_see_test() -> None:
     assert list(inspect.signature(select_threshold).parameters) == ["y_val", "p_val", "config"]
+
+
+def _delong_by_pairs(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """AUC and DeLong variance from the definition: psi over every (positive, negative) pair."""
+    pos, neg = p[y == 1], p[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (m, n)
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return float(psi.mean()), float(v10.var(ddof=1) / pos.size + v01.var(ddof=1) / neg.size)
+
+
+def test_roc_auc_interval_is_delong_by_its_definition() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(300) < 0.3).astype(int)
+    p = np.round(np.clip(0.3 + 0.2 * y + 0.2 * rng.standard_normal(300), 0, 1), 2)  # ties included
+    auc, var = _delong_by_pairs(y, p)
+    half = 1.959964 * np.sqrt(var)
+    assert roc_auc_interval(y, p) == pytest.approx((auc - half, auc + half), abs=1e-6)
+    assert classification_metrics(y, p, 0.5)["roc_auc_ci95"] == pytest.approx([auc - half, auc + half], abs=1e-6)
+
+
+def test_roc_auc_interval_covers_half_on_noise_and_not_on_skill() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(500) < 0.3).astype(int)
+    lo, hi = roc_auc_interval(y, rng.random(500))
+    assert lo < 0.5 < hi
+    lo, hi = roc_auc_interval(y, np.clip(0.3 + 0.3 * y + 0.15 * rng.standard_normal(500), 0, 1))
+    assert lo > 0.5
+    assert roc_auc_interval(np.array([1, 0, 0, 0]), np.array([0.9, 0.1, 0.2, 0.3])) is None  # one positive

@@ -37,6 +37,7 @@ def test_relative_features_pass_the_gate_where_the_guides_features_do_not(tmp_pa
     relative, z_relative = _run(trending_raw, "relative_smoke", tmp_path)
     seed, z_seed = _run(trending_raw, "smoke", tmp_path)
     assert relative["checks"]["precision_gate"]["passed"], relative["checks"]["precision_gate"]["reason"]
+    assert relative["diagnosis"] == []  # a model that learned the pattern names no failure mode
     assert not seed["checks"]["precision_gate"]["passed"]
     assert relative["metrics"]["test"]["roc_auc"] > seed["metrics"]["test"]["roc_auc"]
     # the mechanism: raw price levels leave the train range, relative ones do not

@@ -1,0 +1,73 @@
+"""Candle intervals: the median spacing of a timestamp column, and how to write it for a person.
+
+A checkpoint records the candle interval it was trained on, so scoring candles of another
+interval (hourly data into a daily model) can be named instead of silently giving numbers.
+The median spacing is used, not the mean or the minimum: weekends, holidays and the odd gap
+leave the median of daily equities at one day.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+# Largest first: an interval is written in the largest unit it fills at least once.
+_UNITS = (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0))
+
+
+def median_spacing_seconds(timestamps: pl.Series | Sequence[datetime] | np.ndarray) -> float | None:
+    """Median gap between consecutive timestamps in seconds; ``None`` with fewer than two.
+
+    Accepts a polars datetime Series, a sequence of ``datetime`` or a ``datetime64`` array,
+    in time order (the validated raw data always is).
+    """
+    if isinstance(timestamps, pl.Series):
+        series = timestamps
+    elif isinstance(timestamps, np.ndarray):
+        series = pl.Series(timestamps)
+    else:
+        series = pl.Series(list(timestamps))
+    if series.len() < 2:
+        return None
+    if not isinstance(series.dtype, pl.Datetime):
+        raise ValueError(f"median_spacing_seconds needs datetimes, got dtype {series.dtype}")
+    gaps = series.diff().drop_nulls().dt.total_microseconds().to_numpy() / 1e6
+    return float(np.median(gaps))
+
+
+def format_interval(seconds: float) -> str:
+    """``86400`` → ``"1d"``, ``3600`` → ``"1h"``, ``900`` → ``"15m"``, ``5400`` → ``"1.5h"``."""
+    if not seconds > 0:
+        raise ValueError(f"format_interval needs a positive number of seconds, got {seconds!r}")
+    for unit, size in _UNITS:
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+#: Observed spacing may differ this much (a fraction of the trained interval) before it counts
+#: as another interval: gaps move a median a little, a different candle size moves it by 4x+.
+INTERVAL_TOLERANCE = 0.25
+
+
+def interval_differs(observed_seconds: float, trained_seconds: float,
+                     tolerance: float = INTERVAL_TOLERANCE) -> bool:
+    """True when ``observed`` is off ``trained`` by more than ``tolerance`` of ``trained``."""
+    return abs(observed_seconds - trained_seconds) > tolerance * trained_seconds
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str, *, field: str = "duration") -> float:
+    """``"1d"``, ``"4h"``, ``"15m"``, ``"1w"``, ``"30s"`` → seconds; ``ValueError`` names the field."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{field} must be a positive number and a unit (s, m, h, d, w), e.g. '1d' or "
+                         f"'15m'; got {text!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
