@@ -63,8 +63,8 @@ def test_select_threshold_honours_min_signals() -> None:
 
     # Same scores, a higher minimum: the top dozen no longer counts, and nothing else reaches 0.7.
     strict = select_threshold(y, p, EvalConfig(target_precision=0.7, min_signals=30))
-    assert not strict.reachable, f"chose {strict.n_signals} signals with min_signals=30: {strict.rule}"
-    assert "target unreachable on val" in strict.rule and ">= 30 signals" in strict.rule
+    assert not strict.reachable, f"chose {strict.n_signals} signals with min_signals=30: {strict.explanation}"
+    assert strict.rule == "abstain" and strict.threshold is None and ">= 30 signals" in strict.explanation
 
 
 # ------------------------------------------------------------ early stopping: val, never test
