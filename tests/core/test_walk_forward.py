@@ -87,6 +87,7 @@ def test_fold_table_keeps_no_label_whose_horizon_reaches_the_test_end() -> None:
     assert table.filter(pl.col("timestamp") < plan.test_end)["label"].tail(h).is_not_null().all()
 
 
+@pytest.mark.slow
 def test_planted_pattern_passes_in_most_folds_and_noise_in_none() -> None:
     planted = run_walk_forward(_table(planted_candles(2400, seed=1), LEARNER), LEARNER, concurrency="sequential")
     noise = run_walk_forward(_table(noise_candles(2400, seed=1), LEARNER), LEARNER, concurrency="sequential")
@@ -96,6 +97,7 @@ def test_planted_pattern_passes_in_most_folds_and_noise_in_none() -> None:
     assert planted.summary["strategy_return"] > planted.summary["buy_and_hold_return"]
 
 
+@pytest.mark.slow
 def test_concurrent_folds_give_the_sequential_numbers() -> None:
     table = _table(planted_candles(1500, seed=3), TINY)
     variant = dataclasses.replace(TINY, walk_forward=WalkForwardConfig(folds=2, test_candles=200))
@@ -103,6 +105,9 @@ def test_concurrent_folds_give_the_sequential_numbers() -> None:
     concurrent = run_walk_forward(table, variant, concurrency="processes", workers=2)
     assert concurrent.summary["concurrency"] == "processes" and concurrent.summary["workers"] == 2
     assert _comparable(concurrent) == _comparable(sequential)
+    growth = np.prod([1 + f["strategy_return"] for f in concurrent.folds]) - 1
+    assert concurrent.summary["strategy_return"] == pytest.approx(growth)
+    assert concurrent.equity["fold"].unique().to_list() == [0, 1]
     drop = ("concurrency", "workers", "seconds")
     assert {k: v for k, v in concurrent.summary.items() if k not in drop} == \
            {k: v for k, v in sequential.summary.items() if k not in drop}
@@ -158,3 +163,27 @@ def test_walk_forward_section_of_a_variant_file() -> None:
         WalkForwardConfig(train_candles=100)
     with pytest.raises(ValueError, match="WalkForwardConfig.min_pass_rate"):
         WalkForwardConfig(min_pass_rate=1.5)
+
+
+def test_step_writes_the_report_and_the_stability_check(tmp_path) -> None:
+    from patx_core import pipeline
+    from patx_core.datasets import DatasetConfig
+    from patx_core.grid import GridCell
+    from patx_core.paths import DatasetPaths
+
+    # one fold runs in this process (no worker start-up); the stitching is pinned by the concurrency test
+    variant = dataclasses.replace(TINY, walk_forward=WalkForwardConfig(folds=1, test_candles=200, min_pass_rate=0.0))
+    cell = GridCell(dataset=DatasetConfig(name="synthetic", source=str(tmp_path / "candles.parquet")), variant=variant,
+                    dataset_paths=DatasetPaths.for_dataset("synthetic", tmp_path))
+    step = pipeline.walk_forward(_table(planted_candles(1500, seed=3), variant), cell)
+    body = json.loads((cell.paths.report_dir / "walk_forward.json").read_text())
+    fold_keys = {"train_start", "train_end", "test_start", "test_end", "threshold", "n_signals", "precision",
+                 "precision_ci95", "base_rate", "gate_passed", "roc_auc", "strategy_return", "buy_and_hold_return"}
+    assert len(body["folds"]) == 1 and all(fold_keys <= set(f) for f in body["folds"])
+    assert {"n_folds", "gate_pass_rate", "precision", "precision_ci95", "n_signals", "base_rate", "strategy_return",
+            "buy_and_hold_return", "random_entry_percentile"} <= set(body["summary"])
+    md = (cell.paths.report_dir / "walk_forward.md").read_text()
+    assert "walk_forward_precision.png" in md and (cell.paths.report_dir / "walk_forward_equity.png").exists()
+    assert "data:image/png;base64," in step.markdown
+    [check] = step.checks
+    assert check.name == "walk_forward_gate_stable" and check.passed  # min_pass_rate 0: always stable
