@@ -45,6 +45,7 @@ whether the training steps overlapped.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import math
@@ -70,6 +71,7 @@ from patx_core.config import (
     LabelConfig,
     ModelConfig,
     TrainConfig,
+    WalkForwardConfig,
 )
 from patx_core.model import PriceActionTransformer
 from patx_core.train import Trainer, resolve_device
@@ -587,6 +589,45 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
     return out
 
 
+def bench_walk_forward(*, variant: str, folds: int, dataset: str | None = None, raw: str | None = None,
+                       device: str = "auto", workers: int | None = None) -> dict[str, Any]:
+    """Walk-forward of one (dataset, variant) twice in this process: folds one after another, then
+    side by side (``run_walk_forward(concurrency="processes")``); seconds of both, per fold too.
+
+    ``raw`` (a parquet file, folder or glob of candles) replaces the dataset's source.
+    """
+    import dataclasses
+
+    from patx_core.dataset import build_feature_table
+    from patx_core.universe import read_universe
+    from patx_core.walk_forward import run_walk_forward
+
+    if raw is not None:
+        from patx_core.variants import load_variants
+
+        config = load_variants()[variant]
+        files: list[Any] = sorted(glob.glob(raw)) or [raw]
+        source = raw
+    else:
+        from patx_core.grid import resolve_cell
+
+        cell = resolve_cell(dataset or "nasdaq", variant)
+        config, files, source = cell.variant, cell.input_files(), cell.dataset.name
+    config = dataclasses.replace(config, walk_forward=dataclasses.replace(config.walk_forward, folds=folds))
+    table = build_feature_table(read_universe(files).frame, config.data, config.labels)
+    runs = {mode: run_walk_forward(table, config, concurrency=mode, device=device, workers=workers)
+            for mode in ("sequential", "processes")}
+    seq, par = runs["sequential"], runs["processes"]
+    same = all(a.fingerprint == b.fingerprint for a, b in zip(seq.results, par.results))
+    return {"benchmark": "walk-forward", "source": source, "variant": variant, "folds": len(seq.results),
+            "device": str(resolve_device(device)), "workers": par.summary["workers"],
+            "total_seconds": {"sequential": seq.summary["seconds"], "concurrent": par.summary["seconds"]},
+            "speedup": seq.summary["seconds"] / par.summary["seconds"],
+            "fold_seconds": [{"fold": a.row["fold"], "sequential": a.seconds, "concurrent": b.seconds}
+                             for a, b in zip(seq.results, par.results)],
+            "identical": same, "gate_pass_rate": par.summary["gate_pass_rate"]}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m patx_core.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -622,6 +663,13 @@ def _parser() -> argparse.ArgumentParser:
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
     feats.add_argument("--repeats", type=int, default=FEATURE_REPEATS, help="timed runs of each side (median)")
+    wf = sub.add_parser("walk-forward", help="walk-forward folds one after another vs side by side")
+    wf.add_argument("--dataset", default="nasdaq", help="a dataset of datasets.toml ($PATX_DATASETS)")
+    wf.add_argument("--variant", default="smoke")
+    wf.add_argument("--folds", type=int, default=WalkForwardConfig.folds)
+    wf.add_argument("--raw", default=None, help="candles (parquet file, folder or glob) instead of the dataset's")
+    wf.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    wf.add_argument("--workers", type=int, default=None, help="default: one per core on CPU, up to 8 on a GPU")
     return parser
 
 
@@ -647,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "large-batch":
         result = bench_large_batch(rows=args.rows, batch_size=args.batch_size, device=args.device,
                                    warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)
+    elif args.command == "walk-forward":
+        result = bench_walk_forward(variant=args.variant, folds=args.folds, dataset=args.dataset, raw=args.raw,
+                                    device=args.device, workers=args.workers)
     else:
         result = bench_features(rows=args.rows, seed=args.seed, repeats=args.repeats)
     print(json.dumps(result), flush=True)

@@ -203,6 +203,45 @@ class BacktestConfig:
             _finite("BacktestConfig", "periods_per_year", self.periods_per_year, 0.0, 1e7, lo_open=True)
 
 
+WalkForwardMode = Literal["expanding", "rolling"]
+WALK_FORWARD_MODES: tuple[str, ...] = ("expanding", "rolling")
+
+
+@dataclass(frozen=True)
+class WalkForwardConfig:
+    """Retrain at past calendar cutoffs and trade the following stretch, fold by fold.
+
+    The last ``1 - min_history`` of the shared calendar holds the folds' test periods, back to
+    back, each ``test_candles`` long; fold ``k`` trains on what came before its test period
+    (``expanding``: all of it; ``rolling``: its last ``train_candles`` candles). With
+    ``test_candles = None`` the length follows from the data (see
+    ``patx_core.walk_forward.plan_folds``): long enough that a model flagging half the positives
+    would still reach the gate's ``min_signals``; ``folds`` is then an upper bound, fewer folds
+    are planned when fewer such test periods fit.
+    """
+
+    folds: int = 6  # at most this many folds
+    test_candles: int | None = None  # None: derived from base rate, symbols and eval.min_signals
+    mode: str = "expanding"
+    train_candles: int | None = None  # rolling only; None: the first fold's history length
+    min_history: float = 0.5  # share of the calendar before the first test period
+    min_pass_rate: float = 0.75  # walk_forward_gate_stable passes at this share of folds passing
+
+    def __post_init__(self) -> None:
+        _positive_int("WalkForwardConfig", "folds", self.folds)
+        if self.test_candles is not None:
+            _positive_int("WalkForwardConfig", "test_candles", self.test_candles)
+        _require(self.mode in WALK_FORWARD_MODES, "WalkForwardConfig", "mode",
+                 f"one of {WALK_FORWARD_MODES}", self.mode)
+        if self.train_candles is not None:
+            _positive_int("WalkForwardConfig", "train_candles", self.train_candles)
+            _require(self.mode == "rolling", "WalkForwardConfig", "train_candles",
+                     'unset unless mode = "rolling"', self.train_candles)
+        _finite("WalkForwardConfig", "min_history", self.min_history, 0.0, 1.0, lo_open=True)
+        _require(self.min_history < 1.0, "WalkForwardConfig", "min_history", "< 1", self.min_history)
+        _finite("WalkForwardConfig", "min_pass_rate", self.min_pass_rate, 0.0, 1.0)
+
+
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "labels": LabelConfig,
@@ -211,6 +250,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "backtest": BacktestConfig,
+    "walk_forward": WalkForwardConfig,
 }
 
 T = TypeVar("T")
@@ -240,6 +280,7 @@ class VariantConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Mapping
 
 import numpy as np
 import polars as pl
@@ -43,7 +44,7 @@ from patx_core.universe import SYMBOL
 from patx_core.validation import RawDataError, Violation, sequence_count, split_sizes
 from patx_core.windows import WindowedData
 
-__all__ = ["SplitDataset", "build_feature_table", "sequence_count", "split_dataset", "split_sizes"]
+__all__ = ["SplitDataset", "build_feature_table", "sequence_count", "split_at_cutoffs", "split_dataset", "split_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,38 @@ def split_dataset(table: pl.DataFrame, split: SplitConfig, labels: LabelConfig, 
     rows (features only: purged rows' features are train-period prices too) and applied to every
     row. See the module docstring for the many-symbol rules.
     """
+    frame, has_symbol = _processed_frame(table, labels, data)
+    cutoffs = calendar_cutoffs(frame.get_column("timestamp"), split)
+    return _split_processed(frame, has_symbol, cutoffs, labels, data)
+
+
+def split_at_cutoffs(table: pl.DataFrame, cutoffs: Mapping[str, tuple[datetime, datetime | None]],
+                     labels: LabelConfig, data: DataConfig) -> SplitDataset:
+    """:func:`split_dataset` at explicit calendar cutoffs ``{split: [start, end)}``, in order.
+
+    The first split's name is the one the scaler is fitted on (``"train"``). Processed rows
+    before the first start or at/after the last end (when not None) are dropped; every split
+    followed by another is purged at the next start, as in :func:`split_dataset`. A last split
+    with a finite end is *not* purged here: a caller that needs its label horizons to stay inside
+    it (a walk-forward fold's test period) nulls those labels first.
+    """
+    names = tuple(cutoffs)
+    if not names:
+        raise ValueError("split_at_cutoffs: no split given")
+    for a, b in zip(names, names[1:]):
+        if cutoffs[a][1] != cutoffs[b][0]:
+            raise ValueError(f"split_at_cutoffs: split {a!r} ends at {cutoffs[a][1]} but {b!r} starts at "
+                             f"{cutoffs[b][0]}; splits must be back to back")
+    frame, has_symbol = _processed_frame(table, labels, data)
+    first, last_end = cutoffs[names[0]][0], cutoffs[names[-1]][1]
+    inside = pl.col("timestamp") >= first
+    if last_end is not None:
+        inside = inside & (pl.col("timestamp") < last_end)
+    return _split_processed(frame.filter(inside), has_symbol, dict(cutoffs), labels, data)
+
+
+def _processed_frame(table: pl.DataFrame, labels: LabelConfig, data: DataConfig) -> tuple[pl.DataFrame, bool]:
+    """The processed rows with ``symbol``, ``label_end`` and ``_row``; whether ``table`` had symbols."""
     columns = feature_columns(data.feature_set)
     missing = [c for c in ("timestamp", "label", *columns) if c not in table.columns]
     if missing:
@@ -242,14 +275,19 @@ def split_dataset(table: pl.DataFrame, split: SplitConfig, labels: LabelConfig, 
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
         _processed_mask(table, columns).alias("_keep"))
     _require_contiguous(table)
-    frame = table.filter(pl.col("_keep")).drop("_keep")
+    return table.filter(pl.col("_keep")).drop("_keep"), has_symbol
+
+
+def _split_processed(frame: pl.DataFrame, has_symbol: bool, cutoffs: dict[str, tuple[datetime, datetime | None]],
+                     labels: LabelConfig, data: DataConfig) -> SplitDataset:
+    """Assign splits by ``cutoffs``, fit the train-only scaler, mark the purged samples."""
+    columns = feature_columns(data.feature_set)
     longest = frame.group_by(SYMBOL).len().get_column("len").max() if frame.height else 0
     if data.window_size > (longest or 0):
         raise ValueError(f"data.window_size={data.window_size} is longer than the {longest or 0} processed rows "
                          f"(rows with all features and a label); use a shorter window or more data")
 
-    names = split.names
-    cutoffs = calendar_cutoffs(frame.get_column("timestamp"), split)
+    names = tuple(cutoffs)
     which: pl.Expr = pl.lit(names[-1], dtype=pl.String)
     for name in reversed(names[:-1]):
         which = pl.when(pl.col("timestamp") < cutoffs[name][1]).then(pl.lit(name, dtype=pl.String)).otherwise(which)

@@ -466,3 +466,31 @@ def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
     columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
                       metadata={"cells": list(evaluations), "path": str(leaderboard_md(root))})
+
+
+# ------------------------------------------------------------------------------ walk-forward
+
+
+def walk_forward(features: pl.DataFrame, cell: GridCell) -> StepResult:
+    """Retrain at past cutoffs and trade each following stretch; walk_forward.json + .md in the report dir.
+
+    The check ``walk_forward_gate_stable`` passes when the gate passed in at least
+    ``walk_forward.min_pass_rate`` of the folds.
+    """
+    from patx_core.walk_forward import run_walk_forward, write_walk_forward
+
+    variant = cell.variant
+    result = run_walk_forward(features, variant)
+    markdown = write_walk_forward(cell.paths.report_dir, result, variant)
+    s = json_safe(result.summary)
+    keys = ("n_folds", "gate_pass_rate", "precision", "precision_ci95", "n_signals", "base_rate",
+            "strategy_return", "buy_and_hold_return", "random_entry_percentile", "concurrency", "workers", "seconds")
+    meta = {k: s[k] for k in keys} | {"path": str(cell.paths.report_dir / "walk_forward.json"),
+                                       "folds_passed": [f["gate_passed"] for f in result.folds]}
+    check = CheckOutcome(
+        "walk_forward_gate_stable", bool(s["stable"]),
+        {"gate_pass_rate": s["gate_pass_rate"], "min_pass_rate": s["min_pass_rate"],
+         "gate_passed_folds": s["gate_passed_folds"], "n_folds": s["n_folds"]},
+        f"gate passed in {s['gate_passed_folds']} of {s['n_folds']} folds "
+        f"({s['gate_pass_rate']:.2f} vs min_pass_rate {s['min_pass_rate']:.2f})")
+    return StepResult(value=result.to_json(), metadata=meta, checks=[check], markdown=markdown)
