@@ -1,13 +1,18 @@
 # Two commands for a fresh machine:
-#   make baseline   set up .venv and materialize the `baseline` variant on the bundled sample
+#   make baseline   set up .venv and materialize the `baseline` variant on the bundled sample (nasdaq|baseline)
 #   make test       run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DAGSTER := $(VENV)/bin/dagster
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DATASET ?= nasdaq
 VARIANT ?= baseline
+# Shell runs log at INFO: the per-epoch progress lines without Dagster's DEBUG event flood.
+# `make materialize LOG_LEVEL=DEBUG` brings every event back.
+LOG_LEVEL ?= INFO
+RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "$(LOG_LEVEL)"}}}}'
 
-.PHONY: setup baseline materialize test test-ui ui leaderboard clean-outputs
+.PHONY: setup baseline materialize walk-forward ingest test test-ui ui leaderboard clean-outputs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -20,22 +25,34 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ui,deploy]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: instance.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp instance.yaml $@
 
+baseline: DATASET = nasdaq
 baseline: VARIANT = baseline
 baseline: materialize
 
-# A failed precision gate fails the run (the check is blocking) but still writes the report:
-# print its verdict and succeed; any other failure (bad input, crash) exits non-zero.
+# One (dataset, variant) cell: ingest landed candles, then raw → … → latest signal, and the
+# leaderboard (walk-forward has its own target). A refused model is a successful run: the last
+# lines give the verdict and the exit code is 0. A broken run (bad input, crash) exits non-zero
+# and ends with the failing step's own error, read from the run's event log.
 materialize: setup
 	@start=$$(date +%s); \
-	$(DAGSTER) asset materialize -m patx_dagster --select '*' --partition $(VARIANT); \
-	$(PY) -m patx_core.summary $(VARIANT) --run-exit-code $$? --since $$start
+	$(DAGSTER) asset materialize -m patx_dagster --select '*latest_signal,variant_leaderboard' \
+		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
+	$(PY) -m patx_dagster.verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
+
+walk-forward: setup
+	$(DAGSTER) asset materialize -m patx_dagster --select '*walk_forward' \
+		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG)
+	@echo "report: $${PATX_DATA_DIR:-data}/$(DATASET)/reports/$(VARIANT)/walk_forward.md"
+
+ingest: setup
+	$(DAGSTER) asset materialize -m patx_dagster --select ingested_candles --config-json $(RUN_CONFIG)
 
 leaderboard: setup
-	$(DAGSTER) asset materialize -m patx_dagster --select variant_leaderboard
+	$(DAGSTER) asset materialize -m patx_dagster --select variant_leaderboard --config-json $(RUN_CONFIG)
 
 ui: setup
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000
@@ -43,5 +60,6 @@ ui: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Everything patx wrote under ./data (the tracked raw samples and data/README.md stay).
 clean-outputs:
-	rm -rf data/checkpoints data/reports data/models data/signals data/work
+	find data -mindepth 1 -maxdepth 1 ! -name raw ! -name README.md -exec rm -rf {} +

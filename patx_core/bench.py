@@ -463,8 +463,9 @@ def _step_seconds(log: str) -> dict[str, float]:
     return steps
 
 
-def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
-    """Wall time of ``dagster asset materialize --select '*' --partition VARIANT`` in a fresh home,
+def bench_pipeline(*, variant: str, raw: str | None = None, dataset: str = "nasdaq") -> dict[str, Any]:
+    """Wall time of ``dagster asset materialize --select '*latest_signal' --partition DATASET|VARIANT``
+    (what ``make materialize`` runs, leaderboard aside) in a fresh home,
     split into the steps' own compute time (from Dagster's "Finished execution of step … in Xs"
     lines) and everything else: process start-up, imports, IO-manager and event-log overhead.
 
@@ -476,34 +477,38 @@ def bench_pipeline(*, variant: str, raw: str | None = None) -> dict[str, Any]:
     from patx_core.paths import REPO_ROOT
 
     with tempfile.TemporaryDirectory(prefix="patx-bench-") as tmp:
-        env = _fresh_instance(tmp, "pipeline", raw)
-        cmd = [_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select", "*", "--partition", variant]
+        env = _fresh_instance(tmp, "pipeline", raw, dataset)
+        cmd = [_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select", "*latest_signal",
+               "--partition", f"{dataset}|{variant}"]
         start = time.perf_counter()
         out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
     log = out.stdout + out.stderr
     steps = _step_seconds(log)
     compute = sum(steps.values())
-    return {"bench": "pipeline", "variant": variant, "exit_code": out.returncode,
-            "gate_failed": "blocking asset check failed" in log, "wall_s": round(wall, 2),
+    return {"bench": "pipeline", "dataset": dataset, "variant": variant, "exit_code": out.returncode,
+            "gate_failed": "precision gate failed" in log, "wall_s": round(wall, 2),
             "steps_s": {k: round(v, 2) for k, v in steps.items()}, "compute_s": round(compute, 2),
             "dagster_overhead_s": round(wall - compute, 2), "cpu": device_name(torch.device("cpu")),
             "cores": os.cpu_count(), "torch": torch.__version__}
 
 
-def _fresh_instance(tmp: str, name: str, raw: str | None) -> dict[str, str]:
-    """Environment for Dagster CLI calls against a new DAGSTER_HOME (the project's dagster.yaml) and
-    a new PATX_DATA_DIR under ``tmp``."""
+def _fresh_instance(tmp: str, name: str, raw: str | None, dataset: str = "nasdaq") -> dict[str, str]:
+    """Environment for Dagster CLI calls against a new DAGSTER_HOME (the project's instance.yaml) and
+    a new PATX_DATA_DIR under ``tmp``; ``raw`` (a file, folder or glob) becomes ``dataset``'s source."""
     import shutil
 
     from patx_core.paths import REPO_ROOT
 
     home = os.path.join(tmp, name, "home")
     os.makedirs(home)
-    shutil.copy(REPO_ROOT / "dagster.yaml", os.path.join(home, "dagster.yaml"))
+    shutil.copy(REPO_ROOT / "instance.yaml", os.path.join(home, "dagster.yaml"))
     env = {**os.environ, "DAGSTER_HOME": home, "PATX_DATA_DIR": os.path.join(tmp, name, "data")}
     if raw:
-        env["PATX_RAW_PARQUET"] = raw
+        datasets = os.path.join(tmp, name, "datasets.toml")
+        with open(datasets, "w", encoding="utf-8") as f:
+            f.write(f'[{dataset}]\nsource = "{os.path.abspath(raw)}"\ninterval = "1d"\n')
+        env["PATX_DATASETS"] = datasets
     return env
 
 
@@ -527,9 +532,9 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
                 step: str = "trained_model") -> dict[str, Any]:
     """The nightly fan-out at each ``gpu`` pool limit: every variant's whole graph as its own
     ``dagster asset materialize`` process, all started at once against one fresh instance (the
-    project's ``dagster.yaml``) whose limit was set with ``dagster instance concurrency set gpu N``;
-    a limit of ``None`` keeps what ``dagster.yaml`` ships. All runs start together: the run queue
-    would hold back runs beyond ``max_concurrent_runs`` (4 in ``dagster.yaml``), so pass at most
+    project's ``instance.yaml``) whose limit was set with ``dagster instance concurrency set gpu N``;
+    a limit of ``None`` keeps what ``instance.yaml`` ships. All runs start together: the run queue
+    would hold back runs beyond ``max_concurrent_runs`` (4 in ``instance.yaml``), so pass at most
     that many variants to measure what a night does. Reports the total wall time per limit, when
     each run's training step ran (log timestamps, 1 s resolution) and the most at once.
     """
@@ -552,7 +557,7 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
                                cwd=REPO_ROOT, check=True, capture_output=True)
             start = time.perf_counter()
             procs = {v: subprocess.Popen([_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select",
-                                          "*", "--partition", v], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                          "*latest_signal", "--partition", f"nasdaq|{v}"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True) for v in variants}
             runs: dict[str, Any] = {}
             # one waiting thread per run, so each run's own finish time is recorded
@@ -644,13 +649,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=TrainConfig.seed)
     pipe = sub.add_parser("pipeline", help="time the whole graph for one variant through `dagster asset materialize`")
     pipe.add_argument("--variant", default="smoke")
-    pipe.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
+    pipe.add_argument("--raw", default=None, help="candles for the `nasdaq` dataset (default: its datasets.toml source)")
     pools = sub.add_parser("pools", help="all nightly variants at once, at each gpu pool limit")
     pools.add_argument("--variants", default=None,
                        help="comma-separated partitions (default: the variants file's nightly ones)")
     pools.add_argument("--limits", default="1,2",
-                       help="comma-separated pool limits to compare; 'shipped' = dagster.yaml's own")
-    pools.add_argument("--raw", default=None, help="raw parquet (default: $PATX_RAW_PARQUET or the bundled sample)")
+                       help="comma-separated pool limits to compare; 'shipped' = instance.yaml's own")
+    pools.add_argument("--raw", default=None, help="candles for the `nasdaq` dataset (default: its datasets.toml source)")
     large = sub.add_parser("large-batch", help="time to the batch-32 val loss: large batch (+ warm-up) vs batch 32")
     large.add_argument("--rows", type=int, default=7243)
     large.add_argument("--batch-size", type=int, default=512)

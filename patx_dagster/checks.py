@@ -39,6 +39,8 @@ CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
         "Gate-split precision > 0.7 with at least min_signals buy signals (test; val for `seed`). "
         "A failure refuses promotion; the run still succeeds."),
     "evaluation_report_f1_above_0_5": ("evaluation_report", False, WARN, "Gate-split F1 >= 0.5."),
+    "walk_forward_gate_stable": ("walk_forward", False, WARN,
+                                 "The precision gate passed in at least walk_forward.min_pass_rate of the folds."),
 }
 
 

@@ -4,9 +4,9 @@ import dagster as dg
 
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import PolarsParquetIOManager
-from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job
+from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, walk_forward_job
 from patx_dagster.resources import PatxStorage
-from patx_dagster.schedules import nightly_retrain
+from patx_dagster.schedules import nightly_retrain, weekly_walk_forward
 from patx_dagster.sensors import leaderboard_after_run, new_candles
 
 storage = PatxStorage()
@@ -17,8 +17,8 @@ defs = dg.Definitions(
     # cores). Cells still run in parallel as separate runs (queue + `gpu` pool).
     executor=dg.in_process_executor,
     assets=ALL_ASSETS,
-    jobs=[retrain_job, ingest_job, refresh_leaderboard_job],
-    schedules=[nightly_retrain],
+    jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job],
+    schedules=[nightly_retrain, weekly_walk_forward],
     sensors=[new_candles, leaderboard_after_run],
     resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
 )

@@ -6,7 +6,7 @@ import dagster as dg
 # leaderboard sensor after runs finish rather than inside each cell's run.
 retrain_job = dg.define_asset_job(
     "retrain_variant",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard", "walk_forward"),
     description="Rebuild one (dataset, variant) cell end to end: ingest landed candles → raw → features → "
                 "splits → windows → model → report → champion (behind the precision gate) → latest signal.",
 )
@@ -18,3 +18,7 @@ ingest_job = dg.define_asset_job(
 refresh_leaderboard_job = dg.define_asset_job(
     "refresh_leaderboard", selection=dg.AssetSelection.assets("variant_leaderboard"),
     description="Re-read every cell's evaluation.json into the leaderboard.")
+
+walk_forward_job = dg.define_asset_job(
+    "walk_forward_job", selection=dg.AssetSelection.assets("walk_forward").upstream(),
+    description="Replay the nightly retrain at past cutoffs for one (dataset, variant): walk_forward.json/.md.")

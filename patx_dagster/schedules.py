@@ -8,11 +8,12 @@ from patx_core.artifacts import read_json
 from patx_core.grid import GridCell
 from patx_core.ingest import pending_files
 from patx_core.universe import source_digest
-from patx_dagster.jobs import retrain_job
+from patx_dagster.jobs import retrain_job, walk_forward_job
 from patx_dagster.partitions import partition_key
 from patx_dagster.resources import PatxStorage
 
 NIGHTLY_CRON = "0 2 * * *"
+WEEKLY_CRON = "0 4 * * 6"  # Saturday 04:00 UTC: markets closed, after Friday's nightly run
 
 
 def last_evaluated_digest(cell: GridCell) -> str | None:
@@ -60,3 +61,15 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext, storage: PatxStorage)
     if requests:
         return requests
     return dg.SkipReason("; ".join(skips) or "no nightly (dataset, variant) pair")
+
+
+@dg.schedule(job=walk_forward_job, cron_schedule=WEEKLY_CRON, execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Walk-forward of every nightly (dataset, variant), Saturdays 04:00 UTC (one model per "
+                         "fold: off by default).")
+def weekly_walk_forward(context: dg.ScheduleEvaluationContext, storage: PatxStorage):
+    week = context.scheduled_execution_time.strftime("%G-W%V")
+    return [dg.RunRequest(run_key=f"walk-forward-{cell.key}-{week}",
+                          partition_key=partition_key(cell.dataset.name, cell.variant.name),
+                          tags={"patx/trigger": "weekly-walk-forward"})
+            for cell in storage.grid().nightly_cells()]

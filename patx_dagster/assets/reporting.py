@@ -46,6 +46,22 @@ def latest_signal(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg
     return dg.MaterializeResult(metadata=step.metadata)
 
 
+@dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
+          check_specs=specs_for("walk_forward"), pool="gpu")
+def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame) -> dg.MaterializeResult:
+    """``<dataset>/reports/<variant>/walk_forward.json`` + ``.md``: the nightly retrain replayed at
+    past cutoffs, each fold trading the stretch after its cutoff (folds train side by side).
+
+    Not part of the nightly retrain or ``make baseline``: it trains one model per fold, so it has
+    its own job (``walk_forward``) and a weekly schedule.
+    """
+    cell = storage.cell(context.partition_key)
+    step = pipeline.walk_forward(features, cell)
+    context.log.info(f"[{cell.key}] walk-forward: {step.checks[0].description}")
+    return dg.MaterializeResult(metadata={**step.metadata, "report": dg.MetadataValue.md(step.markdown)},
+                                check_results=results(step.checks))
+
+
 @dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report])
 def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""

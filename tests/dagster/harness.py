@@ -32,11 +32,13 @@ def cell_paths(data_dir: Path, variant: str = "smoke", dataset: str = DATASET) -
     return DatasetPaths.for_dataset(dataset, data_dir).variant(variant)
 
 
-def storage_for(raw_path: Path, data_dir: Path, **dataset_fields) -> PatxStorage:
+def storage_for(raw_path: Path, data_dir: Path, *, variants_file: Path | None = None,
+                **dataset_fields) -> PatxStorage:
     """The test implementation of the storage resource: dataset ``nasdaq`` reads ``raw_path``."""
     datasets = write_datasets_file(data_dir.parent / f"{data_dir.name}.datasets.toml",
                                    {DATASET: {"source": str(raw_path), "interval": "1d", **dataset_fields}})
-    return PatxStorage(datasets_file=str(datasets), data_dir=str(data_dir))
+    return PatxStorage(datasets_file=str(datasets), data_dir=str(data_dir),
+                       variants_file=str(variants_file) if variants_file else "")
 
 
 def materialize(raw_path: Path, data_dir: Path, variant: str = "smoke", *,

@@ -106,7 +106,7 @@ def test_a_window_longer_than_the_data_allows_names_the_field(tmp_path, user_dat
 
     raw = tmp_path / "raw.parquet"
     BASE.write_parquet(raw)
-    storage = storage_for(raw, user_data).model_copy(update={"variants_file": str(variants)})
+    storage = storage_for(raw, user_data, variants_file=variants)
     before = snapshot(user_data)
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=PER_VARIANT,
                             raise_on_error=False,

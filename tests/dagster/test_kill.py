@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from patx_core.checkpoint import load_checkpoint
-from patx_core.paths import VariantPaths
-from tests.dagster.harness import snapshot
+from tests.dagster.harness import cell_paths, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,20 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = """
 import sys, dataclasses
 from patx_core import pipeline
-from patx_core.paths import VariantPaths
+from patx_core.datasets import DatasetConfig
+from patx_core.grid import GridCell
+from patx_core.paths import DatasetPaths
 from patx_core.variants import get_variant
 v = get_variant("smoke")
 v = dataclasses.replace(v, train=dataclasses.replace(v.train, max_epochs=500, patience=500))
+# the windows, scaler and input record of the copied run are already in its work dir
+cell = GridCell(DatasetConfig(name="nasdaq", source="already-read.parquet"), v,
+                DatasetPaths.for_dataset("nasdaq", sys.argv[1]))
 def tick(epoch, metrics):
     print("epoch", epoch, flush=True)
-pipeline.train_model(v, VariantPaths.for_variant("smoke", sys.argv[1]), on_epoch_end=tick)
+pipeline.train_model(cell, on_epoch_end=tick)
 """
 
 
 def test_sigkill_during_training_leaves_the_old_checkpoint_loadable(tmp_path, good_run):
     data_dir = tmp_path / "data"
     shutil.copytree(good_run[0], data_dir)
-    paths = VariantPaths.for_variant("smoke", data_dir)
+    paths = cell_paths(data_dir)
     before = snapshot(paths.checkpoint_dir)
     proc = subprocess.Popen([sys.executable, "-c", TRAIN, str(data_dir)], cwd=REPO, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)

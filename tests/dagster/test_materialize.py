@@ -26,14 +26,14 @@ def test_smoke_graph_builds_every_artifact_with_a_consistent_report(good_run):
                  paths.champion_checkpoint, paths.champion_manifest, paths.signal_json):
         assert path.exists(), path
     ev = read_json(paths.evaluation_json)
-    assert ev["variant"] == "smoke"
+    assert ev["variant"] == "smoke" and ev["diagnosis"] == []
     splits = ev["splits"]
     assert list(splits) == ["train", "val", "test"]
     for a, b in (("train", "val"), ("val", "test")):
         assert datetime.fromisoformat(splits[a]["end"]) < datetime.fromisoformat(splits[b]["start"])
     for s in splits.values():
         assert 0 < s["sequences"] <= s["rows"]
-    assert 0.0 < ev["threshold"] < 1.0
+    assert 0.0 < ev["threshold"]["value"] < 1.0 and ev["threshold"]["rule"] != "abstain"
     assert set(ev["metrics"]) == {"val", "test"}
     test = ev["metrics"]["test"]
     lo, hi = test["precision_ci95"]

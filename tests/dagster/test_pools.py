@@ -1,7 +1,7 @@
 """The `gpu` pool across concurrent runs: the shipped instance config trains one variant at a time.
 
 Two variants' whole graphs start at once as separate `dagster asset materialize` processes against
-one fresh instance with the project's `dagster.yaml` as shipped (no `concurrency set`), through
+one fresh instance with the project's `instance.yaml` as shipped (no `concurrency set`), through
 the same code as `python -m patx_core.bench pools --limits shipped`.
 """
 
@@ -27,7 +27,7 @@ def test_shipped_pool_limit_serializes_training_across_concurrent_runs(planted_r
     result = bench_pools(variants=["smoke", "relative_smoke"], limits=[None], raw=str(planted_raw))
     runs = result["limits"]["shipped"]["runs"]
     assert all(r["exit_code"] == 0 for r in runs.values()), runs  # planted pattern: both gates pass
-    # dagster.yaml's pools.default_limit 1: exactly one run waited for the other's training step
+    # instance.yaml's pools.default_limit 1: exactly one run waited for the other's training step
     assert sorted(r["blocked_by_pool"] for r in runs.values()) == [False, True], runs
     first, second = sorted((r["step_window"] for r in runs.values()), key=lambda w: w[0])
     assert second[0] >= first[1], runs  # the second training started after the first finished

@@ -150,7 +150,7 @@ def dagster_server() -> Iterator[Workspace]:
     home, data = tmp / "dagster_home", tmp / "data"
     home.mkdir()
     data.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance.yaml", home / "dagster.yaml")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PATX_DATA_DIR": str(data),
            # One intra-op thread: on 2 shared cores a 2-thread torch run slows ~6x whenever another

@@ -1,0 +1,92 @@
+"""What ``make materialize`` prints last: the cell's verdict, or the failing step's own error.
+
+    python -m patx_dagster.verdict nasdaq baseline --run-exit-code $? --since <unix time>
+
+A refused model is an ordinary outcome: the run succeeded, so this prints the gate's verdict and
+the diagnosis and exits 0. A run that broke (bad input, crash, NaN loss) exits non-zero and ends
+with the failing step's error message, read from the run's event log in the Dagster instance
+(``$DAGSTER_HOME``), so the rule, column and rows are the last lines on the screen rather than
+somewhere above 100 lines of traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import dagster as dg
+
+from patx_core.artifacts import read_json
+from patx_core.grid import cell_key
+from patx_dagster.resources import PatxStorage
+
+
+def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
+    """The gate's verdict, the diagnosis and the backtest in three lines."""
+    gate = evaluation["checks"]["precision_gate"]
+    name = f"{evaluation['dataset'].get('name')}|{evaluation['variant']}"
+    lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']} — {gate['reason']}"]
+    codes = [d["code"] for d in evaluation.get("diagnosis", [])]
+    lines.append(f"diagnosis: {', '.join(codes) if codes else 'none'}")
+    bt = evaluation.get("backtest") or {}
+    if bt.get("no_trades_reason"):
+        lines.append(f"backtest: {bt['no_trades_reason']}")
+    elif bt:
+        pct = bt.get("strategy_percentile")
+        lines.append(f"backtest: {bt.get('trades')} trades, strategy {bt.get('total_return', 0):+.2%} vs "
+                     f"buy-and-hold {bt.get('buy_and_hold_return', 0):+.2%}"
+                     + (f", random-entry percentile {pct:.0f}" if pct is not None else ""))
+    return lines
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(step, message) of every failed step of a run; the message is the user code's own error
+    (the innermost cause), without Dagster's wrapper and traceback."""
+    out = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        message = error.message.strip() if error is not None else "failed (no error recorded)"
+        out.append((event.step_key if event else "?", message))
+    return out
+
+
+def latest_run(instance: dg.DagsterInstance, key: str, since: float) -> dg.DagsterRun | None:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": key},
+                                                   created_after=datetime.fromtimestamp(since, timezone.utc)),
+                             limit=1)
+    return runs[0] if runs else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m patx_dagster.verdict", description=__doc__.split("\n")[0])
+    parser.add_argument("dataset")
+    parser.add_argument("variant")
+    parser.add_argument("--run-exit-code", type=int, default=0, help="exit code of `dagster asset materialize`")
+    parser.add_argument("--since", type=float, default=0.0, help="unix time the run started")
+    args = parser.parse_args(argv)
+    key = cell_key(args.dataset, args.variant)
+    instance = dg.DagsterInstance.get()
+    run = latest_run(instance, key, args.since)
+    if args.run_exit_code or run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+        failures = step_failures(instance, run.run_id) if run is not None else []
+        print(f"{key}: the run failed" + (f" (run {run.run_id})" if run else "") + "; README: 'When a run fails'",
+              file=sys.stderr)
+        for step, message in failures:
+            print(f"error in step {step}: {message}", file=sys.stderr)
+        if not failures:
+            print("no step failure was recorded: the error is the last message above", file=sys.stderr)
+        return args.run_exit_code or 1
+    paths = PatxStorage().cell(key).paths
+    for line in verdict_lines(read_json(paths.evaluation_json)):
+        print(line)
+    print(f"report: {paths.report_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
