@@ -440,6 +440,54 @@ def bench_features(*, rows: int, seed: int = 0, repeats: int = FEATURE_REPEATS) 
             "repeats": repeats, "device_name": device_name(torch.device("cpu")), "cpus": os.cpu_count()}
 
 
+def _universe_child(symbols: int, rows: int, seed: int, feature_set: str) -> dict[str, Any]:
+    """features + labels + splits + windows of a synthetic universe in a fresh process, so the peak
+    RSS is the data path's alone (the input frame included)."""
+    import resource
+
+    import polars as pl
+
+    from patx_core.config import DataConfig, SplitConfig
+    from patx_core.dataset import build_feature_table, split_dataset
+
+    start_day = np.datetime64("2000-01-03", "us")
+    frames = []
+    for i in range(symbols):
+        cols = make_candles(rows, seed=seed + i)
+        # ragged like a real universe: each symbol lists on its own day (0-2 years apart)
+        first = start_day + np.timedelta64(int(i * 730 / max(symbols, 1)), "D")
+        ts = first + np.arange(rows).astype("timedelta64[D]")
+        frames.append(pl.DataFrame({"symbol": f"S{i:04d}", "timestamp": ts, **cols}))
+    raw = pl.concat(frames).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+    del frames
+    data, labels = DataConfig(feature_set=feature_set), LabelConfig()
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    table = build_feature_table(raw, data, labels)
+    times["features_labels_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    ds = split_dataset(table, SplitConfig(), labels, data)
+    times["splits_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    windows = ds.to_windows()
+    times["windows_s"] = time.perf_counter() - start
+    views = bool(np.shares_memory(windows.all_windows(), windows.matrix))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {**{k: round(v, 2) for k, v in times.items()}, "seconds": round(sum(times.values()), 2),
+            "peak_rss_mb": round(peak_mb, 1), "windows_are_views": views,
+            "samples": {s: windows.n_sequences(s) for s in windows.splits},
+            "matrix_mb": round(windows.matrix.nbytes / 2**20, 1)}
+
+
+def bench_universe(*, symbols: int, rows: int, seed: int = 0, feature_set: str = "seed") -> dict[str, Any]:
+    """The data path of a many-symbol dataset: features + labels + splits + windows, seconds and
+    peak RSS of a fresh process (targets on 2 cores for 500 × 5,000: under 60 s and 4 GB)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        child = pool.submit(_universe_child, symbols, rows, seed, feature_set).result()
+    return {"bench": "universe", "symbols": symbols, "rows_per_symbol": rows, "candles": symbols * rows,
+            "feature_set": feature_set, **child, "cpu": device_name(torch.device("cpu")), "cores": os.cpu_count()}
+
+
 _STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ((?:[\d.]+(?:ms|h|m|s))+)')
 _STEP_EVENT = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .* - (\w+) - (STEP_START|STEP_SUCCESS|STEP_FAILURE) - ',
                          re.MULTILINE)
@@ -668,6 +716,11 @@ def _parser() -> argparse.ArgumentParser:
     feats.add_argument("--rows", type=int, default=1_000_000)
     feats.add_argument("--seed", type=int, default=0)
     feats.add_argument("--repeats", type=int, default=FEATURE_REPEATS, help="timed runs of each side (median)")
+    uni = sub.add_parser("universe", help="features + labels + splits + windows of a synthetic many-symbol dataset")
+    uni.add_argument("--symbols", type=int, default=500)
+    uni.add_argument("--rows", type=int, default=5000, help="candles per symbol")
+    uni.add_argument("--seed", type=int, default=0)
+    uni.add_argument("--feature-set", default="seed", choices=["seed", "relative"])
     wf = sub.add_parser("walk-forward", help="walk-forward folds one after another vs side by side")
     wf.add_argument("--dataset", default="nasdaq", help="a dataset of datasets.toml ($PATX_DATASETS)")
     wf.add_argument("--variant", default="smoke")
@@ -700,6 +753,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "large-batch":
         result = bench_large_batch(rows=args.rows, batch_size=args.batch_size, device=args.device,
                                    warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)
+    elif args.command == "universe":
+        result = bench_universe(symbols=args.symbols, rows=args.rows, seed=args.seed, feature_set=args.feature_set)
     elif args.command == "walk-forward":
         result = bench_walk_forward(variant=args.variant, folds=args.folds, dataset=args.dataset, raw=args.raw,
                                     device=args.device, workers=args.workers)

@@ -328,19 +328,26 @@ def _fit_scaler(frame: pl.DataFrame, columns: tuple[str, ...], feature_set: str,
     if feature_set != "seed" or len(symbols) == 1:
         values = frame.filter(is_train).select(columns).to_numpy()
         return UniverseScaler(feature_columns=columns, pooled=Scaler.fit(values, columns)), frame, {}
+    # Every symbol's train statistics in one grouped pass (population std, as Scaler.fit).
+    stats = frame.filter(is_train).group_by(SYMBOL).agg(
+        *(pl.col(c).mean().alias(f"mean:{c}") for c in columns), *(pl.col(c).std(ddof=0).alias(f"std:{c}") for c in columns))
+    by_symbol = {row[SYMBOL]: row for row in stats.iter_rows(named=True)}
     per_symbol: dict[str, Scaler] = {}
     skipped: dict[str, str] = {}
     for symbol in symbols:
-        values = frame.filter(is_train & (pl.col(SYMBOL) == symbol)).select(columns).to_numpy()
-        if values.shape[0] == 0:
+        if symbol not in by_symbol:
             skipped[symbol] = ("skipped: no rows before the first calendar cutoff, so no train rows to fit "
                                "its per-symbol scaler (the price-level 'seed' features are scaled per symbol)")
             logger.warning("symbol %r %s", symbol, skipped[symbol])
             continue
-        try:
-            per_symbol[symbol] = Scaler.fit(values, columns)
-        except ValueError as exc:
-            raise ValueError(f"symbol {symbol!r}: {exc}") from None
+        row = by_symbol[symbol]
+        std = np.array([row[f"std:{c}"] for c in columns], dtype=np.float64)
+        bad = [c for c, v in zip(columns, std) if not np.isfinite(v) or v <= 0]
+        if bad:
+            raise ValueError(f"symbol {symbol!r}: feature(s) {bad} have zero (or non-finite) std over its train rows; "
+                             "a constant feature cannot be z-scored")
+        per_symbol[symbol] = Scaler(mean=np.array([row[f"mean:{c}"] for c in columns], dtype=np.float64), std=std,
+                                    feature_columns=columns)
     if not per_symbol:
         raise ValueError("split_dataset: no symbol has train rows to fit its scaler")
     frame = frame.filter(pl.col(SYMBOL).is_in(list(per_symbol)))

@@ -104,12 +104,15 @@ class UniverseScaler:
         values = frame.select(self.feature_columns).to_numpy()
         if self.pooled is not None:
             return self.pooled.transform(values)
-        symbols = frame.get_column("symbol") if "symbol" in frame.columns else pl.Series([None] * frame.height)
-        out = np.empty(values.shape, dtype=np.float32)
-        for symbol in symbols.unique(maintain_order=True).to_list():
-            rows = (symbols == symbol).to_numpy() if symbol is not None else symbols.is_null().to_numpy()
-            out[rows] = self.for_symbol(symbol).transform(values[rows])
-        return out
+        if "symbol" not in frame.columns:
+            return self.for_symbol(None).transform(values)
+        # One gather of each row's symbol statistics instead of a mask per symbol: O(rows), not
+        # O(rows × symbols) (500 symbols × 5,000 candles took 10 s the masked way).
+        names, codes = np.unique(frame.get_column("symbol").to_numpy().astype(str), return_inverse=True)
+        scalers = [self.for_symbol(str(name)) for name in names]
+        mean = np.stack([sc.mean for sc in scalers])[codes]
+        std = np.stack([sc.std for sc in scalers])[codes]
+        return np.ascontiguousarray((np.asarray(values, dtype=np.float64) - mean) / std, dtype=np.float32)
 
     def to_plain(self) -> dict[str, Any]:
         if self.pooled is not None:

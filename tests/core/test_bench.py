@@ -104,3 +104,14 @@ def test_large_batch_bench_races_both_batches_to_the_reference_loss_without_pola
         assert result["speedup_to_target"] is None and min(large["val_loss"]) > result["target_val_loss"] - 1e-4
     else:
         assert result["speedup_to_target"] == pytest.approx(ref["seconds_to_target"] / large["seconds_to_target"])
+
+
+def test_universe_bench_runs_the_data_path_of_a_ragged_universe_with_window_views() -> None:
+    from patx_core.bench import bench_universe
+
+    result = bench_universe(symbols=4, rows=700)
+    assert result["candles"] == 2800 and result["windows_are_views"] is True
+    assert set(result["samples"]) == {"train", "val", "test"} and all(result["samples"].values())
+    assert result["seconds"] == pytest.approx(result["features_labels_s"] + result["splits_s"] + result["windows_s"],
+                                              abs=0.02)
+    assert result["peak_rss_mb"] > 0
