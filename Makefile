@@ -56,6 +56,7 @@ ingest: setup
 
 leaderboard: setup
 	$(DAGSTER) asset materialize -m patx_dagster --select variant_leaderboard --config-json $(RUN_CONFIG)
+	@echo "leaderboard: $${PATX_DATA_DIR:-data}/leaderboard.md"
 
 ui: setup
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000

@@ -187,3 +187,19 @@ def test_step_writes_the_report_and_the_stability_check(tmp_path) -> None:
     assert "data:image/png;base64," in step.markdown
     [check] = step.checks
     assert check.name == "walk_forward_gate_stable" and check.passed  # min_pass_rate 0: always stable
+
+
+def test_auto_concurrency_trains_side_by_side_only_where_it_pays(monkeypatch):
+    import torch
+
+    from patx_core import walk_forward as wf
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(wf, "_cores", lambda: 2)
+    assert wf._resolve_workers("auto", cpu, 6, None) == 1  # measured: no faster on 2 cores
+    assert wf._resolve_workers("processes", cpu, 6, None) == 2
+    assert wf._resolve_workers("auto", gpu, 6, None) == 2
+    monkeypatch.setattr(wf, "_cores", lambda: 16)
+    assert wf._resolve_workers("auto", cpu, 6, None) == 6
+    assert wf._resolve_workers("auto", gpu, 12, None) == 8
+    assert wf._resolve_workers("sequential", gpu, 12, None) == 1
