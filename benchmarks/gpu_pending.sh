@@ -20,3 +20,12 @@ for seed in 1 2 3; do
       --seed "$seed" > "$out/large_batch_512_w${warmup}_s${seed}.json"
   done
 done
+
+# walk-forward, 8 folds of baseline side by side vs one after another (needs polars and pandera
+# on the GPU machine: carry their wheels, see .library/device/README.md)
+if "$py" -c "import polars, pandera" 2>/dev/null; then
+  "$py" -m patx_core.bench walk-forward --dataset nasdaq --variant baseline --folds 8 --device cuda \
+    > "$out/walk_forward_baseline_8.json" || echo "walk-forward bench failed: $?" >> "$out/gpu_tests.txt"
+else
+  echo "walk-forward bench skipped: polars/pandera missing" >> "$out/gpu_tests.txt"
+fi

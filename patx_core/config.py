@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypeVar
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 FeatureSet = Literal["seed", "relative"]
 FEATURE_SETS: tuple[str, ...] = ("seed", "relative")
@@ -254,6 +256,32 @@ _SECTIONS: dict[str, type] = {
 }
 
 T = TypeVar("T")
+
+
+def read_named_tables(path: Path, kind: str, env_var: str,
+                      build: Callable[[str, dict[str, Any]], T]) -> dict[str, T]:
+    """A TOML file of named tables (``[name]``) → ``{name: build(name, table)}``.
+
+    Shared by the variants and datasets files: every error names the file, and a ``build`` error
+    (a bad or unknown field) also names the table, so a typo fails before any work starts.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{kind}s file {path} does not exist (set {env_var})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{kind}s file {path} is not valid TOML: {exc}") from None
+    if not raw:
+        raise ValueError(f"{kind}s file {path} defines no {kind}")
+    built: dict[str, T] = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{kind}s file {path}: top-level key {name!r} must be a [table]")
+        try:
+            built[name] = build(name, values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{kind}s file {path}: {exc}") from None
+    return built
 
 
 def section_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:

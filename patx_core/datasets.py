@@ -15,12 +15,12 @@ from __future__ import annotations
 import glob as globlib
 import math
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from patx_core.artifacts import PathLike, as_path
+from patx_core.config import read_named_tables
 from patx_core.intervals import parse_duration
 from patx_core.paths import REPO_ROOT
 
@@ -121,24 +121,9 @@ def dataset_from_dict(name: str, values: Mapping[str, Any], *, base: Path) -> Da
 def load_datasets(path: PathLike | None = None) -> dict[str, DatasetConfig]:
     """Parse and validate every dataset; errors name the file, the dataset and the field."""
     path = as_path(path) if path is not None else datasets_path()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"datasets file {path} does not exist (set PATX_DATASETS)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"datasets file {path} is not valid TOML: {exc}") from None
-    if not raw:
-        raise ValueError(f"datasets file {path} defines no dataset")
     base = Path(str(path)).parent if "://" not in str(path) else Path(".")
-    datasets: dict[str, DatasetConfig] = {}
-    for name, values in raw.items():
-        if not isinstance(values, dict):
-            raise ValueError(f"datasets file {path}: top-level key {name!r} must be a [table]")
-        try:
-            datasets[name] = dataset_from_dict(name, values, base=base)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"datasets file {path}: {exc}") from None
-    return datasets
+    return read_named_tables(path, "dataset", "PATX_DATASETS",
+                             lambda name, values: dataset_from_dict(name, values, base=base))
 
 
 def get_dataset(name: str, path: PathLike | None = None) -> DatasetConfig:

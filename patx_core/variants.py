@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from patx_core.artifacts import PathLike, as_path
-from patx_core.config import VariantConfig
+from patx_core.config import VariantConfig, read_named_tables
 from patx_core.paths import REPO_ROOT
 
 DEFAULT_VARIANTS_FILE = REPO_ROOT / "variants.toml"
@@ -23,23 +22,7 @@ def variants_path() -> Path:
 def load_variants(path: PathLike | None = None) -> dict[str, VariantConfig]:
     """Parse and validate every variant; errors name the file, the variant and the field."""
     path = as_path(path) if path is not None else variants_path()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"variants file {path} does not exist (set PATX_VARIANTS)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"variants file {path} is not valid TOML: {exc}") from None
-    if not raw:
-        raise ValueError(f"variants file {path} defines no variant")
-    variants: dict[str, VariantConfig] = {}
-    for name, values in raw.items():
-        if not isinstance(values, dict):
-            raise ValueError(f"variants file {path}: top-level key {name!r} must be a [table]")
-        try:
-            variants[name] = VariantConfig.from_dict(name, values)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"variants file {path}: {exc}") from None
-    return variants
+    return read_named_tables(path, "variant", "PATX_VARIANTS", VariantConfig.from_dict)
 
 
 def get_variant(name: str, path: PathLike | None = None) -> VariantConfig:
