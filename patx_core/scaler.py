@@ -95,7 +95,7 @@ class UniverseScaler:
             return self.pooled
         assert self.per_symbol is not None
         if symbol not in self.per_symbol:
-            raise KeyError(f"no scaler for symbol {symbol!r}: the model was trained on {sorted(self.per_symbol)} "
+            raise ValueError(f"no scaler for symbol {symbol!r}: the model was trained on {sorted(self.per_symbol)} "
                            "with per-symbol scaling, so it cannot score another symbol")
         return self.per_symbol[symbol]
 
