@@ -3,7 +3,8 @@
 fsspec's in-memory filesystem (``memory://``) stands in for ``s3://``/``gs://``: it goes through
 the same UPath/fsspec code, has no rename and no local directory, so anything that silently
 falls back to local paths or to ``os.replace`` shows up here. The store is per process, so the
-graph runs in process (``dg.materialize``).
+graph runs in process (``dg.materialize``). The datasets file is configuration and stays local;
+the candles it points at are on the store.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from upath import UPath
 
 from patx_core.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  atomic_write_with, is_local, read_json)
-from patx_core.paths import VariantPaths
+from patx_core.paths import DatasetPaths
 from patx_dagster.io_manager import PolarsParquetIOManager
 from patx_dagster.resources import PatxStorage
+from tests.cells import write_datasets_file
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "raw" / "nasdaq_daily_1999_2018.parquet"
+DATASETS_FILE = REPO / "datasets.toml"  # defines `nasdaq` (the bundled sample)
+DATASET, VARIANT = "nasdaq", "smoke"
 GATE = "evaluation_report_precision_above_0_7"
 
 
@@ -72,16 +76,19 @@ def test_atomic_writes_land_on_the_object_store(store_root):
         assert pl.read_parquet(fh)["x"].to_list() == [1, 2]
 
 
-def test_variant_paths_stay_on_the_store(store_root):
-    paths = VariantPaths.for_variant("smoke", store_root)
-    for p in (paths.checkpoint, paths.scaler, paths.evaluation_json, paths.report_md, paths.champion_checkpoint,
-              paths.champion_manifest, paths.signal_json, paths.work_dir):
-        assert isinstance(p, UPath) and str(p).startswith(store_root), p
-    assert PatxStorage(data_dir=store_root).paths("smoke") == paths
+def test_cell_paths_stay_on_the_store(store_root):
+    dataset = DatasetPaths.for_dataset(DATASET, store_root)
+    paths = dataset.variant(VARIANT)
+    for p in (dataset.curated_dir, paths.checkpoint, paths.scaler, paths.evaluation_json, paths.report_md,
+              paths.champion_checkpoint, paths.champion_manifest, paths.signal_json, paths.work_dir):
+        assert isinstance(p, UPath) and str(p).startswith(f"{store_root}/{DATASET}/"), p
+    storage = PatxStorage(datasets_file=str(DATASETS_FILE), data_dir=store_root)
+    assert storage.cell(f"{DATASET}|{VARIANT}").paths == paths
 
 
 def test_parquet_io_manager_round_trips_through_the_store(store_root):
-    parts = dg.StaticPartitionsDefinition(["smoke"])
+    parts = dg.MultiPartitionsDefinition({"dataset": dg.StaticPartitionsDefinition([DATASET]),
+                                          "variant": dg.StaticPartitionsDefinition([VARIANT])})
 
     @dg.asset(partitions_def=parts, io_manager_key="parquet_io_manager")
     def upstream() -> pl.DataFrame:
@@ -91,15 +98,17 @@ def test_parquet_io_manager_round_trips_through_the_store(store_root):
     def downstream(upstream: pl.DataFrame) -> pl.DataFrame:
         return upstream.with_columns(y=pl.col("x") * 2)
 
-    storage = PatxStorage(data_dir=store_root)
-    result = dg.materialize([upstream, downstream], partition_key="smoke",
+    storage = PatxStorage(datasets_file=str(DATASETS_FILE), data_dir=store_root)
+    result = dg.materialize([upstream, downstream], partition_key=dg.MultiPartitionKey({"dataset": DATASET,
+                                                                                        "variant": VARIANT}),
                             resources={"parquet_io_manager": PolarsParquetIOManager(storage=storage)})
     assert result.success
-    assert store_files(store_root) == {"work/upstream/smoke.parquet", "work/downstream/smoke.parquet"}
-    with fsspec.open(f"{store_root}/work/downstream/smoke.parquet", "rb") as fh:
+    work = f"{DATASET}/work/{VARIANT}"
+    assert store_files(store_root) == {f"{work}/upstream.parquet", f"{work}/downstream.parquet"}
+    with fsspec.open(f"{store_root}/{work}/downstream.parquet", "rb") as fh:
         assert pl.read_parquet(fh)["y"].to_list() == [2, 4, 6]
     meta = result.asset_materializations_for_node("downstream")[0].metadata
-    assert meta["path"].value == f"{store_root}/work/downstream/smoke.parquet"
+    assert meta["path"].value == f"{store_root}/{work}/downstream.parquet"
 
 
 @pytest.fixture
@@ -114,33 +123,35 @@ def one_torch_thread():
 
 
 @pytest.mark.slow
-def test_smoke_graph_runs_entirely_on_the_store(store_root, one_torch_thread):
-    """Raw input read from the store, every artifact written there, nothing on local disk."""
+def test_smoke_cell_runs_entirely_on_the_store(store_root, one_torch_thread, tmp_path):
+    """Raw input read from the store, every artifact written there, nothing on local disk; on the
+    NASDAQ sample the smoke model is refused, which is a successful run with a failed gate check."""
+    from patx_dagster import defs
     from patx_dagster.assets import ALL_ASSETS
 
     atomic_write_bytes(f"{store_root}/raw/sample.parquet", SAMPLE.read_bytes())
-    storage = PatxStorage(raw_parquet=f"{store_root}/raw/sample.parquet", data_dir=store_root)
-    per_variant = [a for a in ALL_ASSETS if a.partitions_def is not None]
-    result = dg.materialize(per_variant, partition_key="smoke", raise_on_error=False,
+    datasets = write_datasets_file(tmp_path / "config" / "datasets.toml",
+                                   {DATASET: {"source": f"{store_root}/raw/sample.parquet", "interval": "1d"}})
+    storage = PatxStorage(datasets_file=str(datasets), data_dir=store_root)
+    # One cell's run: the retrain job's assets (not the leaderboard, nor the walk-forward).
+    cell = [k.to_user_string() for k in defs.resolve_job_def("retrain_variant").asset_layer.selected_asset_keys]
+    result = dg.materialize(ALL_ASSETS, selection=cell, raise_on_error=False,
+                            partition_key=dg.MultiPartitionKey({"dataset": DATASET, "variant": VARIANT}),
                             resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
 
     failures = {e.step_key: e.event_specific_data.error.message
                 for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    assert result.success, f"failed steps: {failures}"
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks[GATE] is False, checks
     files = store_files(store_root)
-    expected = {"work/raw_prices/smoke.parquet", "work/features/smoke.parquet", "work/splits/smoke.parquet",
-                "checkpoints/smoke/best_model.pth", "checkpoints/smoke/scaler.pkl",
-                "reports/smoke/evaluation.json", "reports/smoke/report.md"}
-    assert expected <= files, f"missing on the store: {sorted(expected - files)}; failures: {failures}"
-    if result.success:
-        assert checks[GATE] is True
-        assert {"models/smoke/best_model.pth", "models/smoke/manifest.json", "signals/smoke/latest.json"} <= files
-    else:
-        # Only the blocking precision gate may stop the run (expected on the NASDAQ sample).
-        assert set(failures) == {"evaluation_report"}, failures
-        assert GATE in failures["evaluation_report"], failures
-        assert checks[GATE] is False
-        assert not any(f.startswith(("models/", "signals/")) for f in files), files
-    evaluation = read_json(f"{store_root}/reports/smoke/evaluation.json")
-    assert evaluation["checks"]["precision_gate"]["passed"] is checks[GATE]
+    d, v = DATASET, VARIANT
+    expected = {"raw/sample.parquet", f"{d}/work/{v}/raw_prices.parquet", f"{d}/work/{v}/features.parquet",
+                f"{d}/work/{v}/splits.parquet", f"{d}/checkpoints/{v}/best_model.pth", f"{d}/checkpoints/{v}/scaler.pkl",
+                f"{d}/reports/{v}/evaluation.json", f"{d}/reports/{v}/report.md", f"{d}/signals/{v}/latest.json"}
+    assert expected <= files, f"missing on the store: {sorted(expected - files)}"
+    assert not any(f.startswith(f"{d}/models/") for f in files), "a refused model was promoted"
+    evaluation = read_json(f"{store_root}/{d}/reports/{v}/evaluation.json")
+    assert evaluation["checks"]["precision_gate"]["passed"] is False
+    assert read_json(f"{store_root}/{d}/signals/{v}/latest.json")["reason"] == "no champion"
     assert not any(f.endswith(".tmp") for f in files), files

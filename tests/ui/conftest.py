@@ -1,9 +1,10 @@
-"""One `dagster dev` for the whole tests/ui package, and one `smoke` run launched through it.
+"""One `dagster dev` for the whole tests/ui package, and one `nasdaq|smoke` run launched through it.
 
 The server is started as a user starts it (``dagster dev`` from the repo root, which reads
 workspace.yaml) on a free loopback port, with a temporary DAGSTER_HOME holding the repo's
-dagster.yaml and a temporary PATX_DATA_DIR. Its whole process group (webserver, daemon, code
-server, run workers) is killed on teardown. Missing tools skip, except under ``CI``.
+instance.yaml, the repo's datasets.toml (the bundled NASDAQ sample) and a temporary
+PATX_DATA_DIR. Its whole process group (webserver, daemon, code server, run workers) is killed
+on teardown. Missing tools skip, except under ``CI``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ import pytest
 from tests.tools import require
 
 REPO = Path(__file__).resolve().parents[2]
-PARTITION = "smoke"
+DATASETS_FILE = REPO / "datasets.toml"
+VARIANTS_FILE = REPO / "variants.toml"
+DATASET, VARIANT = "nasdaq", "smoke"
+# A multi-partition key: "<dataset>|<variant>" (Dagster orders the dimensions by name).
+PARTITION = f"{DATASET}|{VARIANT}"
 GATE = "evaluation_report_precision_above_0_7"
 GATE_ASSET = "evaluation_report"
 START_TIMEOUT_S = 180
@@ -152,11 +157,10 @@ def dagster_server() -> Iterator[Workspace]:
     data.mkdir()
     shutil.copy(REPO / "instance.yaml", home / "dagster.yaml")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PATX_DATA_DIR": str(data),
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PATX_DATA_DIR": str(data), "PATX_DATASETS": str(DATASETS_FILE),
            # One intra-op thread: on 2 shared cores a 2-thread torch run slows ~6x whenever another
            # process holds a core (measured: smoke training 9 s vs 53 s under load).
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    env.pop("PATX_RAW_PARQUET", None)  # the bundled 5k-row sample
     env.pop("PATX_VARIANTS", None)
     log_path = tmp / "dagster_dev.log"
     with open(log_path, "wb") as log:
@@ -192,6 +196,16 @@ ASSET_NODES_QUERY = """
 { assetNodes { assetKey { path } isPartitioned jobNames } }
 """
 
+# What the UI's partition dialog asks before a single-partition launch: the run tags of the key
+# (for a multi-partition key, the key and one tag per dimension).
+PARTITION_TAGS_QUERY = """
+query PartitionTags($selector: PipelineSelector!, $partition: String!, $assets: [AssetKeyInput!]) {
+  pipelineOrError(params: $selector) { __typename
+    ... on Pipeline { partition(partitionName: $partition, selectedAssetKeys: $assets) {
+        tagsOrError { __typename ... on PartitionTags { results { key value } } ... on PythonError { message } } } }
+    ... on PythonError { message } } }
+"""
+
 
 @dataclass
 class RunOutcome:
@@ -209,10 +223,15 @@ def launch_and_wait(ws: Workspace, assets: list[str], partition: str) -> RunOutc
     nodes = server.graphql(ASSET_NODES_QUERY)["assetNodes"]
     jobs = {j for n in nodes if n["assetKey"]["path"][0] in assets for j in n["jobNames"]}
     job = "__ASSET_JOB" if "__ASSET_JOB" in jobs else sorted(j for j in jobs if j.startswith("__ASSET_JOB"))[0]
+    asset_keys = [{"path": [a]} for a in assets]
+    selector = {"repositoryLocationName": ws.location, "repositoryName": ws.repository}
+    job_or_error = server.graphql(PARTITION_TAGS_QUERY, {"selector": {**selector, "pipelineName": job},
+                                                          "partition": partition, "assets": asset_keys})
+    tags = job_or_error["pipelineOrError"]["partition"]["tagsOrError"]
+    assert tags["__typename"] == "PartitionTags", f"tags of partition {partition}: {tags}"
     params = {
-        "selector": {"repositoryLocationName": ws.location, "repositoryName": ws.repository, "jobName": job,
-                     "assetSelection": [{"path": [a]} for a in assets]},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "selector": {**selector, "jobName": job, "assetSelection": asset_keys},
+        "executionMetadata": {"tags": tags["results"]},
         "mode": "default",
         "runConfigData": RUN_CONFIG,
     }
@@ -234,15 +253,16 @@ def launch_and_wait(ws: Workspace, assets: list[str], partition: str) -> RunOutc
                       seconds=time.monotonic() - start)
 
 
-def per_variant_assets() -> list[str]:
-    """The partitioned assets: the whole per-variant graph (the leaderboard is unpartitioned)."""
+def cell_assets() -> list[str]:
+    """What one cell's run materializes: the retrain job's assets (ingestion first, then the
+    partitioned chain; not the leaderboard, nor the walk-forward, which have their own jobs)."""
     from patx_dagster import defs
 
-    graph = defs.resolve_asset_graph()
-    return sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def)
+    job = defs.resolve_job_def("retrain_variant")
+    return sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
 
 
 @pytest.fixture(scope="package")
 def smoke_run(dagster_server: Workspace) -> RunOutcome:
-    """The `smoke` variant materialized through the server's GraphQL API (shared by both modules)."""
-    return launch_and_wait(dagster_server, per_variant_assets(), PARTITION)
+    """Cell `nasdaq|smoke` materialized through the server's GraphQL API (shared by both modules)."""
+    return launch_and_wait(dagster_server, cell_assets(), PARTITION)
