@@ -618,7 +618,7 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
                           for t, s, e in _STEP_EVENT.findall(log) if s == step}
                 end = events.get((step, "STEP_SUCCESS"), events.get((step, "STEP_FAILURE")))
                 runs[variant] = {"exit_code": proc.returncode, "wall_s": round(finished - start, 2),
-                                 "gate_failed": "blocking asset check failed" in log,
+                                 "gate_failed": "precision gate failed" in log,
                                  "step_s": _step_seconds(log).get(step),
                                  "blocked_by_pool": "Step blocked by limit for pool gpu" in log,
                                  "step_window": [events.get((step, "STEP_START")), end]}

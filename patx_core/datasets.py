@@ -26,6 +26,11 @@ from patx_core.paths import REPO_ROOT
 
 DEFAULT_DATASETS_FILE = REPO_ROOT / "datasets.toml"
 
+#: Names a dataset folder would collide with under ``PATX_DATA_DIR`` (the bundled samples, the
+#: unpartitioned assets' work files).
+RESERVED_NAMES = frozenset({"raw", "work"})
+
+
 def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
@@ -52,6 +57,8 @@ class DatasetConfig:
         where = f"dataset {self.name!r}"
         if not (self.name and self.name.replace("_", "").replace("-", "").isalnum()):
             raise ValueError(f"{where}: name must be letters, digits, '_' or '-'")
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"{where}: name must not be one of {sorted(RESERVED_NAMES)} (folders of PATX_DATA_DIR)")
         for name in ("description", "source", "interval", "landing", "max_staleness"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")

@@ -98,6 +98,13 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
     variant, dataset = cell.variant, cell.dataset
     settings = (variant.data, variant.labels, variant.split)
     files = cell.input_files()
+    if not files:
+        from patx_core.validation import RawDataError, Violation
+
+        where = (f"drop candle files into {dataset.landing} and materialize ingested_candles" if dataset.landing
+                 else f"its source {dataset.source!r} matches no file")
+        raise RawDataError(f"dataset {dataset.name!r}", [Violation("file exists", "", 0, (),
+                                                                   f"no candles to read yet: {where}")])
     universe = read_universe(files, min_rows=required_rows(*settings),
                              min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     raw = universe.frame
@@ -190,6 +197,13 @@ def build_splits(table: pl.DataFrame, cell: GridCell) -> StepResult:
     variant = cell.variant
     ds = split_dataset(table, variant.split, variant.labels, variant.data)
     atomic_write_json(_scaler_path(cell.paths), ds.scaler.to_plain())
+    if ds.skipped:
+        # Symbols the splits left out (no train rows for their own scaler) are not in the model:
+        # the input record says so, for the evaluation and the report.
+        info = read_input_info(cell)
+        info["symbols"] = [s for s in info["symbols"] if s not in ds.skipped]
+        info["skipped_symbols"] = {**info["skipped_symbols"], **ds.skipped}
+        atomic_write_json(_input_path(cell.paths), info)
     frame = ds.frame
     summary = split_summaries(frame, variant.split.names)
     scalers = [ds.scaler.pooled] if ds.scaler.pooled is not None else list((ds.scaler.per_symbol or {}).values())

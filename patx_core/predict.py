@@ -137,8 +137,16 @@ def predict_universe(checkpoint: "LoadedCheckpoint", universe: "pl.DataFrame", *
 
     rows: list[dict[str, Any]] = []
     for (symbol,), part in universe.group_by(SYMBOL, maintain_order=True):
-        rows.extend(predict_frame(checkpoint, part.drop(SYMBOL), last=last, threshold=threshold,
-                                  hold_reason=hold_reason, symbol=str(symbol)))
+        try:
+            rows.extend(predict_frame(checkpoint, part.drop(SYMBOL), last=last, threshold=threshold,
+                                      hold_reason=hold_reason, symbol=str(symbol)))
+        except ValueError as exc:
+            # A symbol the model cannot score (not in its per-symbol scaler, too short for a window)
+            # must not take the other symbols' signals down with it: it holds, and says why.
+            log.warning("symbol %r not scored: %s", symbol, exc)
+            rows.append({"symbol": str(symbol), "timestamp": part["timestamp"].max().isoformat(),
+                         "probability": None, "threshold": threshold, "signal": "hold",
+                         "reason": f"cannot score this symbol: {exc}"})
     return rows
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import dagster as dg
 
 from patx_core.artifacts import read_json
 from patx_core.grid import GridCell
 from patx_core.ingest import pending_files
+from patx_core.intervals import format_interval
 from patx_core.universe import source_digest
 from patx_dagster.jobs import retrain_job, walk_forward_job
 from patx_dagster.partitions import partition_key
@@ -16,15 +19,29 @@ NIGHTLY_CRON = "0 2 * * *"
 WEEKLY_CRON = "0 4 * * 6"  # Saturday 04:00 UTC: markets closed, after Friday's nightly run
 
 
-def last_evaluated_digest(cell: GridCell) -> str | None:
-    """The input sha256 the cell's latest completed evaluation used (None: never evaluated)."""
+def last_evaluated_input(cell: GridCell) -> dict:
+    """The ``dataset`` block of the cell's latest completed evaluation ({} when never evaluated)."""
     path = cell.paths.evaluation_json
-    if not path.exists():
-        return None
-    return (read_json(path).get("dataset") or {}).get("source_sha256")
+    return (read_json(path).get("dataset") or {}) if path.exists() else {}
 
 
-def nightly_requests(storage: PatxStorage, day: str) -> list[dg.RunRequest | dg.SkipReason]:
+def staleness_note(cell: GridCell, last_timestamp: str | None, now: datetime) -> str:
+    """Why an unchanged input may still be a problem: its newest candle is past max_staleness.
+
+    A skipped night runs no ``raw_prices``, so its freshness check would not speak; the skip
+    reason says it instead.
+    """
+    limit = cell.dataset.max_staleness_seconds
+    if limit is None or not last_timestamp:
+        return ""
+    age = (now - datetime.fromisoformat(last_timestamp)).total_seconds()
+    if age <= limit:
+        return ""
+    return (f"; STALE: newest candle {last_timestamp[:10]} is {format_interval(age)} old, past "
+            f"max_staleness={cell.dataset.max_staleness}")
+
+
+def nightly_requests(storage: PatxStorage, day: str, now: datetime | None = None) -> list[dg.RunRequest | dg.SkipReason]:
     """A run for every nightly cell whose input changed since its last evaluation, else a skip.
 
     Training is deterministic, so retraining on unchanged data reproduces the same model: work
@@ -36,9 +53,11 @@ def nightly_requests(storage: PatxStorage, day: str) -> list[dg.RunRequest | dg.
         files = cell.input_files()
         digest = source_digest(files) if files else "no-input"
         pending = pending_files(cell.dataset) if cell.dataset.landing else []
-        if not pending and digest == last_evaluated_digest(cell):
+        evaluated = last_evaluated_input(cell)
+        if not pending and digest == evaluated.get("source_sha256"):
+            stale = staleness_note(cell, evaluated.get("last_timestamp"), now or datetime.now(timezone.utc))
             out.append(dg.SkipReason(f"{cell.key}: input unchanged since its last evaluation "
-                                     f"(sha256 {digest[:12]}); not retrained"))
+                                     f"(sha256 {digest[:12]}); not retrained{stale}"))
             continue
         key = f"{cell.key}-{digest[:16]}" + (f"-{len(pending)}new-{day}" if pending else "")
         out.append(dg.RunRequest(run_key=key, partition_key=partition_key(cell.dataset.name, cell.variant.name),
@@ -53,7 +72,7 @@ def nightly_requests(storage: PatxStorage, day: str) -> list[dg.RunRequest | dg.
                          "`dagster schedule start nightly_retrain`.")
 def nightly_retrain(context: dg.ScheduleEvaluationContext, storage: PatxStorage):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    results = nightly_requests(storage, day)
+    results = nightly_requests(storage, day, context.scheduled_execution_time)
     requests = [r for r in results if isinstance(r, dg.RunRequest)]
     skips = [r.skip_message for r in results if isinstance(r, dg.SkipReason)]
     for message in skips:

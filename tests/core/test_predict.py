@@ -152,3 +152,22 @@ def test_a_short_history_is_warned_about(trained, caplog):
     with caplog.at_level(logging.WARNING, logger="patx_core.predict"):
         predict_frame(checkpoint, raw[-400:])
     assert f">= {SHORT_HISTORY} candles" in caplog.text
+
+
+def test_a_symbol_the_model_cannot_score_holds_with_the_reason_and_the_others_still_signal(trained):
+    import polars as pl
+
+    from patx_core.predict import predict_universe
+    from patx_core.scaler import UniverseScaler
+
+    raw, _, paths = trained
+    checkpoint = load_checkpoint(paths.checkpoint)
+    only_a = UniverseScaler(feature_columns=checkpoint.scaler.feature_columns,
+                            per_symbol={"A": checkpoint.scaler.for_symbol(None)})
+    model = dataclasses.replace(checkpoint, scaler=only_a)
+    universe = pl.concat([raw.select(pl.lit(s).alias("symbol"), pl.all()) for s in ("A", "B")])
+    rows = predict_universe(model, universe, last=1, threshold=0.5)
+    assert [r["symbol"] for r in rows] == ["A", "B"]
+    assert rows[0]["probability"] is not None and rows[0]["signal"] in ("buy", "hold") and rows[0]["reason"] is None
+    assert rows[1]["signal"] == "hold" and rows[1]["probability"] is None
+    assert "no scaler for symbol 'B'" in rows[1]["reason"]

@@ -43,13 +43,15 @@ def test_nightly_skips_an_unchanged_input_and_retrains_after_a_batch_arrived(tmp
     shutil.copytree(good_run[0], data_dir)
     landing = tmp_path / "landing"
     landing.mkdir()
-    storage = storage_for(planted_raw, data_dir, landing=str(landing),
+    storage = storage_for(planted_raw, data_dir, landing=str(landing), max_staleness="4d",
                           variants_file=_nightly_smoke(tmp_path))
 
     requests = _requests(storage)
     skip = requests[f"{DATASET}|smoke"]
     assert isinstance(skip, dg.SkipReason), "evaluated on this very input: nothing to learn from a retrain"
     assert "nasdaq|smoke" in skip.skip_message and "unchanged" in skip.skip_message
+    # a skipped night runs no raw_prices, so the skip itself says the data went stale
+    assert "STALE: newest candle 2009-03-19" in skip.skip_message and "max_staleness=4d" in skip.skip_message
     never = requests[f"{DATASET}|baseline"]
     assert isinstance(never, dg.RunRequest), "never evaluated: retrain"
     assert never.tags["patx/input_sha256"] in never.run_key or never.tags["patx/input_sha256"][:16] in never.run_key
