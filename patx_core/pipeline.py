@@ -495,7 +495,7 @@ def walk_forward(features: pl.DataFrame, cell: GridCell) -> StepResult:
 
     variant = cell.variant
     result = run_walk_forward(features, variant)
-    markdown = write_walk_forward(cell.paths.report_dir, result, variant)
+    markdown = write_walk_forward(cell.paths.report_dir, result, variant, title=cell.key)
     s = json_safe(result.summary)
     keys = ("n_folds", "gate_pass_rate", "precision", "precision_ci95", "n_signals", "base_rate",
             "strategy_return", "buy_and_hold_return", "random_entry_percentile", "concurrency", "workers", "seconds")

@@ -490,13 +490,15 @@ def _fmt(x: float | None, pattern: str) -> str:
     return "n/a" if x is None else pattern.format(x)
 
 
-def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: list[tuple[str, str]]) -> str:
-    """walk_forward.md: verdict, summary, one row per fold, then the plots (``(caption, src)``)."""
+def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: list[tuple[str, str]], *,
+                    title: str | None = None) -> str:
+    """walk_forward.md: verdict, summary, one row per fold, then the plots (``(caption, src)``);
+    ``title`` names what was walked forward (default: the variant), e.g. ``nasdaq|baseline``."""
     s = result.summary
     lo, hi = s["precision_ci95"]
     verdict = "stable" if s["stable"] else "not stable"
     lines = [
-        f"# Walk-forward: {variant.name}",
+        f"# Walk-forward: {title or variant.name}",
         "",
         f"**Gate {verdict}**: passed in {s['gate_passed_folds']} of {s['n_folds']} folds "
         f"({100 * s['gate_pass_rate']:.0f} %; needs {100 * s['min_pass_rate']:.0f} %). Each fold retrains on the "
@@ -526,7 +528,8 @@ def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: l
     return "\n".join(lines)
 
 
-def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: VariantConfig) -> str:
+def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: VariantConfig, *,
+                       title: str | None = None) -> str:
     """walk_forward.json, walk_forward.md and its PNGs into ``report_dir`` (atomically); returns
     the markdown with the images inlined."""
     import base64
@@ -545,5 +548,5 @@ def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: Vari
         atomic_write_bytes(out / name, data)
         on_disk.append((caption, name))
         inline.append((caption, "data:image/png;base64," + base64.b64encode(data).decode("ascii")))
-    atomic_write_text(out / "walk_forward.md", render_markdown(result, variant, on_disk))
-    return render_markdown(result, variant, inline)
+    atomic_write_text(out / "walk_forward.md", render_markdown(result, variant, on_disk, title=title))
+    return render_markdown(result, variant, inline, title=title)
