@@ -75,29 +75,29 @@ def test_weekly_walk_forward_is_off_by_default_and_covers_the_nightly_pairs():
     assert "nasdaq|baseline" in keys and not any(k.endswith("|smoke") for k in keys)
 
 
+def _partition_keys_as_loaded(env: dict[str, str], asset: str) -> list[str]:
+    """The partition keys of ``asset`` when a fresh process loads the code location with ``env``."""
+    code = ("import json; from patx_dagster import defs; import dagster as dg; "
+            "g = defs.resolve_asset_graph(); "
+            f"print(json.dumps(g.get(dg.AssetKey('{asset}')).partitions_def.get_partition_keys()))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_a_variant_added_to_the_variants_file_appears_as_a_partition(tmp_path):
     text = (REPO / "variants.toml").read_text() + '\n[my_new_variant]\ndescription = "added by a user"\n' \
         '[my_new_variant.train]\nlr = 3e-4\n'
     path = tmp_path / "variants.toml"
     path.write_text(text)
-    code = ("import json; from patx_dagster import defs; import dagster as dg; "
-            "g = defs.resolve_asset_graph(); "
-            "print(json.dumps(g.get(dg.AssetKey('trained_model')).partitions_def.get_partition_keys()))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PATX_VARIANTS": str(path)},
-                         capture_output=True, text=True, check=True, cwd=REPO)
-    keys = json.loads(out.stdout.strip().splitlines()[-1])
+    keys = _partition_keys_as_loaded({"PATX_VARIANTS": str(path)}, "trained_model")
     assert "nasdaq|my_new_variant" in keys and "us_daily|my_new_variant" in keys
 
 
 def test_a_dataset_added_to_the_datasets_file_appears_as_a_row_of_the_grid(tmp_path):
     path = tmp_path / "datasets.toml"
     path.write_text(f'[fx]\nsource = "{REPO}/data/raw/nasdaq_daily_1999_2018.parquet"\ninterval = "1d"\n')
-    code = ("import json; from patx_dagster import defs; import dagster as dg; "
-            "g = defs.resolve_asset_graph(); "
-            "print(json.dumps(g.get(dg.AssetKey('raw_prices')).partitions_def.get_partition_keys()))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PATX_DATASETS": str(path)},
-                         capture_output=True, text=True, check=True, cwd=REPO)
-    keys = json.loads(out.stdout.strip().splitlines()[-1])
+    keys = _partition_keys_as_loaded({"PATX_DATASETS": str(path)}, "raw_prices")
     assert "fx|baseline" in keys and not any(k.startswith("nasdaq|") for k in keys)
 
 
