@@ -399,6 +399,19 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     return "\n".join(lines)
 
 
+def write_figures(out_dir: Any, figures: Sequence[tuple[str, str, Figure]]
+                  ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Write each ``(file name, caption, figure)`` as a PNG in ``out_dir`` (atomically); return the
+    ``(caption, link)`` pairs for the markdown on disk and with the images inlined (for the UI)."""
+    on_disk, inline = [], []
+    for name, caption, fig in figures:
+        data = _png(fig)
+        atomic_write_bytes(out_dir / name, data)
+        on_disk.append((caption, name))
+        inline.append((caption, "data:image/png;base64," + base64.b64encode(data).decode("ascii")))
+    return on_disk, inline
+
+
 def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history: Mapping[str, Any],
                  predictions: Mapping[str, SplitPredictions], equity: pl.DataFrame) -> str:
     """Write report.md and its PNGs into ``report_dir`` (atomically); return the inline markdown.
@@ -420,12 +433,7 @@ def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history
         ("confusion.png", "Confusion matrices", plot_confusion(predictions, threshold)),
         ("equity.png", "Equity curve", plot_equity(equity, evaluation["backtest"])),
     ]
-    on_disk, inline = [], []
-    for name, caption, fig in figures:
-        data = _png(fig)
-        atomic_write_bytes(out_dir / name, data)
-        on_disk.append((caption, name))
-        inline.append((caption, "data:image/png;base64," + base64.b64encode(data).decode("ascii")))
+    on_disk, inline = write_figures(out_dir, figures)
     atomic_write_text(out_dir / "report.md", render_markdown(evaluation, on_disk))
     log.info("report for %s written to %s", evaluation["variant"], out_dir)
     return render_markdown(evaluation, inline)

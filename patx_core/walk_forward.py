@@ -532,21 +532,14 @@ def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: Vari
                        title: str | None = None) -> str:
     """walk_forward.json, walk_forward.md and its PNGs into ``report_dir`` (atomically); returns
     the markdown with the images inlined."""
-    import base64
-
-    from patx_core.artifacts import as_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-    from patx_core.report import _png
+    from patx_core.artifacts import as_path, atomic_write_json, atomic_write_text
+    from patx_core.report import write_figures
 
     out = as_path(report_dir)
     atomic_write_json(out / "walk_forward.json", result.to_json())
     figures = [("walk_forward_precision.png", "Precision per fold",
                 plot_fold_precision(result.folds, target=variant.eval.target_precision)),
                ("walk_forward_equity.png", "Stitched equity", plot_stitched_equity(result.equity, result.summary))]
-    on_disk, inline = [], []
-    for name, caption, fig in figures:
-        data = _png(fig)
-        atomic_write_bytes(out / name, data)
-        on_disk.append((caption, name))
-        inline.append((caption, "data:image/png;base64," + base64.b64encode(data).decode("ascii")))
+    on_disk, inline = write_figures(out, figures)
     atomic_write_text(out / "walk_forward.md", render_markdown(result, variant, on_disk, title=title))
     return render_markdown(result, variant, inline, title=title)

@@ -101,16 +101,19 @@ def test_a_dataset_added_to_the_datasets_file_appears_as_a_row_of_the_grid(tmp_p
     assert "fx|baseline" in keys and not any(k.startswith("nasdaq|") for k in keys)
 
 
+def _load_code_location(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import patx_dagster"], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **env})
+
+
 def test_an_unknown_variant_or_dataset_field_is_refused_naming_the_field(tmp_path):
     variants = tmp_path / "variants.toml"
     variants.write_text('[bad]\n[bad.train]\nlearning_rate = 0.1\n')
-    out = subprocess.run([sys.executable, "-c", "import patx_dagster"], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "PATX_VARIANTS": str(variants)})
+    out = _load_code_location({"PATX_VARIANTS": str(variants)})
     assert out.returncode != 0
     assert "learning_rate" in out.stderr and "[train]" in out.stderr
     datasets = tmp_path / "datasets.toml"
     datasets.write_text('[bad]\nsource = "x.parquet"\ncosts_bps = 2\n')
-    out = subprocess.run([sys.executable, "-c", "import patx_dagster"], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "PATX_DATASETS": str(datasets)})
+    out = _load_code_location({"PATX_DATASETS": str(datasets)})
     assert out.returncode != 0
     assert "costs_bps" in out.stderr and "dataset 'bad'" in out.stderr
