@@ -11,12 +11,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 "$py" -c "import torch; print(torch.__version__)" >> "$out/gpu.txt"
 # the CUDA-graph path with the lr warm-up (graph reads the lr tensor; no host sync in the loop)
 rc=0
-"$py" -m pytest -q --noconftest -m gpu tests/core/test_train.py > "$out/gpu_tests.txt" 2>&1 || rc=$?
+"$py" -m pytest -q --noconftest -m gpu tests/core/model/test_trainer.py > "$out/gpu_tests.txt" 2>&1 || rc=$?
 echo "pytest exit code: $rc" >> "$out/gpu_tests.txt"  # recorded, and the timings still run
 # large batch vs batch 32, time to batch 32's best val loss: without and with warm-up, 3 seeds
 for seed in 1 2 3; do
   for warmup in 0 60; do
-    "$py" -m patx_core.bench large-batch --device cuda --batch-size 512 --warmup-steps "$warmup" \
+    "$py" -m benchmarks.bench large-batch --device cuda --batch-size 512 --warmup-steps "$warmup" \
       --seed "$seed" > "$out/large_batch_512_w${warmup}_s${seed}.json"
   done
 done
@@ -24,7 +24,7 @@ done
 # walk-forward, 8 folds of baseline side by side vs one after another (needs polars and pandera
 # on the GPU machine: carry their wheels, see .library/device/README.md)
 if "$py" -c "import polars, pandera" 2>/dev/null; then
-  "$py" -m patx_core.bench walk-forward --dataset nasdaq --variant baseline --folds 8 --device cuda \
+  "$py" -m benchmarks.bench walk-forward --dataset nasdaq --variant baseline --folds 8 --device cuda \
     > "$out/walk_forward_baseline_8.json" || echo "walk-forward bench failed: $?" >> "$out/gpu_tests.txt"
 else
   echo "walk-forward bench skipped: polars/pandera missing" >> "$out/gpu_tests.txt"

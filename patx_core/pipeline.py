@@ -1,6 +1,6 @@
 """One function per step of the lifecycle: what each Dagster asset calls, and what a notebook can.
 
-Each step takes plain values and a :class:`~patx_core.grid.GridCell` (the dataset, the variant
+Each step takes plain values and a :class:`~patx_core.settings.grid.GridCell` (the dataset, the variant
 with the dataset's market settings, and their paths), writes its artifacts
 atomically through ``patx_core``, and returns a ``StepResult``: the value (if any), metadata
 for the UI, and ``CheckOutcome``s for the properties the orchestration turns into asset checks.
@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import polars as pl
 
-from patx_core.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
-from patx_core.config import VariantConfig
-from patx_core.evaluation_json import json_safe, split_summaries
-from patx_core.grid import GridCell
-from patx_core.paths import REPO_ROOT, VariantPaths, leaderboard_md
-from patx_core.scaler import UniverseScaler
-from patx_core.universe import SYMBOL
-from patx_core.windows import WindowedData
+from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
+from patx_core.settings.config import VariantConfig
+from patx_core.evaluation.record import json_safe, split_summaries
+from patx_core.settings.grid import GridCell
+from patx_core.storage.paths import REPO_ROOT, VariantPaths, leaderboard_md
+from patx_core.data.scaler import UniverseScaler
+from patx_core.data.universe import SYMBOL
+from patx_core.data.windows import WindowedData
 
 if TYPE_CHECKING:
-    from patx_core.checkpoint import LoadedCheckpoint
+    from patx_core.storage.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,14 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
     the candle spacing is checked against the dataset's interval. What was read (files, sha256,
     symbols, spacing) goes to ``work/<variant>/input.json`` for the evaluation to record.
     """
-    from patx_core.universe import check_interval, read_universe, source_digest
-    from patx_core.validation import describe_row_requirement, required_rows
+    from patx_core.data.universe import check_interval, read_universe, source_digest
+    from patx_core.data.contract import describe_row_requirement, required_rows
 
     variant, dataset = cell.variant, cell.dataset
     settings = (variant.data, variant.labels, variant.split)
     files = cell.input_files()
     if not files:
-        from patx_core.validation import RawDataError, Violation
+        from patx_core.data.contract import RawDataError, Violation
 
         where = (f"drop candle files into {dataset.landing} and materialize ingested_candles" if dataset.landing
                  else f"its source {dataset.source!r} matches no file")
@@ -130,14 +130,14 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
 
 
 def _duration(seconds: float | None) -> str | None:
-    from patx_core.intervals import format_interval
+    from patx_core.data.intervals import format_interval
 
     return None if seconds is None else format_interval(seconds)
 
 
 def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
     """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
-    from patx_core.intervals import parse_duration
+    from patx_core.data.intervals import parse_duration
 
     if not max_staleness:
         return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
@@ -161,8 +161,8 @@ def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: dat
 
 def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:
     """Features, triple-barrier labels and trade outcomes for every raw row, per symbol."""
-    from patx_core.dataset import build_feature_table
-    from patx_core.features import feature_columns
+    from patx_core.data.splits import build_feature_table
+    from patx_core.data.features import feature_columns
 
     variant = cell.variant
     table = build_feature_table(raw, variant.data, variant.labels)
@@ -192,7 +192,7 @@ def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:
 
 def build_splits(table: pl.DataFrame, cell: GridCell) -> StepResult:
     """Calendar-cut purged splits; the scaler (fitted on train rows only) goes to the work dir."""
-    from patx_core.dataset import split_dataset
+    from patx_core.data.splits import split_dataset
 
     variant = cell.variant
     ds = split_dataset(table, variant.split, variant.labels, variant.data)
@@ -251,7 +251,7 @@ def purge_check(frame: pl.DataFrame, cutoffs: dict[str, tuple[datetime, datetime
 
 def build_windows(splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
     """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
-    from patx_core.dataset import windows_from_frame
+    from patx_core.data.splits import windows_from_frame
 
     scaler = UniverseScaler.from_dict(read_json(_scaler_path(cell.paths)))
     data = windows_from_frame(splits_frame, scaler, cell.variant.data.window_size)
@@ -273,8 +273,8 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     point of a training run: a kill before its rename leaves the previous model whole and
     self-consistent (``scaler.pkl`` is a convenience copy for the guide's users, never read here).
     """
-    from patx_core.checkpoint import save_checkpoint, save_scaler
-    from patx_core.train import Trainer
+    from patx_core.storage.checkpoint import save_checkpoint, save_scaler
+    from patx_core.model.trainer import Trainer
 
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
@@ -331,10 +331,10 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     ``evaluation.json`` and ``report.md`` are written whatever the gate's verdict, so a refused
     model still leaves a report that says why.
     """
-    from patx_core.checkpoint import load_checkpoint
-    from patx_core.evaluation_json import SplitPredictions, evaluate_variant
-    from patx_core.report import write_report
-    from patx_core.train import predict_proba
+    from patx_core.storage.checkpoint import load_checkpoint
+    from patx_core.evaluation.record import SplitPredictions, evaluate_variant
+    from patx_core.evaluation.report import write_report
+    from patx_core.model.trainer import predict_proba
 
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
@@ -432,8 +432,8 @@ def latest_signal(cell: GridCell) -> StepResult:
     Runs in every retrain: with no champion (its gate never passed) each symbol's line is
     ``"signal": "hold"`` with ``"reason": "no champion"``, so yesterday's signal never stands.
     """
-    from patx_core.predict import predict_universe, recorded_threshold
-    from patx_core.universe import read_universe
+    from patx_core.serving.predict import predict_universe, recorded_threshold
+    from patx_core.data.universe import read_universe
 
     paths = cell.paths
     universe = read_universe(cell.input_files()).frame
@@ -447,7 +447,7 @@ def latest_signal(cell: GridCell) -> StepResult:
         if sha256_file(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
             raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
                                "was interrupted between the two files); re-run champion_model")
-        from patx_core.checkpoint import load_checkpoint
+        from patx_core.storage.checkpoint import load_checkpoint
 
         threshold, reason = recorded_threshold(manifest, str(paths.champion_manifest))
         lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
@@ -469,7 +469,7 @@ def latest_signal(cell: GridCell) -> StepResult:
 
 def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
     """Every (dataset, variant) whose ``evaluation.json`` exists, as ``<root>/leaderboard.md`` and rows."""
-    from patx_core.report import write_leaderboard
+    from patx_core.evaluation.report import write_leaderboard
 
     evaluations = {}
     for cell in cells:
@@ -491,7 +491,7 @@ def walk_forward(features: pl.DataFrame, cell: GridCell) -> StepResult:
     The check ``walk_forward_gate_stable`` passes when the gate passed in at least
     ``walk_forward.min_pass_rate`` of the folds.
     """
-    from patx_core.walk_forward import run_walk_forward, write_walk_forward
+    from patx_core.evaluation.walk_forward import run_walk_forward, write_walk_forward
 
     variant = cell.variant
     result = run_walk_forward(features, variant)

@@ -11,7 +11,7 @@ import io
 import dagster as dg
 import polars as pl
 
-from patx_core.artifacts import as_path, atomic_write_with
+from patx_core.storage.artifacts import as_path, atomic_write_with
 from patx_dagster.resources import PatxStorage
 
 

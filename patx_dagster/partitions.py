@@ -7,8 +7,8 @@ column of the grid after "Reload definitions" in the UI, and at once for shell r
 
 import dagster as dg
 
-from patx_core.datasets import load_datasets
-from patx_core.variants import load_variants
+from patx_core.settings.datasets import load_datasets
+from patx_core.settings.variants import load_variants
 
 DATASETS = load_datasets()
 VARIANTS = load_variants()

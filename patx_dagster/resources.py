@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from patx_core import paths as core_paths
-from patx_core.grid import Grid, GridCell
+from patx_core.storage import paths as core_paths
+from patx_core.settings.grid import Grid, GridCell
 
 
 class PatxStorage(dg.ConfigurableResource):

@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from patx_core.artifacts import read_json
-from patx_core.grid import GridCell
-from patx_core.ingest import pending_files
-from patx_core.intervals import format_interval
-from patx_core.universe import source_digest
+from patx_core.storage.artifacts import read_json
+from patx_core.settings.grid import GridCell
+from patx_core.ingest.landing import pending_files
+from patx_core.data.intervals import format_interval
+from patx_core.data.universe import source_digest
 from patx_dagster.jobs import retrain_job, walk_forward_job
 from patx_dagster.partitions import partition_key
 from patx_dagster.resources import PatxStorage

@@ -6,7 +6,7 @@ import hashlib
 
 import dagster as dg
 
-from patx_core.ingest import pending_files
+from patx_core.ingest.landing import pending_files
 from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job
 from patx_dagster.resources import PatxStorage
 

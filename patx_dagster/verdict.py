@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from patx_core.artifacts import read_json
-from patx_core.grid import cell_key
+from patx_core.storage.artifacts import read_json
+from patx_core.settings.grid import cell_key
 from patx_dagster.resources import PatxStorage
 
 

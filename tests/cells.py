@@ -7,11 +7,11 @@ from typing import Any, Mapping
 
 import polars as pl
 
-from patx_core.config import VariantConfig
-from patx_core.datasets import DatasetConfig
-from patx_core.grid import GridCell, market_variant
-from patx_core.paths import DatasetPaths
-from patx_core.variants import get_variant
+from patx_core.settings.config import VariantConfig
+from patx_core.settings.datasets import DatasetConfig
+from patx_core.settings.grid import GridCell, market_variant
+from patx_core.storage.paths import DatasetPaths
+from patx_core.settings.variants import get_variant
 
 
 def write_symbols(folder: Path, frames: pl.DataFrame | Mapping[str, pl.DataFrame]) -> Path:

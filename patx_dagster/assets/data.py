@@ -8,7 +8,7 @@ import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from patx_core import pipeline
-from patx_core.universe import UNIVERSE_PRICES_SCHEMA
+from patx_core.data.universe import UNIVERSE_PRICES_SCHEMA
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
 from patx_dagster.resources import PatxStorage
@@ -30,7 +30,7 @@ def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) ->
     two partitions definitions, and ``--select '*' --partition …`` runs this first). A bad file is
     quarantined and reported here without failing the run; the good ones still merge.
     """
-    from patx_core.ingest import IngestError, ingest_all
+    from patx_core.ingest.landing import IngestError, ingest_all
 
     failed = ""
     try:

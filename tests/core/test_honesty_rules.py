@@ -19,16 +19,16 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from patx_core import pipeline
-from patx_core.backtest import backtest
-from patx_core.config import (BacktestConfig, DataConfig, EvalConfig, LabelConfig, ModelConfig, SplitConfig,
+from patx_core.evaluation.backtest import backtest
+from patx_core.settings.config import (BacktestConfig, DataConfig, EvalConfig, LabelConfig, ModelConfig, SplitConfig,
                               TrainConfig, VariantConfig)
-from patx_core.dataset import build_feature_table, split_dataset
-from patx_core.labels import triple_barrier
-from patx_core.metrics import select_threshold, wilson_interval
-from patx_core.grid import GridCell
-from patx_core.train import Trainer, _DeviceWindows
-from patx_core.validation import validate_raw
-from patx_core.windows import WindowedData
+from patx_core.data.splits import build_feature_table, split_dataset
+from patx_core.data.labels import triple_barrier
+from patx_core.evaluation.metrics import select_threshold, wilson_interval
+from patx_core.settings.grid import GridCell
+from patx_core.model.trainer import Trainer, _DeviceWindows
+from patx_core.data.contract import validate_raw
+from patx_core.data.windows import WindowedData
 from tests.cells import make_cell
 from tests.conftest import make_candles
 from tests.synthetic import planted_candles

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from patx_core import pipeline
-from patx_core.validation import validate_raw
+from patx_core.data.contract import validate_raw
 from tests.cells import make_cell
 from tests.synthetic import planted_candles
 

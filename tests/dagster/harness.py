@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from patx_core.paths import DatasetPaths, VariantPaths
+from patx_core.storage.paths import DatasetPaths, VariantPaths
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import PolarsParquetIOManager
 from patx_dagster.partitions import partition_key

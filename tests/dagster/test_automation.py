@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from patx_core.ingest import ingest_dataset
+from patx_core.ingest.landing import ingest_dataset
 from patx_dagster.schedules import nightly_requests, nightly_retrain
 from patx_dagster.sensors import new_candles
 from tests.conftest import make_candles

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from patx_core.validation import required_rows
-from patx_core.variants import get_variant
+from patx_core.data.contract import required_rows
+from patx_core.settings.variants import get_variant
 from tests.dagster.harness import (DATASET, PER_VARIANT, failure_text, materialize, materialized, snapshot,
                                    storage_for)
 from tests.synthetic import planted_candles

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from patx_core.datasets import load_datasets
-from patx_core.variants import load_variants
+from patx_core.settings.datasets import load_datasets
+from patx_core.settings.variants import load_variants
 from patx_dagster import defs
 from patx_dagster.schedules import weekly_walk_forward
 

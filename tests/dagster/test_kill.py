@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from patx_core.checkpoint import load_checkpoint
+from patx_core.storage.checkpoint import load_checkpoint
 from tests.dagster.harness import cell_paths, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = """
 import sys, dataclasses
 from patx_core import pipeline
-from patx_core.datasets import DatasetConfig
-from patx_core.grid import GridCell
-from patx_core.paths import DatasetPaths
-from patx_core.variants import get_variant
+from patx_core.settings.datasets import DatasetConfig
+from patx_core.settings.grid import GridCell
+from patx_core.storage.paths import DatasetPaths
+from patx_core.settings.variants import get_variant
 v = get_variant("smoke")
 v = dataclasses.replace(v, train=dataclasses.replace(v.train, max_epochs=500, patience=500))
 # the windows, scaler and input record of the copied run are already in its work dir

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 import torch
 
-from patx_core.artifacts import read_json
-from patx_core.checkpoint import load_checkpoint
+from patx_core.storage.artifacts import read_json
+from patx_core.storage.checkpoint import load_checkpoint
 from tests.dagster.harness import PER_VARIANT, cell_paths, materialize, materialized, snapshot
 
 
@@ -96,7 +96,7 @@ def test_latest_signal_and_the_predict_cli_agree(good_run, planted_raw):
     paths = cell_paths(data_dir)
     signal = read_json(paths.signal_json)
     (line,) = signal["signals"]  # one line per symbol; the planted file is one symbol
-    out = subprocess.run([sys.executable, "-m", "patx_core.predict", "--checkpoint", str(paths.champion_checkpoint),
+    out = subprocess.run([sys.executable, "-m", "patx_core.serving.predict", "--checkpoint", str(paths.champion_checkpoint),
                           "--raw", str(planted_raw), "--last", "3"], capture_output=True, text=True, check=True)
     rows = [json.loads(x) for x in out.stdout.splitlines()]
     assert len(rows) == 3

@@ -2,7 +2,7 @@
 
 Two variants' whole graphs start at once as separate `dagster asset materialize` processes against
 one fresh instance with the project's `instance.yaml` as shipped (no `concurrency set`), through
-the same code as `python -m patx_core.bench pools --limits shipped`.
+the same code as `python -m benchmarks pools --limits shipped`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from patx_core.bench import _intervals_overlap, bench_pools
+from benchmarks.bench import _intervals_overlap, bench_pools
 
 
 def test_interval_overlap_counts_the_most_open_at_once() -> None:

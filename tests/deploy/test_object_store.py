@@ -19,9 +19,9 @@ import polars as pl
 import pytest
 from upath import UPath
 
-from patx_core.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
+from patx_core.storage.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  atomic_write_with, is_local, read_json)
-from patx_core.paths import DatasetPaths
+from patx_core.storage.paths import DatasetPaths
 from patx_dagster.io_manager import PolarsParquetIOManager
 from patx_dagster.resources import PatxStorage
 from tests.cells import write_datasets_file

@@ -18,8 +18,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from patx_core.artifacts import read_json
-from patx_core.paths import DatasetPaths
+from patx_core.storage.artifacts import read_json
+from patx_core.storage.paths import DatasetPaths
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET, VARIANT = "nasdaq", "smoke"

@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import pytest
 
-from patx_core.artifacts import read_json
-from patx_core.datasets import load_datasets
-from patx_core.paths import DatasetPaths
-from patx_core.variants import load_variants
+from patx_core.storage.artifacts import read_json
+from patx_core.settings.datasets import load_datasets
+from patx_core.storage.paths import DatasetPaths
+from patx_core.settings.variants import load_variants
 from tests.tools import require
 from tests.ui.conftest import DATASET, DATASETS_FILE, GATE, PARTITION, VARIANT, VARIANTS_FILE
 

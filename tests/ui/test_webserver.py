@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from patx_core.artifacts import read_json
-from patx_core.datasets import load_datasets
-from patx_core.paths import DatasetPaths
-from patx_core.variants import load_variants
+from patx_core.storage.artifacts import read_json
+from patx_core.settings.datasets import load_datasets
+from patx_core.storage.paths import DatasetPaths
+from patx_core.settings.variants import load_variants
 from patx_dagster import defs
 from patx_dagster.checks import CHECKS
 from tests.ui.conftest import DATASET, DATASETS_FILE, GATE, GATE_ASSET, PARTITION, VARIANT, VARIANTS_FILE

@@ -1,0 +1,324 @@
+"""The whole ``evaluation.json`` of one variant: threshold, metrics, backtest, gate, diagnosis.
+
+``evaluate_variant`` does the work (threshold on val, metrics on val/test, backtest on the
+gate split, the named failure modes) and ``build_evaluation`` assembles the body from those
+parts. A model that abstains (no val threshold met the precision rule) has ``threshold.value``
+null, no signals on any split, a backtest without trades and a failed gate whose reason starts
+with "abstains"; its max-F1 point appears only under ``threshold.diagnostic``.
+
+Both functions are pure: no files, no clock, so the same inputs always give the same JSON. The
+orchestration writes the body with ``patx_core.storage.artifacts.atomic_write_json``, hands ``Evaluation``
+to ``patx_core.evaluation.report.write_report`` and can show ``Evaluation.diagnosis`` as UI metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from patx_core.evaluation.backtest import SAMPLE_COLUMNS, BacktestResult, annualization_note, backtest, portfolio
+from patx_core.settings.config import VariantConfig
+from patx_core.evaluation.diagnosis import Diagnosis, diagnose
+from patx_core.evaluation.metrics import ThresholdChoice, classification_metrics, select_threshold, wilson_interval
+
+log = logging.getLogger(__name__)
+
+#: History keys (``Trainer.train()``) copied into the ``training`` block.
+HISTORY_KEYS = ("epochs_run", "best_epoch", "seconds", "device", "params")
+#: F1 warning check level.
+MIN_F1 = 0.5
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """One split's sample rows and the model's buy probabilities, aligned row for row.
+
+    ``samples`` is ``SplitDataset.frame`` at ``sample_rows(split)`` (time order) and needs
+    ``label`` plus the backtest's ``SAMPLE_COLUMNS``; ``prob`` is ``predict_proba`` for that
+    split, whose windows end at those same rows.
+    """
+
+    samples: pl.DataFrame
+    prob: np.ndarray
+
+    def __post_init__(self) -> None:
+        missing = [c for c in ("label", *SAMPLE_COLUMNS) if c not in self.samples.columns]
+        if missing:
+            raise ValueError(f"SplitPredictions.samples lacks column(s) {missing}")
+        if np.asarray(self.prob).shape != (self.samples.height,):
+            raise ValueError(f"SplitPredictions: prob has shape {np.asarray(self.prob).shape} "
+                             f"for {self.samples.height} sample rows")
+        if self.samples["label"].null_count():
+            raise ValueError("SplitPredictions.samples: label is null on a sample row")
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.samples["label"].to_numpy().astype(np.int8)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``body`` is evaluation.json; the rest feeds the report's plots and the UI's metadata."""
+
+    body: dict[str, Any]
+    threshold: ThresholdChoice
+    backtest: BacktestResult
+    predictions: Mapping[str, SplitPredictions]
+    diagnosis: tuple[Diagnosis, ...] = ()
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types, with NaN/inf as ``None`` so ``json.dumps(allow_nan=False)`` holds."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def dataset_summary(path: str, prices: pl.DataFrame) -> dict[str, Any]:
+    """``dataset`` block from the feature table (one row per raw candle)."""
+    return {
+        "path": str(path),
+        "rows": prices.height,
+        "first_timestamp": _iso(prices["timestamp"].min()),
+        "last_timestamp": _iso(prices["timestamp"].max()),
+    }
+
+
+def per_symbol_metrics(predictions: SplitPredictions, signal: np.ndarray, *,
+                       confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Gate-split figures of each symbol: samples, signals, precision with its Wilson interval, base rate.
+
+    A pooled precision can hide one symbol carrying the rest (or dragging them down); these rows
+    say which. Without a ``symbol`` column the whole split is one symbol, ``""``.
+    """
+    samples = predictions.samples
+    symbols = samples["symbol"].to_numpy() if "symbol" in samples.columns else np.full(samples.height, "")
+    y, signal = predictions.y, np.asarray(signal, dtype=bool)
+    out: dict[str, dict[str, Any]] = {}
+    for symbol in dict.fromkeys(symbols.tolist()):
+        rows = symbols == symbol
+        n_signals, hits = int(signal[rows].sum()), int((signal[rows] & (y[rows] == 1)).sum())
+        out[str(symbol)] = {
+            "samples": int(rows.sum()), "signals": n_signals,
+            "precision": hits / n_signals if n_signals else None,
+            "precision_ci95": list(wilson_interval(hits, n_signals, confidence)),
+            "base_rate": float(y[rows].mean()),
+        }
+    return out
+
+
+def symbol_backtests(predictions: SplitPredictions, signal: np.ndarray, prices: pl.DataFrame,
+                     config: Any) -> dict[str, BacktestResult]:
+    """One backtest per symbol of the split (its samples against its own price rows).
+
+    The random-entry seed is offset per symbol so two symbols never share their random draws;
+    the first symbol keeps the configured seed, so a single-symbol dataset is unchanged.
+    """
+    samples = predictions.samples
+    if "symbol" not in samples.columns:
+        return {"": backtest(samples, signal, prices, config)}
+    symbols = samples["symbol"].to_numpy()
+    out: dict[str, BacktestResult] = {}
+    for i, symbol in enumerate(dict.fromkeys(symbols.tolist())):
+        rows = symbols == symbol
+        sym_prices = prices.filter(pl.col("symbol") == symbol).drop("symbol")
+        seeded = dataclasses.replace(config, seed=config.seed + i)
+        out[str(symbol)] = backtest(samples.filter(pl.Series(rows)), signal[rows], sym_prices, seeded)
+    return out
+
+
+def split_summaries(frame: pl.DataFrame, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``splits`` block from ``SplitDataset.frame`` (columns split, is_sample, timestamp, label).
+
+    rows = processed rows of the split, sequences = its samples (windows), start/end its first
+    and last timestamps, positive_rate the label mean over its samples.
+    """
+    stats = (frame.group_by("split")
+             .agg(rows=pl.len(),
+                  sequences=pl.col("is_sample").sum(),
+                  start=pl.col("timestamp").min(),
+                  end=pl.col("timestamp").max(),
+                  positive_rate=pl.col("label").filter(pl.col("is_sample")).cast(pl.Float64).mean()))
+    by_name = {row["split"]: row for row in stats.iter_rows(named=True)}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"split_summaries: the frame has no rows for split(s) {missing}")
+    return {n: {"rows": int(by_name[n]["rows"]), "sequences": int(by_name[n]["sequences"]),
+                "start": _iso(by_name[n]["start"]), "end": _iso(by_name[n]["end"]),
+                "positive_rate": by_name[n]["positive_rate"]} for n in names}
+
+
+def training_summary(history: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """``training`` block from ``Trainer.train()``'s history, plus the best epoch's val loss."""
+    missing = [k for k in HISTORY_KEYS if k not in history]
+    if missing:
+        raise ValueError(f"training history lacks {missing}; Trainer.train() provides them")
+    out = {k: history[k] for k in HISTORY_KEYS}
+    val_loss = history.get("val_loss") or []
+    best = int(history["best_epoch"])
+    out["best_val_loss"] = val_loss[best - 1] if 0 < best <= len(val_loss) else None
+    out["seed"] = seed
+    return out
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdChoice,
+                   *, target: float, min_signals: int) -> dict[str, Any]:
+    """The gate: passed iff the model signals and precision > target AND signals >= min_signals.
+
+    ``reason`` is the sentence a trader reads: the precision with its interval, signal count
+    and base rate and what fell short; for an abstaining model it starts with "abstains".
+    """
+    precision, n = metrics["precision"], int(metrics["n_signals"])
+    lo, hi = metrics["precision_ci95"]
+    passed = not threshold.abstains and precision is not None and precision > target and n >= min_signals
+    head = (f"{split} precision {_fmt(precision)} [{lo:.2f}, {hi:.2f}] on {n} signals "
+            f"vs base rate {metrics['base_rate']:.2f}")
+    if threshold.abstains:
+        reason = f"abstains: {threshold.explanation}, so there are no signals on {split}"
+    elif n == 0:
+        reason = f"no signals on {split} at threshold {threshold.threshold:.4f} (0 < {min_signals})"
+    elif n < min_signals:
+        reason = f"only {n} signals < {min_signals} on {split} ({head})"
+    elif passed:
+        reason = f"{head} — above {target:g} with >= {min_signals} signals"
+    else:
+        reason = f"{head} — not above {target:g}"
+    if split == "val":
+        reason += " (judged on val, the split the threshold was chosen on: optimistic)"
+    return {"passed": bool(passed), "split": split, "min_precision": target, "min_signals": min_signals,
+            "precision": precision, "n_signals": n, "precision_ci95": [lo, hi],
+            "base_rate": metrics["base_rate"], "lift": metrics["lift"],
+            "threshold": threshold.threshold, "threshold_reachable": threshold.reachable,
+            "reason": reason}
+
+
+def no_trades_reason(threshold: ThresholdChoice, split: str, result: BacktestResult) -> str | None:
+    """Why a backtest holds no trades, or ``None`` when it holds some."""
+    if threshold.abstains:
+        return "no trades: the model abstains (no val threshold met the precision rule), so it gives no signals"
+    if result.trades == 0:
+        return f"no trades: no signals on {split} at threshold {threshold.threshold:.4f}"
+    return None
+
+
+def backtest_block(split: str, threshold: ThresholdChoice, result: BacktestResult) -> dict[str, Any]:
+    """The ``backtest`` block: ``BacktestResult.to_dict()`` plus the split and the words the report shows."""
+    return {"split": split, **result.to_dict(),
+            "annualization": annualization_note(result.annualized, result.period_days, result.periods_per_year,
+                                                split),
+            "no_trades_reason": no_trades_reason(threshold, split, result)}
+
+
+def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
+                     splits: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any],
+                     threshold: ThresholdChoice, metrics: Mapping[str, Mapping[str, Any]],
+                     backtest_result: BacktestResult, diagnosis: Sequence[Diagnosis] = (),
+                     per_symbol: Mapping[str, Any] | None = None,
+                     symbol_backtest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the evaluation.json body from computed parts.
+
+    ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``;
+    ``diagnosis`` is ``patx_core.evaluation.diagnosis.diagnose``'s list; ``per_symbol`` the gate split's
+    :func:`per_symbol_metrics` and ``symbol_backtest`` each symbol's backtest block when the
+    portfolio holds more than one. The result is JSON-safe
+    (NaN/inf → null) and key order is stable for diffs.
+    """
+    gate_split = variant.gate_split
+    if gate_split not in metrics:
+        raise ValueError(f"build_evaluation: no metrics for the gate split {gate_split!r}")
+    gate = precision_gate(gate_split, metrics[gate_split], threshold,
+                          target=variant.eval.target_precision, min_signals=variant.eval.min_signals)
+    f1 = metrics[gate_split]["f1"]
+    body = {
+        "variant": variant.name,
+        "diagnosis": [d.to_dict() for d in diagnosis],
+        "dataset": dict(dataset),
+        "splits": {k: dict(v) for k, v in splits.items()},
+        "training": dict(training),
+        "threshold": threshold.to_dict(),
+        "metrics": {k: dict(v) for k, v in metrics.items()},
+        "backtest": {**backtest_block(gate_split, threshold, backtest_result),
+                     **({"portfolio": "equal-weight", "per_symbol": dict(symbol_backtest)} if symbol_backtest else {})},
+        "per_symbol": {"split": gate_split, "symbols": dict(per_symbol or {})},
+        "checks": {
+            "precision_gate": gate,
+            "f1": {"passed": f1 is not None and f1 >= MIN_F1, "split": gate_split,
+                   "min_f1": MIN_F1, "f1": f1},
+        },
+        "config": variant.to_dict(),
+    }
+    return json_safe(body)
+
+
+def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: pl.DataFrame,
+                     prices: pl.DataFrame, history: Mapping[str, Any],
+                     predictions: Mapping[str, SplitPredictions],
+                     dataset_info: Mapping[str, Any] | None = None) -> Evaluation:
+    """Threshold on val, metrics on val (+ test), backtest on the gate split, diagnosis, the body.
+
+    ``predictions`` holds exactly the variant's evaluation splits ("val", plus "test" unless
+    it is the ``seed`` layout); ``prices`` is the feature table's ``timestamp`` and
+    ``entry_price`` (all rows, with ``symbol`` for a universe); ``split_frame`` is
+    ``SplitDataset.frame``; ``history`` the trainer's (its per-epoch train accuracy/recall feed
+    the single-class diagnosis); ``dataset_info`` (name, symbols, interval, source sha256, …)
+    joins the ``dataset`` block. The backtest runs per symbol and reports their equal-weight
+    portfolio.
+    """
+    expected = [s for s in variant.split.names if s != "train"]
+    if sorted(predictions) != sorted(expected):
+        raise ValueError(f"evaluate_variant: predictions for {sorted(predictions)}, "
+                         f"variant {variant.name!r} needs {expected}")
+    val = predictions["val"]
+    choice = select_threshold(val.y, val.prob, variant.eval)
+    metrics = {s: classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
+                                         confidence=variant.eval.confidence) for s in expected}
+    gate = predictions[variant.gate_split]
+    # An abstaining model trades nothing; its diagnostic max-F1 point never reaches the backtest.
+    signal = np.zeros(gate.prob.size, bool) if choice.abstains else gate.prob >= choice.threshold
+    per_symbol_bt = symbol_backtests(gate, signal, prices, variant.backtest)
+    result = portfolio(per_symbol_bt)
+    splits = split_summaries(split_frame, variant.split.names)
+    found = diagnose(threshold=choice, metrics=metrics, probabilities={s: predictions[s].prob for s in expected},
+                     gate_split=variant.gate_split, min_signals=variant.eval.min_signals, history=history,
+                     train_base_rate=splits["train"]["positive_rate"], train_samples=splits["train"]["sequences"])
+    body = build_evaluation(
+        variant,
+        dataset={**dataset_summary(dataset_path, prices), **dict(dataset_info or {})},
+        per_symbol=per_symbol_metrics(gate, signal, confidence=variant.eval.confidence),
+        symbol_backtest={s: {k: v for k, v in r.to_dict().items() if k != "random_baseline"}
+                         for s, r in per_symbol_bt.items()} if len(per_symbol_bt) > 1 else None,
+        splits=splits,
+        training=training_summary(history, variant.train.seed),
+        threshold=choice,
+        metrics=metrics,
+        backtest_result=result,
+        diagnosis=found,
+    )
+    log.info("evaluation %s: %s; diagnosis %s", variant.name, body["checks"]["precision_gate"]["reason"],
+             [d.code for d in found] or "none")
+    return Evaluation(body=body, threshold=choice, backtest=result, predictions=predictions, diagnosis=tuple(found))

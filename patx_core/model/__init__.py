@@ -1,0 +1,1 @@
+"""Model: the PriceActionTransformer and the training recipe that fits it."""

@@ -1,0 +1,470 @@
+"""The guide's training recipe as a GPU-first loop that is also correct (and deterministic) on CPU.
+
+Why the loop looks the way it does — the default model is ~0.4 M parameters and a batch is
+32×64×14 floats, so a step is bound by kernel launches and host syncs, not by arithmetic:
+
+* The normalized matrix and labels go to the device once; a batch is gathered there by index
+  arithmetic (rows ``end-W+1 … end`` of each window end), never materialized on the host.
+* Every batch has the same shape: the last one is padded with a repeated index and weight 0, so
+  ``torch.compile`` (CUDA graphs under ``reduce-overhead``) sees one training shape, not two.
+* No host sync inside the step loop: the per-step loss sums and predictions are written into
+  device buffers, and one transfer per epoch brings back the loss and confusion counts. A
+  non-finite epoch loss is then located to its step from the per-step buffer.
+* bf16 autocast and fused AdamW on CUDA; on CPU the same code runs in fp32 without autocast.
+* On CUDA without ``torch.compile`` the whole step (gather, forward, loss, backward, AdamW) is
+  captured once as a CUDA graph and replayed per batch: a batch-32 step is ~200 tiny kernels whose
+  Python launch cost exceeds their run time. If capture fails, the same step runs eagerly.
+
+An optional linear learning-rate warm-up (``TrainConfig.warmup_steps``) keeps the learning rate in
+a device tensor that the step reads, so the captured graph follows the schedule without being
+re-recorded; the value is refilled before each warm-up step (a device write, no sync).
+
+Early stopping watches the val loss (patience 5 by default) and the best weights are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from patx_core.settings.config import ModelConfig, TrainConfig
+from patx_core.model.transformer import PriceActionTransformer, count_parameters
+from patx_core.data.windows import WindowedData
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "f1")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or ±inf; the message names the epoch and (for training) the step."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; an explicit CUDA request without CUDA fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device is {name!r} but CUDA is not available on this machine")
+    return device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (state dict keys without ``_orig_mod.``)."""
+    return getattr(model, "_orig_mod", model)
+
+
+class _DeviceWindows:
+    """Matrix and labels resident on the device; windows gathered from them by index arithmetic."""
+
+    def __init__(self, data: WindowedData, device: torch.device) -> None:
+        self.x = torch.from_numpy(data.matrix).to(device)  # (N, F)
+        self.y = torch.from_numpy(data.labels).to(device)  # (N,)
+        self.offsets = torch.arange(-(data.window_size - 1), 1, device=device)  # (W,)
+        self.ends = {split: torch.from_numpy(e).to(device) for split, e in data.ends.items()}
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows ending at rows ``idx`` and their labels: (B,) → (B, W, F), (B,)."""
+        rows = idx.unsqueeze(1) + self.offsets  # (B, W)
+        return self.x[rows], self.y[idx]  # (B, W, F), (B,)
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """A split's sample ends padded to whole batches; ``weight`` is 0 on the padding."""
+
+    idx: torch.Tensor  # (steps * B,) int64 window end rows
+    weight: torch.Tensor  # (steps * B,) float32, 1 for real samples
+    count: torch.Tensor  # (steps,) float32 real samples per step
+    n: int
+    batch_size: int
+
+    @property
+    def steps(self) -> int:
+        return self.count.numel()
+
+    @classmethod
+    def pad(cls, ends: torch.Tensor, batch_size: int) -> "_Batches":
+        n = ends.numel()
+        steps = math.ceil(n / batch_size)
+        pad = steps * batch_size - n
+        idx = torch.cat([ends, ends[:1].expand(pad)]) if pad else ends  # (steps*B,)
+        weight = torch.ones(steps * batch_size, device=ends.device)
+        weight[n:] = 0.0
+        count = torch.full((steps,), float(batch_size), device=ends.device)
+        count[-1] = float(n - (steps - 1) * batch_size)
+        return cls(idx=idx, weight=weight, count=count, n=n, batch_size=batch_size)
+
+    def __iter__(self) -> Iterator[tuple[int, slice]]:
+        for step in range(self.steps):
+            yield step, slice(step * self.batch_size, (step + 1) * self.batch_size)
+
+
+class _GraphedStep:
+    """A training step captured as one CUDA graph over static input/output tensors."""
+
+    WARMUP_STEPS = 3  # side-stream iterations before capture (cuBLAS workspaces, lazy optimizer state)
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                 example_idx: torch.Tensor, device: torch.device) -> None:
+        self.idx = example_idx  # (B,) static window end rows
+        self.weight = torch.ones(example_idx.numel(), device=device)  # (B,)
+        self.count = torch.tensor(float(example_idx.numel()), device=device)  # ()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP_STEPS):
+                step(self.idx, self.weight, self.count)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss_sum, self.pred = step(self.idx, self.weight, self.count)  # (), (B,)
+
+    def replay(self, idx: torch.Tensor, weight: torch.Tensor,
+               count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the step on new inputs (device-to-device copies, no sync); outputs are overwritten next call."""
+        self.idx.copy_(idx)
+        self.weight.copy_(weight)
+        self.count.copy_(count)
+        self.graph.replay()
+        return self.loss_sum, self.pred
+
+
+class _WarmUp:
+    """Linear warm-up: optimizer step ``k`` (1-based) runs at ``lr * min(1, k / steps)``.
+
+    Counted in optimizer steps, so after an out-of-memory retry at half the batch size it spans
+    half as many samples. (Not the graph capture's ``_GraphedStep.WARMUP_STEPS``, which are undone.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, steps: int) -> None:
+        self.lr, self.steps, self.done = lr, steps, 0
+        self.groups = optimizer.param_groups
+
+    def before_step(self) -> None:
+        if self.done >= self.steps:
+            return
+        self.done += 1
+        value = self.lr * (self.done / self.steps)  # ends exactly on lr at step `steps`
+        for group in self.groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)  # read by the kernel (and the CUDA graph) at run time
+            else:
+                group["lr"] = value
+
+
+def _confusion(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(true positives, predicted positives, actual positives) as a float (3,) device tensor."""
+    t = target > 0.5
+    return torch.stack([(pred & t).sum(), pred.sum(), t.sum()]).float()  # (3,)
+
+
+def _metrics(loss_sum: float, tp: float, pred_pos: float, pos: float, n: int) -> dict[str, float]:
+    """Loss, accuracy, precision, recall, F1 (sklearn's ``zero_division=0`` convention)."""
+    tn = n - pred_pos - pos + tp
+    precision = tp / pred_pos if pred_pos else 0.0
+    recall = tp / pos if pos else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"loss": loss_sum / n, "accuracy": (tp + tn) / n, "precision": precision,
+            "recall": recall, "f1": f1}
+
+
+def resolve_pos_weight(pos_weight: float | str | None, train_labels: np.ndarray) -> float | None:
+    """``None`` → plain BCE; ``"auto"`` → negatives / positives of the train labels; a number as is."""
+    if pos_weight is None:
+        return None
+    if pos_weight == "auto":
+        pos = float((train_labels > 0.5).sum())
+        neg = float(train_labels.size - pos)
+        if pos == 0 or neg == 0:
+            raise ValueError(f'TrainConfig.pos_weight="auto" needs both classes in the train labels; '
+                             f"got {int(pos)} positives and {int(neg)} negatives")
+        return neg / pos
+    return float(pos_weight)
+
+
+class Trainer:
+    """Trains a ``PriceActionTransformer`` on ``data``'s train split, early-stopping on val.
+
+    ``train()`` returns the history dict (see ``docs/ARCHITECTURE.md``); afterwards ``model`` is
+    the unwrapped module holding the best epoch's weights. ``on_epoch_end(epoch, metrics)`` is
+    called once per epoch (1-based) with plain floats, so an orchestrator can forward progress.
+    """
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, data: WindowedData, *,
+                 on_epoch_end: EpochCallback | None = None) -> None:
+        if data.window_size != model_config.window_size:
+            raise ValueError(f"ModelConfig.window_size={model_config.window_size} but the data's windows "
+                             f"are {data.window_size} rows")
+        if data.matrix.shape[1] != model_config.input_dim:
+            raise ValueError(f"ModelConfig.input_dim={model_config.input_dim} but the data has "
+                             f"{data.matrix.shape[1]} feature columns")
+        for split in ("train", "val"):
+            if split not in data.ends or data.n_sequences(split) == 0:
+                raise ValueError(f"Trainer needs a non-empty {split!r} split; data has "
+                                 f"{ {s: data.n_sequences(s) for s in data.ends} }")
+        self.model_config = model_config
+        self.train_config = train_config
+        self.data = data
+        self.on_epoch_end = on_epoch_end
+        self.device = resolve_device(train_config.device)
+        self.pos_weight = resolve_pos_weight(train_config.pos_weight, data.split_labels("train"))
+        self.use_amp = train_config.amp and self.device.type == "cuda"
+        self._model: nn.Module | None = None
+        self._graph: _GraphedStep | None = None
+        self._warmup: _WarmUp | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The unwrapped model with the best epoch's weights (available after ``train()``)."""
+        if self._model is None:
+            raise RuntimeError("Trainer.model is available after train()")
+        return self._model
+
+    def train(self) -> dict[str, Any]:
+        """Train to early stopping; on CUDA out-of-memory, retry once at half the batch size."""
+        dev = _DeviceWindows(self.data, self.device)
+        batch, eval_batch = self.train_config.batch_size, self.train_config.eval_batch_size
+        try:
+            return self._fit(dev, batch, eval_batch)
+        except torch.cuda.OutOfMemoryError as exc:
+            if batch < 2:
+                raise RuntimeError(f"CUDA out of memory at batch size {batch}; nothing smaller to try") from exc
+            log.warning("CUDA out of memory at batch size %d (%s); retrying once at batch size %d",
+                        batch, str(exc).splitlines()[0] if str(exc) else "OOM", batch // 2)
+        # Retried outside the except block so the failed attempt's frames (and tensors) are freed.
+        self._model, self._graph = None, None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            return self._fit(dev, batch // 2, max(1, eval_batch // 2))
+        except torch.cuda.OutOfMemoryError as exc:
+            raise RuntimeError(f"CUDA out of memory at batch size {batch} and again at the retry with "
+                               f"{batch // 2}; lower TrainConfig.batch_size / eval_batch_size or free "
+                               f"GPU memory") from exc
+
+    # -- one complete training run -------------------------------------------------------------
+
+    def _fit(self, dev: _DeviceWindows, batch_size: int, eval_batch_size: int) -> dict[str, Any]:
+        cfg = self.train_config
+        start = time.perf_counter()
+        # Seed the global RNG (init, dropout) and a private one (shuffle): same inputs, same history.
+        torch.manual_seed(cfg.seed)
+        shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        model = PriceActionTransformer(self.model_config).to(self.device)
+        self._model = model
+        step_model = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
+        pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=self.device)
+        loss_fn = nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
+        # Fused AdamW keeps its step counters on the device: one kernel, and no `.item()` per step;
+        # capturable so the CUDA path can record it inside the step's graph.
+        fused = self.device.type in ("cuda", "cpu")
+        # A warm-up changes the lr every step; the fused kernels (and a captured graph) read it from
+        # a device tensor. Without warm-up the lr stays a Python float, as in the guide.
+        lr: float | torch.Tensor = (torch.tensor(cfg.lr, device=self.device) if cfg.warmup_steps and fused
+                                    else cfg.lr)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay,
+                                      fused=True if fused else None, capturable=self.device.type == "cuda")
+        self._warmup = _WarmUp(optimizer, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else None
+        self._graph = None
+        if self.device.type == "cuda" and not cfg.compile:
+            self._graph = self._capture_step(model, optimizer, loss_fn, dev, batch_size)
+        val = _Batches.pad(dev.ends["val"], eval_batch_size)
+        train_ends = dev.ends["train"]
+        history: dict[str, Any] = {f"{s}_{m}": [] for s in ("train", "val") for m in METRIC_NAMES}
+        history["epoch_seconds"] = []
+        best_loss, best_epoch, best_state, wait, stopped_early = math.inf, 0, None, 0, False
+
+        for epoch in range(1, cfg.max_epochs + 1):
+            epoch_start = time.perf_counter()
+            if cfg.shuffle:
+                order = torch.randperm(train_ends.numel(), generator=shuffle_gen).to(self.device)
+                train = _Batches.pad(train_ends[order], batch_size)
+            else:
+                train = _Batches.pad(train_ends, batch_size)
+            step_loss, train_pred = self._train_epoch(step_model, optimizer, loss_fn, dev, train)
+            val_loss, val_pred = self._eval_epoch(step_model, loss_fn, dev, val)
+            # The epoch's single device→host transfer.
+            stats = torch.cat([step_loss.sum().unsqueeze(0),
+                               _confusion(train_pred[: train.n], dev.y[train.idx[: train.n]]),
+                               val_loss.unsqueeze(0),
+                               _confusion(val_pred[: val.n], dev.y[val.idx[: val.n]])]).tolist()
+            self._check_finite(stats[0], stats[4], epoch, step_loss, batch_size)
+            tr, va = _metrics(*stats[:4], train.n), _metrics(*stats[4:], val.n)
+            for m in METRIC_NAMES:
+                history[f"train_{m}"].append(tr[m])
+                history[f"val_{m}"].append(va[m])
+            history["epoch_seconds"].append(time.perf_counter() - epoch_start)
+
+            improved = va["loss"] < best_loss
+            log.info("Epoch [%d/%d]", epoch, cfg.max_epochs)
+            log.info("Train Loss: %.4f | Acc: %.4f | F1: %.4f", tr["loss"], tr["accuracy"], tr["f1"])
+            log.info("Val Loss: %.4f | Acc: %.4f | F1: %.4f", va["loss"], va["accuracy"], va["f1"])
+            if improved:
+                best_loss, best_epoch, wait = va["loss"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                log.info("New best model saved!")
+            else:
+                wait += 1
+            if self.on_epoch_end is not None:
+                metrics = {f"train_{m}": tr[m] for m in METRIC_NAMES} | {f"val_{m}": va[m] for m in METRIC_NAMES}
+                metrics |= {"epoch_seconds": history["epoch_seconds"][-1], "best_val_loss": best_loss,
+                            "is_best": float(improved)}
+                self.on_epoch_end(epoch, metrics)
+            if wait >= cfg.patience:
+                stopped_early = True
+                log.info("Early stopping: val loss has not improved for %d epochs (best %.4f at epoch %d)",
+                         cfg.patience, best_loss, best_epoch)
+                break
+
+        assert best_state is not None  # the first epoch always improves on +inf (finite checked)
+        model.load_state_dict(best_state)
+        model.eval()
+        history.update(best_epoch=best_epoch, best_val_loss=best_loss, epochs_run=len(history["train_loss"]),
+                       seconds=time.perf_counter() - start, device=str(self.device),
+                       params=count_parameters(model), stopped_early=stopped_early, batch_size=batch_size,
+                       seed=cfg.seed, pos_weight=self.pos_weight, compiled=cfg.compile, lr=cfg.lr,
+                       warmup_steps=cfg.warmup_steps,
+                       cuda_graph=self._graph is not None)
+        self._graph = None  # frees the graph's memory pool
+        return history
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.use_amp:
+            # No weight-cast cache: graph capture needs it off, and each weight is cast once per step.
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
+    def _mark_step(self) -> None:
+        # CUDA-graph trees reuse output memory between replays; marking each step tells them that
+        # the previous step's outputs (already consumed) may be overwritten.
+        if self.train_config.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                     dev: _DeviceWindows, batches: _Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the train batches. Nothing here waits for the device (tests pin this)."""
+        model.train()
+        step_loss = torch.zeros(batches.steps, device=self.device)  # (steps,) summed per step
+        pred = torch.empty(batches.idx.numel(), dtype=torch.bool, device=self.device)  # (steps*B,)
+        for step, sl in batches:
+            idx, weight, count = batches.idx[sl], batches.weight[sl], batches.count[step]
+            if self._warmup is not None:
+                self._warmup.before_step()
+            if self._graph is not None:
+                loss_sum, step_pred = self._graph.replay(idx, weight, count)
+            else:
+                loss_sum, step_pred = self._step(model, optimizer, loss_fn, dev, idx, weight, count)
+            step_loss[step] = loss_sum
+            pred[sl] = step_pred
+        return step_loss, pred
+
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, dev: _DeviceWindows,
+              idx: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather, forward, loss, backward, AdamW: returns the batch's summed loss and predictions."""
+        xb, yb = dev.gather(idx)  # (B, W, F), (B,)
+        self._mark_step()
+        with self._autocast():
+            logits = model(xb)  # (B,)
+        logits = logits.float()  # (B,) the loss in fp32 under autocast
+        loss_sum = (loss_fn(logits, yb) * weight).sum()  # () padding has weight 0
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum / count).backward()
+        optimizer.step()
+        return loss_sum.detach(), logits.detach() > 0  # (), (B,)
+
+    def _capture_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                      dev: _DeviceWindows, batch_size: int) -> "_GraphedStep | None":
+        """Record one whole training step as a CUDA graph, or ``None`` (eager steps) if that fails.
+
+        At batch 32 a step is ~200 tiny kernels: launching them from Python costs more than running
+        them. Replaying one graph per step removes that. Warm-up steps (needed before capture) are
+        undone afterwards, so training starts from the seeded init and a fresh optimizer.
+        """
+        saved = [p.detach().clone() for p in model.parameters()]
+        try:
+            return _GraphedStep(lambda i, w, c: self._step(model, optimizer, loss_fn, dev, i, w, c),
+                                dev.ends["train"][:1].expand(batch_size).clone(), self.device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            log.warning("CUDA graph capture of the training step failed (%s); running eager steps", exc)
+            return None
+        finally:
+            with torch.no_grad():
+                for p, s in zip(model.parameters(), saved):
+                    p.copy_(s)
+                for state in optimizer.state.values():
+                    for value in state.values():
+                        if isinstance(value, torch.Tensor):
+                            value.zero_()  # AdamW's fresh state: step 0, zero moments
+
+    @torch.no_grad()
+    def _eval_epoch(self, model: nn.Module, loss_fn: nn.Module, dev: _DeviceWindows,
+                    batches: _Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and predictions over a split, kept on the device."""
+        model.eval()
+        total = torch.zeros((), device=self.device)
+        pred = torch.empty(batches.idx.numel(), dtype=torch.bool, device=self.device)
+        for _, sl in batches:
+            xb, yb = dev.gather(batches.idx[sl])  # (B, W, F), (B,)
+            self._mark_step()
+            with self._autocast():
+                logits = model(xb)  # (B,)
+            logits = logits.float()
+            total += (loss_fn(logits, yb) * batches.weight[sl]).sum()
+            pred[sl] = logits > 0
+        return total, pred
+
+    @staticmethod
+    def _check_finite(train_loss_sum: float, val_loss_sum: float, epoch: int, step_loss: torch.Tensor,
+                      batch_size: int) -> None:
+        if not math.isfinite(train_loss_sum):
+            # Failure path only: one more transfer to find the first bad step.
+            bad = torch.nonzero(~torch.isfinite(step_loss)).flatten()
+            step = int(bad[0]) + 1
+            value = float(step_loss[step - 1])
+            raise NonFiniteLossError(
+                f"non-finite training loss ({value}) at epoch {epoch}, step {step} of {step_loss.numel()} "
+                f"(batch size {batch_size}); check the input matrix for NaN/inf values and the learning rate")
+        if not math.isfinite(val_loss_sum):
+            raise NonFiniteLossError(f"non-finite validation loss ({val_loss_sum}) at epoch {epoch}; "
+                                     f"check the val rows of the input matrix for NaN/inf values")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_size: int | None = None,
+                  device: str | torch.device | None = None) -> np.ndarray:
+    """Buy probabilities (float64, one per sample of ``split``, in ``data.ends[split]`` order).
+
+    Runs in fp32 without autocast so evaluation figures do not depend on the device's precision.
+    ``device=None`` uses the model's own device; another device moves the model there.
+    The model's train/eval mode is restored afterwards.
+    """
+    if split not in data.ends:
+        raise ValueError(f"predict_proba: unknown split {split!r}; data has {list(data.ends)}")
+    batch_size = batch_size or TrainConfig().eval_batch_size
+    module = unwrap(model)
+    target = next(module.parameters()).device if device is None else torch.device(device)
+    module.to(target)
+    was_training = module.training
+    module.eval()
+    try:
+        dev = _DeviceWindows(data, target)
+        ends = dev.ends[split]
+        probs = [torch.sigmoid(module(dev.gather(ends[i:i + batch_size])[0]).float())  # (b,)
+                 for i in range(0, ends.numel(), batch_size)]
+        out = torch.cat(probs) if probs else torch.empty(0, device=target)
+        return out.cpu().numpy().astype(np.float64)
+    finally:
+        module.train(was_training)

@@ -1,0 +1,1 @@
+"""Serving: scoring new candles with a checkpoint."""

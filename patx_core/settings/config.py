@@ -1,0 +1,352 @@
+"""Every tunable of patx, each default written once.
+
+Frozen dataclasses validate themselves at construction (``ValueError`` naming the
+field and the allowed range), so a bad variant file fails before any work starts.
+``VariantConfig.from_dict`` builds a whole variant from plain dicts (the variants
+TOML file, a checkpoint's saved config) and rejects unknown fields by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, TypeVar
+
+FeatureSet = Literal["seed", "relative"]
+FEATURE_SETS: tuple[str, ...] = ("seed", "relative")
+
+# The guide's window: 64 candles ending at the labelled candle.
+DEFAULT_WINDOW = 64
+# Length of the 14-column feature vector (patx_core.data.features.FEATURE_COLUMNS).
+N_FEATURES = 14
+# TA-Lib's EMA200 lookback: the first row at which all 14 guide features exist.
+WARMUP_ROWS = 199
+
+
+def _require(ok: bool, cls: str, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{cls}.{name} must be {rule}, got {value!r}")
+
+
+def _positive_int(cls: str, name: str, value: Any) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, cls, name,
+             "a positive integer", value)
+
+
+def _finite(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    rule = f"in {'(' if lo_open else '['}{lo}, {hi}]"
+    _require(ok, cls, name, rule, value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which features are computed and how many candles one sample sees."""
+
+    feature_set: str = "seed"  # "seed" = the guide's 14 raw columns; "relative" = scale-free
+    window_size: int = DEFAULT_WINDOW
+
+    def __post_init__(self) -> None:
+        _require(self.feature_set in FEATURE_SETS, "DataConfig", "feature_set",
+                 f"one of {FEATURE_SETS}", self.feature_set)
+        _positive_int("DataConfig", "window_size", self.window_size)
+        _require(self.window_size >= 2, "DataConfig", "window_size", ">= 2", self.window_size)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Volatility-scaled triple barrier: take profit / stop loss in ATR units, horizon in candles."""
+
+    horizon: int = 10
+    take_profit: float = 2.0
+    stop_loss: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive_int("LabelConfig", "horizon", self.horizon)
+        _finite("LabelConfig", "take_profit", self.take_profit, 0.0, 100.0, lo_open=True)
+        _finite("LabelConfig", "stop_loss", self.stop_loss, 0.0, 100.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Chronological fractions of the labelled rows; ``test == 0`` means no test split."""
+
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+
+    def __post_init__(self) -> None:
+        _finite("SplitConfig", "train", self.train, 0.0, 1.0, lo_open=True)
+        _finite("SplitConfig", "val", self.val, 0.0, 1.0, lo_open=True)
+        _finite("SplitConfig", "test", self.test, 0.0, 1.0)
+        total = self.train + self.val + self.test
+        _require(abs(total - 1.0) < 1e-9, "SplitConfig", "train + val + test", "1.0", total)
+
+    @classmethod
+    def seed(cls) -> "SplitConfig":
+        """The guide's 80/20 split with no test set."""
+        return cls(train=0.80, val=0.20, test=0.0)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.test > 0 else ("train", "val")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """PriceActionTransformer shape. Defaults give the guide's 406,785 parameters."""
+
+    input_dim: int = N_FEATURES
+    window_size: int = DEFAULT_WINDOW
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 512
+    dropout: float = 0.1
+    head_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("input_dim", "window_size", "d_model", "n_heads", "n_layers", "d_ff", "head_hidden"):
+            _positive_int("ModelConfig", name, getattr(self, name))
+        _finite("ModelConfig", "dropout", self.dropout, 0.0, 1.0)
+        _require(self.dropout < 1.0, "ModelConfig", "dropout", "< 1", self.dropout)
+        _require(self.d_model % self.n_heads == 0, "ModelConfig", "d_model",
+                 f"divisible by n_heads={self.n_heads}", self.d_model)
+        # Sinusoidal encoding interleaves sin/cos over pairs of channels.
+        _require(self.d_model % 2 == 0, "ModelConfig", "d_model", "even", self.d_model)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The guide's recipe (AdamW 1e-3, wd 0.01, batch 32, <=100 epochs, patience 5)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    # Linear learning-rate warm-up over the first N optimizer steps (step k trains at
+    # lr * k / N); 0 = none, the guide's recipe. For large batches at a scaled-up lr: without it,
+    # batch 512 at 4e-3 or 2e-3 collapsed to the base-rate predictor in 4 of 8 H200 runs
+    # (benchmarks/RESULTS.md); whether warm-up cures that is not yet measured.
+    warmup_steps: int = 0
+    max_epochs: int = 100
+    patience: int = 5
+    # None: plain BCE; "auto": negatives/positives of the train labels; a number: that weight.
+    pos_weight: float | str | None = None
+    shuffle: bool = True  # the seed variant keeps the guide's shuffle=False
+    seed: int = 42
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    amp: bool = True  # bf16 autocast on CUDA; never used on CPU
+    compile: bool = False
+    compile_mode: str | None = None  # e.g. "reduce-overhead" for CUDA graphs at small batch
+    # val/test forward passes only; does not change results. Measured on 2 CPU cores: 256 beats
+    # 1024 by ~10 % per epoch (attention over 1024 windows falls out of cache).
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _finite("TrainConfig", "lr", self.lr, 0.0, 10.0, lo_open=True)
+        _finite("TrainConfig", "weight_decay", self.weight_decay, 0.0, 10.0)
+        _require(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
+                 and self.warmup_steps >= 0, "TrainConfig", "warmup_steps", "a non-negative integer",
+                 self.warmup_steps)
+        for name in ("batch_size", "max_epochs", "patience", "eval_batch_size"):
+            _positive_int("TrainConfig", name, getattr(self, name))
+        pw = self.pos_weight
+        _require(pw is None or pw == "auto" or (isinstance(pw, (int, float)) and not isinstance(pw, bool)
+                                                and math.isfinite(pw) and pw > 0),
+                 "TrainConfig", "pos_weight", 'None, "auto" or a positive number', pw)
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+                 "TrainConfig", "seed", "a non-negative integer", self.seed)
+        _require(isinstance(self.device, str), "TrainConfig", "device", "a string", self.device)
+        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
+                 or self.device == "mps", "TrainConfig", "device", '"auto", "cpu", "cuda[:N]" or "mps"',
+                 self.device)
+        for name in ("shuffle", "amp", "compile"):
+            _require(isinstance(getattr(self, name), bool), "TrainConfig", name, "true or false",
+                     getattr(self, name))
+        _require(self.compile_mode in (None, "default", "reduce-overhead", "max-autotune",
+                                       "max-autotune-no-cudagraphs"),
+                 "TrainConfig", "compile_mode", "a torch.compile mode or None", self.compile_mode)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The precision gate: threshold picked on val, applied unchanged to test."""
+
+    target_precision: float = 0.7
+    min_signals: int = 30
+    confidence: float = 0.95  # Wilson interval level
+
+    def __post_init__(self) -> None:
+        _finite("EvalConfig", "target_precision", self.target_precision, 0.0, 1.0, lo_open=True)
+        _positive_int("EvalConfig", "min_signals", self.min_signals)
+        _finite("EvalConfig", "confidence", self.confidence, 0.0, 1.0, lo_open=True)
+        _require(self.confidence < 1.0, "EvalConfig", "confidence", "< 1", self.confidence)
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """Signals traded as their triple-barrier outcomes, with a per-side cost."""
+
+    cost_bps: float = 5.0
+    n_random: int = 1000
+    seed: int = 7
+    periods_per_year: float | None = None  # None: candles per year observed in the data (count / years spanned)
+
+    def __post_init__(self) -> None:
+        _finite("BacktestConfig", "cost_bps", self.cost_bps, 0.0, 10_000.0)
+        _positive_int("BacktestConfig", "n_random", self.n_random)
+        _require(isinstance(self.seed, int) and self.seed >= 0, "BacktestConfig", "seed",
+                 "a non-negative integer", self.seed)
+        if self.periods_per_year is not None:
+            _finite("BacktestConfig", "periods_per_year", self.periods_per_year, 0.0, 1e7, lo_open=True)
+
+
+WalkForwardMode = Literal["expanding", "rolling"]
+WALK_FORWARD_MODES: tuple[str, ...] = ("expanding", "rolling")
+
+
+@dataclass(frozen=True)
+class WalkForwardConfig:
+    """Retrain at past calendar cutoffs and trade the following stretch, fold by fold.
+
+    The last ``1 - min_history`` of the shared calendar holds the folds' test periods, back to
+    back, each ``test_candles`` long; fold ``k`` trains on what came before its test period
+    (``expanding``: all of it; ``rolling``: its last ``train_candles`` candles). With
+    ``test_candles = None`` the length follows from the data (see
+    ``patx_core.evaluation.walk_forward.plan_folds``): long enough that a model flagging half the positives
+    would still reach the gate's ``min_signals``; ``folds`` is then an upper bound, fewer folds
+    are planned when fewer such test periods fit.
+    """
+
+    folds: int = 6  # at most this many folds
+    test_candles: int | None = None  # None: derived from base rate, symbols and eval.min_signals
+    mode: str = "expanding"
+    train_candles: int | None = None  # rolling only; None: the first fold's history length
+    min_history: float = 0.5  # share of the calendar before the first test period
+    min_pass_rate: float = 0.75  # walk_forward_gate_stable passes at this share of folds passing
+
+    def __post_init__(self) -> None:
+        _positive_int("WalkForwardConfig", "folds", self.folds)
+        if self.test_candles is not None:
+            _positive_int("WalkForwardConfig", "test_candles", self.test_candles)
+        _require(self.mode in WALK_FORWARD_MODES, "WalkForwardConfig", "mode",
+                 f"one of {WALK_FORWARD_MODES}", self.mode)
+        if self.train_candles is not None:
+            _positive_int("WalkForwardConfig", "train_candles", self.train_candles)
+            _require(self.mode == "rolling", "WalkForwardConfig", "train_candles",
+                     'unset unless mode = "rolling"', self.train_candles)
+        _finite("WalkForwardConfig", "min_history", self.min_history, 0.0, 1.0, lo_open=True)
+        _require(self.min_history < 1.0, "WalkForwardConfig", "min_history", "< 1", self.min_history)
+        _finite("WalkForwardConfig", "min_pass_rate", self.min_pass_rate, 0.0, 1.0)
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "labels": LabelConfig,
+    "split": SplitConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "backtest": BacktestConfig,
+    "walk_forward": WalkForwardConfig,
+}
+
+T = TypeVar("T")
+
+
+def read_named_tables(path: Path, kind: str, env_var: str,
+                      build: Callable[[str, dict[str, Any]], T]) -> dict[str, T]:
+    """A TOML file of named tables (``[name]``) → ``{name: build(name, table)}``.
+
+    Shared by the variants and datasets files: every error names the file, and a ``build`` error
+    (a bad or unknown field) also names the table, so a typo fails before any work starts.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{kind}s file {path} does not exist (set {env_var})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{kind}s file {path} is not valid TOML: {exc}") from None
+    if not raw:
+        raise ValueError(f"{kind}s file {path} defines no {kind}")
+    built: dict[str, T] = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{kind}s file {path}: top-level key {name!r} must be a [table]")
+        try:
+            built[name] = build(name, values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{kind}s file {path}: {exc}") from None
+    return built
+
+
+def section_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """Build one config section, naming any unknown field and the fields that exist."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One named configuration: a partition of the Dagster graph, one line of the leaderboard."""
+
+    name: str
+    description: str = ""
+    nightly: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
+                 "VariantConfig", "name", "letters, digits, '_' or '-'", self.name)
+        _require(isinstance(self.nightly, bool), "VariantConfig", "nightly", "true or false", self.nightly)
+        _require(self.model.window_size == self.data.window_size, "VariantConfig",
+                 "model.window_size", f"equal to data.window_size={self.data.window_size}",
+                 self.model.window_size)
+        _require(self.model.input_dim == N_FEATURES, "VariantConfig", "model.input_dim",
+                 f"{N_FEATURES} (the feature count)", self.model.input_dim)
+
+    @property
+    def gate_split(self) -> str:
+        """The split the precision gate is judged on: test when there is one, else val."""
+        return "test" if self.split.test > 0 else "val"
+
+    @classmethod
+    def from_dict(cls, name: str, values: Mapping[str, Any]) -> "VariantConfig":
+        """Build from ``{description?, nightly?, data: {...}, labels: {...}, ...}``.
+
+        ``model.window_size`` follows ``data.window_size`` unless given explicitly, so a
+        variant file writes the window once.
+        """
+        values = dict(values)
+        top = {"description", "nightly", *_SECTIONS}
+        unknown = sorted(set(values) - top)
+        if unknown:
+            raise ValueError(f"variant {name!r}: unknown field(s) {unknown}; allowed: {sorted(top)}")
+        sections = {key: section_from_dict(cls_, values.get(key), f"variant {name!r} [{key}]")
+                    for key, cls_ in _SECTIONS.items() if key != "model"}
+        model_values = dict(values.get("model") or {})
+        model_values.setdefault("window_size", sections["data"].window_size)
+        sections["model"] = section_from_dict(ModelConfig, model_values, f"variant {name!r} [model]")
+        kwargs: dict[str, Any] = {k: values[k] for k in ("description", "nightly") if k in values}
+        return cls(name=name, **kwargs, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/TOML/torch-safe); ``from_dict(name, d)`` inverts it."""
+        out = dataclasses.asdict(self)
+        out.pop("name")
+        return out

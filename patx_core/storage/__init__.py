@@ -1,0 +1,2 @@
+"""Storage: atomic artifact writes (local or fsspec URL), the file layout under ``PATX_DATA_DIR``, and
+the checkpoint format."""

@@ -1,0 +1,115 @@
+"""Where patx reads and writes: the file-layout contract other tools rely on.
+
+``PATX_DATA_DIR`` (default ``./data``) holds every output, one folder per dataset
+(``datasets.toml``; see :mod:`patx_core.settings.datasets`)::
+
+    <dataset>/checkpoints/<variant>/best_model.pth, scaler.pkl   trained model
+    <dataset>/reports/<variant>/evaluation.json, report.md, *.png
+    <dataset>/models/<variant>/best_model.pth, manifest.json     the promoted champion
+    <dataset>/signals/<variant>/latest.json                      newest inference
+    <dataset>/work/<variant>/...                                 intermediate data (features, windows)
+    <dataset>/curated/                                           ingested candles (landing datasets)
+    leaderboard.md                                               every (dataset, variant)
+
+``PATX_DATA_DIR`` may be an fsspec URL (``s3://bucket/patx``) so steps on different
+machines share artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from patx_core.storage.artifacts import PathLike, as_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = "data"
+
+
+def data_dir() -> Path:
+    return as_path(os.environ.get("PATX_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _root(root: PathLike | None) -> Path:
+    return as_path(root) if root is not None else data_dir()
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """The folder of one dataset under a data dir, and what is shared by its variants."""
+
+    data_root: Path
+    dataset: str
+
+    @classmethod
+    def for_dataset(cls, dataset: str, root: PathLike | None = None) -> "DatasetPaths":
+        return cls(data_root=_root(root), dataset=dataset)
+
+    @property
+    def root(self) -> Path:
+        return self.data_root / self.dataset
+
+    @property
+    def curated_dir(self) -> Path:
+        return self.root / "curated"
+
+    def variant(self, variant: str) -> "VariantPaths":
+        return VariantPaths(root=self.root, variant=variant)
+
+
+@dataclass(frozen=True)
+class VariantPaths:
+    """Every artifact path of one variant under one dataset's folder (``root``)."""
+
+    root: Path
+    variant: str
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints" / self.variant
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoint_dir / "best_model.pth"
+
+    @property
+    def scaler(self) -> Path:
+        return self.checkpoint_dir / "scaler.pkl"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "reports" / self.variant
+
+    @property
+    def evaluation_json(self) -> Path:
+        return self.report_dir / "evaluation.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def champion_dir(self) -> Path:
+        return self.root / "models" / self.variant
+
+    @property
+    def champion_checkpoint(self) -> Path:
+        return self.champion_dir / "best_model.pth"
+
+    @property
+    def champion_manifest(self) -> Path:
+        return self.champion_dir / "manifest.json"
+
+    @property
+    def signal_json(self) -> Path:
+        return self.root / "signals" / self.variant / "latest.json"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work" / self.variant
+
+
+def leaderboard_md(root: PathLike | None = None) -> Path:
+    """``<PATX_DATA_DIR>/leaderboard.md``: one row per (dataset, variant)."""
+    return _root(root) / "leaderboard.md"
