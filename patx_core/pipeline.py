@@ -488,13 +488,49 @@ def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
 def walk_forward(features: pl.DataFrame, cell: GridCell) -> StepResult:
     """Retrain at past cutoffs and trade each following stretch; walk_forward.json + .md in the report dir.
 
-    The check ``walk_forward_gate_stable`` passes when the gate passed in at least
-    ``walk_forward.min_pass_rate`` of the folds.
+    The whole walk-forward in this process, as one fold group; the Dagster asset runs the same
+    three parts as separate steps (:func:`walk_forward_plan`, :func:`walk_forward_fold_group`,
+    :func:`walk_forward_report`). The check ``walk_forward_gate_stable`` passes when the gate
+    passed in at least ``walk_forward.min_pass_rate`` of the folds.
     """
-    from patx_core.evaluation.walk_forward import run_walk_forward, write_walk_forward
+    import time
+
+    started = time.perf_counter()
+    [group] = walk_forward_plan(features, cell, groups=1)
+    results = walk_forward_fold_group(features, cell, group)
+    return walk_forward_report(results, cell, concurrency="sequential", workers=1,
+                               seconds=time.perf_counter() - started)
+
+
+def walk_forward_plan(features: pl.DataFrame, cell: GridCell, *,
+                      groups: int | Callable[[int], int]) -> list[list[Any]]:
+    """The cell's folds (:func:`~patx_core.evaluation.walk_forward.plan_folds`) cut into at most
+    ``groups`` contiguous fold groups (a number, or a function of the number of folds), each to be
+    trained as one unit."""
+    from patx_core.evaluation.walk_forward import fold_groups, plan_folds
+
+    plans = plan_folds(features, cell.variant)
+    return fold_groups(plans, groups(len(plans)) if callable(groups) else groups)
+
+
+def walk_forward_fold_group(features: pl.DataFrame, cell: GridCell, plans: list[Any], *,
+                            on_fold_end: Callable[[dict[str, Any]], None] | None = None) -> list[Any]:
+    """Train, threshold, trade and judge one fold group on the variant's training device."""
+    from patx_core.evaluation.walk_forward import run_fold_group
+    from patx_core.model.trainer import resolve_device
+
+    device = str(resolve_device(cell.variant.train.device))
+    return run_fold_group(features, plans, cell.variant, device=device, on_fold_end=on_fold_end)
+
+
+def walk_forward_report(results: list[Any], cell: GridCell, *, concurrency: str, workers: int,
+                        seconds: float) -> StepResult:
+    """Every fold group's results stitched (:func:`~patx_core.evaluation.walk_forward.stitch_folds`)
+    into walk_forward.json + .md, its metadata and the ``walk_forward_gate_stable`` check."""
+    from patx_core.evaluation.walk_forward import stitch_folds, write_walk_forward
 
     variant = cell.variant
-    result = run_walk_forward(features, variant)
+    result = stitch_folds(results, variant, concurrency=concurrency, workers=workers, seconds=seconds)
     markdown = write_walk_forward(cell.paths.report_dir, result, variant, title=cell.key)
     s = json_safe(result.summary)
     keys = ("n_folds", "gate_pass_rate", "precision", "precision_ci95", "n_signals", "base_rate",

@@ -1,4 +1,6 @@
-"""Polars DataFrames as parquet: ``<data_dir>/<dataset>/work/<variant>/<asset>.parquet``.
+"""IO managers over the artifact root. Polars DataFrames as parquet:
+``<data_dir>/<dataset>/work/<variant>/<asset>.parquet``; walk-forward fold plans and results as JSON:
+``<data_dir>/<dataset>/work/<variant>/walk_forward/<step>.<output>.json``.
 
 Written here rather than taken from dagster-polars because that package's 0.27 line breaks with
 polars 2.x; the job is small. Writes are atomic so a killed run never leaves a torn file.
@@ -7,10 +9,13 @@ polars 2.x; the job is small. Writes are atomic so a killed run never leaves a t
 from __future__ import annotations
 
 import io
+import re
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from patx_core.evaluation import fold_store
 from patx_core.storage.artifacts import as_path, atomic_write_with
 from patx_dagster.resources import PatxStorage
 
@@ -34,3 +39,45 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         path = self._path(context)
         return pl.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+FOLD_IO_MANAGER = "fold_io_manager"
+
+
+class FoldFileIOManager(dg.ConfigurableIOManager):
+    """Fold plans and fold results as ``<work_dir>/walk_forward/<step>.<output>.json``.
+
+    A value is a dict whose ``plans`` (FoldPlans) and ``results`` (FoldResults) are encoded by
+    :mod:`patx_core.evaluation.fold_store`, exactly; its other entries are plain JSON.
+    """
+
+    storage: PatxStorage
+
+    def _path(self, context: dg.OutputContext) -> Any:
+        name = ".".join(part for part in (context.step_key, context.name, context.mapping_key) if part)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        return self.storage.cell(context.asset_partition_key).paths.work_dir / "walk_forward" / f"{safe}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        body = dict(obj)
+        if "plans" in body:
+            body["plans"] = [fold_store.plan_to_json(p) for p in body["plans"]]
+        if "results" in body:
+            body["results"] = [fold_store.result_to_json(r) for r in body["results"]]
+        path = self._path(context)
+        fold_store.write_fold_file(path, body)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
+        body = fold_store.read_fold_file(self._path(context.upstream_output))
+        body.pop("format")
+        if "plans" in body:
+            body["plans"] = [fold_store.plan_from_json(p) for p in body["plans"]]
+        if "results" in body:
+            body["results"] = [fold_store.result_from_json(r) for r in body["results"]]
+        return body
+
+
+def io_managers(storage: PatxStorage) -> dict[str, dg.ConfigurableIOManager]:
+    """The IO managers the assets name, keyed as they name them."""
+    return {"parquet_io_manager": PolarsParquetIOManager(storage=storage), FOLD_IO_MANAGER: FoldFileIOManager(storage=storage)}

@@ -27,25 +27,24 @@ Test length: ``walk_forward.test_candles = None`` derives it (:func:`plan_folds`
 that flags half of the positives still reaches ``eval.min_signals``; ``walk_forward.folds`` is an
 upper bound, and fewer folds are planned when fewer such periods fit after ``min_history``.
 
-Concurrency: folds are independent, so they can train side by side in worker processes
-(:func:`run_walk_forward`). Each fold is seeded with the variant's own ``train.seed`` (what the
-nightly retrain at that date would have used) and runs with the same torch thread count in every
-mode, so sequential and concurrent runs give identical numbers.
+Concurrency: folds are independent. :func:`fold_groups` cuts the plan into contiguous groups,
+:func:`run_fold_group` trains one group, and :func:`stitch_folds` joins the groups' results in fold
+order, so an orchestrator can run each group as its own step on its own machine (the Dagster
+``walk_forward`` asset does: one step per group). Each fold is seeded with the variant's own
+``train.seed`` (what the nightly retrain at that date would have used); a fold's numbers depend
+only on its plan, the data, the device and the torch thread count of the process it runs in.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import hashlib
 import logging
 import math
-import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
@@ -63,8 +62,8 @@ from patx_core.data.universe import SYMBOL
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_table", "plan_folds", "run_fold",
-           "run_walk_forward", "write_walk_forward", "SIGNAL_MARGIN"]
+__all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_groups", "fold_table", "plan_folds", "run_fold",
+           "run_fold_group", "run_walk_forward", "stitch_folds", "write_walk_forward", "SIGNAL_MARGIN"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,6 @@ log = logging.getLogger(__name__)
 #: precision target rarely flags every positive, so a period with barely ``min_signals``
 #: positives would fail the gate for lack of signals rather than for lack of skill.
 SIGNAL_MARGIN = 2.0
-
-Concurrency = Literal["sequential", "processes", "auto"]
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -294,9 +291,18 @@ class WalkForwardResult:
         return json_safe({"folds": self.folds, "summary": self.summary})
 
 
-def stitch(results: list[FoldResult], variant: VariantConfig, *, concurrency: str, workers: int,
-           seconds: float) -> WalkForwardResult:
-    """Pool the folds' signals and compound their test periods in time order."""
+def stitch_folds(results: list[FoldResult], variant: VariantConfig, *, concurrency: str, workers: int,
+                 seconds: float) -> WalkForwardResult:
+    """Pool the folds' signals and compound their test periods in time order.
+
+    ``results`` may come from any number of groups in any order; they are put in fold order here.
+    ``concurrency`` (how the folds ran), ``workers`` (how many fold groups) and ``seconds`` (wall
+    time) are recorded in the summary as given.
+    """
+    results = sorted(results, key=lambda r: r.row["fold"])
+    if [r.row["fold"] for r in results] != list(range(len(results))):
+        raise ValueError(f"stitch_folds: folds {[r.row['fold'] for r in results]} are not 0..{len(results) - 1} "
+                         "exactly once each (a fold group is missing or was run twice)")
     rows = [r.row for r in results]
     n_signals = sum(r.row["n_signals"] for r in results)
     tp = sum(r.true_positives for r in results)
@@ -339,102 +345,53 @@ def stitch(results: list[FoldResult], variant: VariantConfig, *, concurrency: st
     return WalkForwardResult(folds=rows, summary=summary, equity=pl.concat(curves), results=results)
 
 
-def _fold_worker(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, device: str,
-                 threads: int) -> FoldResult:
-    """A fold in a worker process, at the thread count the parent chose for every fold."""
-    torch.set_num_threads(threads)
-    return run_fold(features, plan, variant, device=device)
+def fold_groups(plans: list[FoldPlan], n_groups: int) -> list[list[FoldPlan]]:
+    """``plans`` cut into ``min(n_groups, len(plans))`` contiguous groups whose sizes differ by at
+    most one (the first groups take the remainder), e.g. 6 folds in 4 groups: 2, 2, 1, 1."""
+    if n_groups < 1:
+        raise ValueError(f"fold_groups: n_groups must be >= 1, got {n_groups}")
+    n = min(n_groups, len(plans))
+    size, extra = divmod(len(plans), n) if n else (0, 0)
+    groups, start = [], 0
+    for g in range(n):
+        end = start + size + (1 if g < extra else 0)
+        groups.append(plans[start:end])
+        start = end
+    return groups
 
 
-def default_workers(device: torch.device, n_folds: int) -> int:
-    """Folds side by side when they run concurrently: one per core on CPU, up to 8 sharing a GPU.
-
-    CPU: the tiny and default models parallelize poorly inside a step (a batch is 32-64
-    windows), so whole folds side by side use the cores better than intra-op threads. GPU: each
-    worker has its own CUDA context and CUDA-graphed steps; a batch-32 step leaves the GPU mostly
-    idle, which the other folds fill, bounded by the host cores that launch their work.
-    """
-    cores = _cores()
-    return max(1, min(n_folds, cores if device.type == "cpu" else min(8, cores)))
-
-
-def fold_threads(device: torch.device, n_folds: int) -> int:
-    """Torch threads per fold, in every mode: the thread count changes a CPU run's floating-point
-    reduction order (and so its numbers), so sequential runs use the concurrent runs' count."""
-    return max(1, _cores() // default_workers(device, n_folds))
+def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: VariantConfig, *,
+                   device: str = "cpu",
+                   on_fold_end: Callable[[dict[str, Any]], None] | None = None) -> list[FoldResult]:
+    """Every fold of one group, one after another in this process (``on_fold_end(row)`` after each)."""
+    results = []
+    for plan in plans:
+        result = run_fold(features, plan, variant, device=device)
+        if on_fold_end is not None:
+            on_fold_end(result.row)
+        results.append(result)
+    return results
 
 
-def _resolve_workers(concurrency: str, device: torch.device, n_folds: int, workers: int | None) -> int:
-    """Worker processes for ``concurrency`` (1 = run in this process)."""
-    if concurrency not in ("sequential", "processes", "auto"):
-        raise ValueError(f"concurrency must be 'sequential', 'processes' or 'auto', got {concurrency!r}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if concurrency == "sequential":
-        return 1
-    n = min(workers, n_folds) if workers is not None else default_workers(device, n_folds)
-    if concurrency == "auto" and device.type == "cpu" and workers is None and _cores() < AUTO_MIN_CPU_CORES:
-        return 1
-    return n if concurrency == "processes" or n >= 2 else 1
-
-
-#: ``concurrency="auto"`` trains folds in worker processes on a CPU only from this many cores on.
-#: Measured on 2 shared cores (smoke, 6 folds, bundled sample): processes took 46.1 s against
-#: 43.5 s one after another (and 50.3 vs 51.8 s in another run) — the spawn and import cost of
-#: each worker eats what the second core gives, so two cores stay sequential ("no slower").
-AUTO_MIN_CPU_CORES = 4
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, concurrency: Concurrency = "auto",
-                     device: str | None = None, workers: int | None = None, threads_per_fold: int | None = None,
+def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, device: str | None = None,
+                     groups: int = 1,
                      on_fold_end: Callable[[dict[str, Any]], None] | None = None) -> WalkForwardResult:
-    """Every fold of ``variant.walk_forward`` on ``features`` (a :func:`build_feature_table` table).
+    """Every fold of ``variant.walk_forward`` on ``features`` (a :func:`build_feature_table` table),
+    in this process: planned, cut into ``groups`` fold groups, each group run, then stitched.
 
-    ``concurrency``: ``"sequential"`` runs the folds one after another in this process;
-    ``"processes"`` trains them side by side in ``workers`` spawned processes (default
-    :func:`default_workers`); ``"auto"`` = processes when more than one worker fits, on a GPU or
-    on a CPU of at least :data:`AUTO_MIN_CPU_CORES` cores, else sequential.
-    ``device`` defaults to the variant's ``train.device``. Every fold runs at
-    ``threads_per_fold`` torch threads (default :func:`fold_threads`) in either mode, so both give
-    identical numbers. ``on_fold_end(row)`` is called with each finished fold's row.
+    ``device`` defaults to the variant's ``train.device``. To spread the groups over processes or
+    machines, run :func:`run_fold_group` per group wherever it should run and pass every result to
+    :func:`stitch_folds` (the Dagster ``walk_forward`` asset does that, one step per group).
     """
     started = time.perf_counter()
     plans = plan_folds(features, variant)
-    dev = resolve_device(device or variant.train.device)
-    n_workers = _resolve_workers(concurrency, dev, len(plans), workers)
-    threads = threads_per_fold or fold_threads(dev, len(plans))
-    mode = "sequential" if n_workers == 1 else "processes"
-    log.info("walk-forward %s: %d fold(s), %s, %d worker(s) x %d thread(s) on %s",
-             variant.name, len(plans), mode, n_workers, threads, dev)
-    results: list[FoldResult | None] = [None] * len(plans)
-    if n_workers == 1:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            for plan in plans:
-                results[plan.index] = run_fold(features, plan, variant, device=str(dev))
-                if on_fold_end is not None:
-                    on_fold_end(results[plan.index].row)  # type: ignore[union-attr]
-        finally:
-            torch.set_num_threads(previous)
-    else:
-        # spawn, not fork: a forked child of a process that already ran torch threads can deadlock
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_fold_worker, fold_table(features, plan, variant.labels.horizon), plan,
-                                   variant, str(dev), threads): plan.index for plan in plans}
-            for future in cf.as_completed(futures):
-                result = future.result()
-                results[futures[future]] = result
-                if on_fold_end is not None:
-                    on_fold_end(result.row)
-    done = [r for r in results if r is not None]
-    assert len(done) == len(plans)
-    return stitch(done, variant, concurrency=mode, workers=n_workers, seconds=time.perf_counter() - started)
+    dev = str(resolve_device(device or variant.train.device))
+    cut = fold_groups(plans, groups)
+    log.info("walk-forward %s: %d fold(s) in %d group(s) on %s", variant.name, len(plans), len(cut), dev)
+    results = [r for group in cut for r in run_fold_group(features, group, variant, device=dev,
+                                                          on_fold_end=on_fold_end)]
+    return stitch_folds(results, variant, concurrency="sequential", workers=len(cut),
+                        seconds=time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------------- report

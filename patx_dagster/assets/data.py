@@ -11,6 +11,7 @@ from patx_core import pipeline
 from patx_core.data.universe import UNIVERSE_PRICES_SCHEMA
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
+from patx_dagster.placement import CPU, worker_metadata
 from patx_dagster.resources import PatxStorage
 
 GROUP = "data"
@@ -22,7 +23,7 @@ with warnings.catch_warnings():
     RAW_PRICES_TYPE = pandera_schema_to_dagster_type(UNIVERSE_PRICES_SCHEMA)
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"})
+@dg.asset(group_name=GROUP, kinds={"parquet"}, op_tags=CPU)
 def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """New candle files from each dataset's landing folder, merged into its curated store.
 
@@ -45,12 +46,13 @@ def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) ->
     for name, report in reports.items():
         for q in report.quarantined:
             context.log.warning(f"[{name}] quarantined {q.file}: {q.message}")
-    return dg.MaterializeResult(metadata={"datasets": sorted(reports), "could_not_run": failed, **metadata})
+    return dg.MaterializeResult(metadata={"datasets": sorted(reports), "could_not_run": failed, **metadata,
+                                          **worker_metadata()})
 
 
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
           check_specs=specs_for("raw_prices"), io_manager_key="parquet_io_manager",
-          dagster_type=RAW_PRICES_TYPE, deps=[ingested_candles])
+          dagster_type=RAW_PRICES_TYPE, deps=[ingested_candles], op_tags=CPU)
 def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # returns MaterializeResult(value=pl.DataFrame)
     """The dataset's candles, every symbol validated (pandera schema + invariants) before anything
     downstream runs; the run is tagged with the input's path and sha256."""
@@ -59,7 +61,7 @@ def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # retu
     context.instance.add_run_tags(context.run.run_id, {
         "patx/dataset": cell.dataset.name, "patx/input_sha256": step.metadata["input_sha256"],
         "patx/input_path": ";".join(step.metadata["input_files"])[:4000]})
-    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value), **worker_metadata()},
                                 check_results=results(step.checks))
 
 
@@ -70,27 +72,28 @@ def column_schema(frame: pl.DataFrame) -> dict[str, dg.TableSchema]:
 
 
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
-          check_specs=specs_for("features"), io_manager_key="parquet_io_manager")
+          check_specs=specs_for("features"), io_manager_key="parquet_io_manager", op_tags=CPU)
 def features(context: dg.AssetExecutionContext, storage: PatxStorage,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome, per symbol."""
     step = pipeline.build_features(raw_prices, storage.cell(context.partition_key))
-    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value), **worker_metadata()},
                                 check_results=results(step.checks))
 
 
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
-          check_specs=specs_for("splits"), io_manager_key="parquet_io_manager")
+          check_specs=specs_for("splits"), io_manager_key="parquet_io_manager", op_tags=CPU)
 def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
            features: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """Train/val/test at calendar cutoffs shared by every symbol, purged per symbol, and the z-score
     scaler fitted on train rows only (``work/<variant>/scaler.json``)."""
     step = pipeline.build_splits(features, storage.cell(context.partition_key))
-    return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **worker_metadata()},
+                                check_results=results(step.checks))
 
 
-@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"})
+@dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"}, op_tags=CPU)
 def windows(context: dg.AssetExecutionContext, storage: PatxStorage, splits: pl.DataFrame) -> dg.MaterializeResult:
     """The normalized matrix and each split's window end rows (windows are strided views)."""
     step = pipeline.build_windows(splits, storage.cell(context.partition_key))
-    return dg.MaterializeResult(metadata=step.metadata)
+    return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})

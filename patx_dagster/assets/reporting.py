@@ -7,11 +7,12 @@ from patx_core import pipeline
 from patx_dagster.assets.training import trained_model
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
+from patx_dagster.placement import CPU, GPU, worker_metadata
 from patx_dagster.resources import PatxStorage
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
-          deps=[trained_model], check_specs=specs_for("evaluation_report"))
+          deps=[trained_model], check_specs=specs_for("evaluation_report"), op_tags=GPU)
 def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame,
                       splits: pl.DataFrame) -> dg.MaterializeResult:
     """``<dataset>/reports/<variant>/evaluation.json`` + ``report.md``. A completed evaluation is a
@@ -21,12 +22,12 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, f
     gate = step.value["checks"]["precision_gate"]
     if not gate["passed"]:
         context.log.warning(f"[{cell.key}] precision gate failed: {gate['reason']}")
-    metadata = {**step.metadata, "report": dg.MetadataValue.md(step.markdown)}
+    metadata = {**step.metadata, "report": dg.MetadataValue.md(step.markdown), **worker_metadata()}
     return dg.MaterializeResult(metadata=metadata, check_results=results(step.checks))
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"pytorch"},
-          deps=[evaluation_report])
+          deps=[evaluation_report], op_tags=CPU)
 def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """``<dataset>/models/<variant>/``: the checkpoint, promoted only when this evaluation's gate
     passed; otherwise ``promoted: false`` with the reason, and the earlier champion stays."""
@@ -34,35 +35,19 @@ def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> d
     step = pipeline.promote_champion(cell)
     if not step.metadata["promoted"]:
         context.log.info(f"[{cell.key}] not promoted: {step.metadata['reason']}")
-    return dg.MaterializeResult(metadata=step.metadata)
+    return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"json"},
-          deps=[champion_model])
+          deps=[champion_model], op_tags=CPU)
 def latest_signal(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
     newest candle, or "hold" with the reason "no champion"."""
     step = pipeline.latest_signal(storage.cell(context.partition_key))
-    return dg.MaterializeResult(metadata=step.metadata)
+    return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})
 
 
-@dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
-          check_specs=specs_for("walk_forward"), pool="gpu")
-def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame) -> dg.MaterializeResult:
-    """``<dataset>/reports/<variant>/walk_forward.json`` + ``.md``: the nightly retrain replayed at
-    past cutoffs, each fold trading the stretch after its cutoff (folds train side by side).
-
-    Not part of the nightly retrain or ``make baseline``: it trains one model per fold, so it has
-    its own job (``walk_forward``) and a weekly schedule.
-    """
-    cell = storage.cell(context.partition_key)
-    step = pipeline.walk_forward(features, cell)
-    context.log.info(f"[{cell.key}] walk-forward: {step.checks[0].description}")
-    return dg.MaterializeResult(metadata={**step.metadata, "report": dg.MetadataValue.md(step.markdown)},
-                                check_results=results(step.checks))
-
-
-@dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report])
+@dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report], op_tags=CPU)
 def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""
     grid = storage.grid()
@@ -74,4 +59,5 @@ def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage)
                  for r in step.value["rows"]],
         schema=dg.TableSchema(columns=columns))
     return dg.MaterializeResult(metadata={**step.metadata, "leaderboard": table,
-                                          "markdown": dg.MetadataValue.md(step.markdown)})
+                                          "markdown": dg.MetadataValue.md(step.markdown),
+                                          **worker_metadata()})

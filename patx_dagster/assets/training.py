@@ -5,11 +5,12 @@ import dagster as dg
 from patx_core import pipeline
 from patx_dagster.assets.data import windows
 from patx_dagster.partitions import grid_partitions
+from patx_dagster.placement import GPU, worker_metadata
 from patx_dagster.resources import PatxStorage
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="model", kinds={"pytorch"}, deps=[windows],
-          pool="gpu")
+          pool="gpu", op_tags=GPU)
 def trained_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """``<dataset>/checkpoints/<variant>/best_model.pth`` + ``scaler.pkl``, trained with early stopping
     on the pooled windows of every symbol.
@@ -25,4 +26,4 @@ def trained_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg
                          + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
     step = pipeline.train_model(cell, on_epoch_end=on_epoch_end)
-    return dg.MaterializeResult(metadata=step.metadata)
+    return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})

@@ -10,7 +10,7 @@ import polars as pl
 
 from patx_core.storage.paths import DatasetPaths, VariantPaths
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.io_manager import io_managers
 from patx_dagster.partitions import partition_key
 from patx_dagster.resources import PatxStorage
 from tests.cells import write_datasets_file
@@ -49,7 +49,7 @@ def materialize(raw_path: Path, data_dir: Path, variant: str = "smoke", *,
         ALL_ASSETS,
         partition_key=None if unpartitioned else partition_key(DATASET, variant),
         selection=selection or PER_VARIANT,
-        resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+        resources={"storage": storage, **io_managers(storage)},
         raise_on_error=False,
     )
 

@@ -100,7 +100,7 @@ def test_a_window_longer_than_the_data_allows_names_the_field(tmp_path, user_dat
     variants = tmp_path / "variants.toml"
     variants.write_text('[smoke]\n[smoke.data]\nwindow_size = 4000\n')
     from patx_dagster.assets import ALL_ASSETS
-    from patx_dagster.io_manager import PolarsParquetIOManager
+    from patx_dagster.io_manager import io_managers
     from patx_dagster.partitions import partition_key
     import dagster as dg
 
@@ -111,7 +111,7 @@ def test_a_window_longer_than_the_data_allows_names_the_field(tmp_path, user_dat
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=PER_VARIANT,
                             raise_on_error=False,
                             resources={"storage": storage,
-                                       "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                                       **io_managers(storage)})
     assert result.get_failed_step_keys() == {"raw_prices"}
     assert "window_size" in failure_text(result)
     assert snapshot(user_data) == before

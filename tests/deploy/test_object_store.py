@@ -22,7 +22,7 @@ from upath import UPath
 from patx_core.storage.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  atomic_write_with, is_local, read_json)
 from patx_core.storage.paths import DatasetPaths
-from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.io_manager import io_managers
 from patx_dagster.resources import PatxStorage
 from tests.cells import write_datasets_file
 
@@ -101,7 +101,7 @@ def test_parquet_io_manager_round_trips_through_the_store(store_root):
     storage = PatxStorage(datasets_file=str(DATASETS_FILE), data_dir=store_root)
     result = dg.materialize([upstream, downstream], partition_key=dg.MultiPartitionKey({"dataset": DATASET,
                                                                                         "variant": VARIANT}),
-                            resources={"parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                            resources={**io_managers(storage)})
     assert result.success
     work = f"{DATASET}/work/{VARIANT}"
     assert store_files(store_root) == {f"{work}/upstream.parquet", f"{work}/downstream.parquet"}
@@ -137,7 +137,7 @@ def test_smoke_cell_runs_entirely_on_the_store(store_root, one_torch_thread, tmp
     cell = [k.to_user_string() for k in defs.resolve_job_def("retrain_variant").asset_layer.selected_asset_keys]
     result = dg.materialize(ALL_ASSETS, selection=cell, raise_on_error=False,
                             partition_key=dg.MultiPartitionKey({"dataset": DATASET, "variant": VARIANT}),
-                            resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                            resources={"storage": storage, **io_managers(storage)})
 
     failures = {e.step_key: e.event_specific_data.error.message
                 for e in result.all_events if e.event_type_value == "STEP_FAILURE"}

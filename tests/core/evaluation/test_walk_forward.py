@@ -1,4 +1,4 @@
-"""Walk-forward folds: isolation from later prices, the gate on signal vs noise, concurrency."""
+"""Walk-forward folds: isolation from later prices, the gate on signal vs noise, fold groups."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from patx_core.settings.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, VariantConfig, WalkForwardConfig
 from patx_core.data.splits import build_feature_table
 from patx_core.data.contract import validate_raw
-from patx_core.evaluation.walk_forward import SIGNAL_MARGIN, WalkForwardResult, fold_table, plan_folds, run_walk_forward
+from patx_core.evaluation import fold_store
+from patx_core.evaluation.walk_forward import (SIGNAL_MARGIN, WalkForwardResult, fold_groups, fold_table, plan_folds,
+                                               run_fold_group, run_walk_forward, stitch_folds)
 from tests.synthetic import noise_candles, planted_candles
 
 # A tiny model: the isolation and concurrency tests need fold-exact numbers, not a good model.
@@ -67,8 +69,8 @@ def test_folds_ending_before_a_price_change_are_byte_identical() -> None:
     assert not table.filter(before)["trade_return"].equals(changed.filter(before)["trade_return"])
     assert plan_folds(changed, TINY) == plans
 
-    a = _comparable(run_walk_forward(table, TINY, concurrency="sequential"))
-    b = _comparable(run_walk_forward(changed, TINY, concurrency="sequential"))
+    a = _comparable(run_walk_forward(table, TINY))
+    b = _comparable(run_walk_forward(changed, TINY))
     assert a[:2] == b[:2]
     assert a[2] != b[2]  # the change is visible where it should be
 
@@ -89,8 +91,8 @@ def test_fold_table_keeps_no_label_whose_horizon_reaches_the_test_end() -> None:
 
 @pytest.mark.slow
 def test_planted_pattern_passes_in_most_folds_and_noise_in_none() -> None:
-    planted = run_walk_forward(_table(planted_candles(2400, seed=1), LEARNER), LEARNER, concurrency="sequential")
-    noise = run_walk_forward(_table(noise_candles(2400, seed=1), LEARNER), LEARNER, concurrency="sequential")
+    planted = run_walk_forward(_table(planted_candles(2400, seed=1), LEARNER), LEARNER)
+    noise = run_walk_forward(_table(noise_candles(2400, seed=1), LEARNER), LEARNER)
     assert planted.summary["n_folds"] == noise.summary["n_folds"] == 3
     assert planted.summary["gate_pass_rate"] >= 2 / 3, [f["gate_reason"] for f in planted.folds]
     assert noise.summary["gate_passed_folds"] == 0, [f["gate_reason"] for f in noise.folds]
@@ -98,19 +100,51 @@ def test_planted_pattern_passes_in_most_folds_and_noise_in_none() -> None:
 
 
 @pytest.mark.slow
-def test_concurrent_folds_give_the_sequential_numbers() -> None:
+def test_fold_groups_run_apart_and_stored_as_files_stitch_to_the_one_process_numbers(tmp_path) -> None:
     table = _table(planted_candles(1500, seed=3), TINY)
-    variant = dataclasses.replace(TINY, walk_forward=WalkForwardConfig(folds=2, test_candles=200))
-    sequential = run_walk_forward(table, variant, concurrency="sequential")
-    concurrent = run_walk_forward(table, variant, concurrency="processes", workers=2)
-    assert concurrent.summary["concurrency"] == "processes" and concurrent.summary["workers"] == 2
-    assert _comparable(concurrent) == _comparable(sequential)
-    growth = np.prod([1 + f["strategy_return"] for f in concurrent.folds]) - 1
-    assert concurrent.summary["strategy_return"] == pytest.approx(growth)
-    assert concurrent.equity["fold"].unique().to_list() == [0, 1]
+    variant = dataclasses.replace(TINY, walk_forward=WalkForwardConfig(folds=3, test_candles=150))
+    whole = run_walk_forward(table, variant)
+    # What the Dagster steps do: plans through a file, each group on its own, results through a file.
+    groups = fold_groups(plan_folds(table, variant), 2)
+    loaded = []
+    for g, plans in enumerate(groups):
+        path = tmp_path / f"plan{g}.json"
+        fold_store.write_fold_file(path, {"plans": [fold_store.plan_to_json(p) for p in plans]})
+        plans_back = [fold_store.plan_from_json(p) for p in fold_store.read_fold_file(path)["plans"]]
+        assert plans_back == plans
+        out = tmp_path / f"group{g}.json"
+        fold_store.write_fold_file(out, {"results": [fold_store.result_to_json(r)
+                                                     for r in run_fold_group(table, plans_back, variant)]})
+        loaded += [fold_store.result_from_json(r) for r in fold_store.read_fold_file(out)["results"]]
+    apart = stitch_folds(loaded[::-1], variant, concurrency="celery", workers=2, seconds=1.0)
+    assert _comparable(apart) == _comparable(whole)
+    assert apart.equity.equals(whole.equity)
+    for a, b in zip(apart.results, whole.results):
+        assert a.row == b.row and a.equity.equals(b.equity)
+        np.testing.assert_array_equal(a.random.returns, b.random.returns)
+        np.testing.assert_array_equal(a.random.trades, b.random.trades)
     drop = ("concurrency", "workers", "seconds")
-    assert {k: v for k, v in concurrent.summary.items() if k not in drop} == \
-           {k: v for k, v in sequential.summary.items() if k not in drop}
+    assert {k: v for k, v in apart.summary.items() if k not in drop} == \
+           {k: v for k, v in whole.summary.items() if k not in drop}
+    assert (apart.summary["concurrency"], apart.summary["workers"]) == ("celery", 2)
+    growth = np.prod([1 + f["strategy_return"] for f in apart.folds]) - 1
+    assert apart.summary["strategy_return"] == pytest.approx(growth)
+    assert apart.equity["fold"].unique().to_list() == [0, 1, 2]
+    with pytest.raises(ValueError, match="exactly once"):
+        stitch_folds(loaded[:2], variant, concurrency="x", workers=1, seconds=0.0)
+    with pytest.raises(ValueError, match="exactly once"):
+        stitch_folds([*loaded, loaded[0]], variant, concurrency="x", workers=1, seconds=0.0)
+
+
+def test_fold_groups_are_contiguous_and_balanced() -> None:
+    plans = list(range(6))
+    assert fold_groups(plans, 1) == [plans]
+    assert fold_groups(plans, 4) == [[0, 1], [2, 3], [4], [5]]
+    assert fold_groups(plans, 6) == [[p] for p in plans]
+    assert fold_groups(plans, 10) == [[p] for p in plans]
+    assert fold_groups(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    with pytest.raises(ValueError, match="n_groups"):
+        fold_groups(plans, 0)
 
 
 def test_derived_test_length_holds_enough_positives_and_ignores_later_prices() -> None:
@@ -187,18 +221,3 @@ def test_step_writes_the_report_and_the_stability_check(tmp_path) -> None:
     assert "data:image/png;base64," in step.markdown
     [check] = step.checks
     assert check.name == "walk_forward_gate_stable" and check.passed  # min_pass_rate 0: always stable
-
-
-def test_auto_concurrency_trains_side_by_side_only_where_it_pays(monkeypatch):
-    import torch
-
-    from patx_core.evaluation import walk_forward as wf
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(wf, "_cores", lambda: 2)
-    assert wf._resolve_workers("auto", cpu, 6, None) == 1  # measured: no faster on 2 cores
-    assert wf._resolve_workers("processes", cpu, 6, None) == 2
-    assert wf._resolve_workers("auto", gpu, 6, None) == 2
-    monkeypatch.setattr(wf, "_cores", lambda: 16)
-    assert wf._resolve_workers("auto", cpu, 6, None) == 6
-    assert wf._resolve_workers("auto", gpu, 12, None) == 8
-    assert wf._resolve_workers("sequential", gpu, 12, None) == 1
