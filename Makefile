@@ -15,7 +15,7 @@ RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "$(LOG_LEVEL)"}}}
 # it is still the documented shell entry point, so that one warning is kept off the screen.
 export PYTHONWARNINGS = ignore:Function `asset_materialize_command` is superseded
 
-.PHONY: setup baseline materialize walk-forward ingest test test-ui ui leaderboard clean-outputs
+.PHONY: setup baseline materialize walk-forward ingest test test-ui ui leaderboard clean-outputs workers workers-stop
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e '.[dev,ui,deploy]'
+	$(PY) -m pip install -q -e '.[dev,ui,deploy,distributed]'
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: instance.yaml
@@ -57,6 +57,15 @@ ingest: setup
 leaderboard: setup
 	$(DAGSTER) asset materialize -m patx_dagster --select variant_leaderboard --config-json $(RUN_CONFIG)
 	@echo "leaderboard: $${PATX_DATA_DIR:-data}/leaderboard.md"
+
+# Steps on Celery workers instead of in process (deploy/README.md "One box"): a local redis-server
+# on 127.0.0.1 and a `cpu` and a `gpu` worker, in the background; it prints their PIDs.
+# Then run with PATX_EXECUTOR=celery (e.g. `PATX_EXECUTOR=celery make walk-forward VARIANT=smoke`).
+workers: setup
+	$(PY) -m patx_dagster.workers start
+
+workers-stop:
+	$(PY) -m patx_dagster.workers stop
 
 ui: setup
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000

@@ -3,11 +3,12 @@
 #   chromium          headless browser driven by Python playwright (executable /usr/bin/chromium)
 #   fonts-liberation  text in the screenshots (a chromium "Recommends", which we do not pull in)
 #   postgresql        initdb / pg_ctl for the PostgreSQL-backed Dagster instance test
+#   redis-server      the Celery broker of the distributed tests (tests/deploy/test_celery.py)
 # Idempotent: packages already installed are skipped, and `apt-get update` runs at most once,
 # only when something is missing. Quiet unless it fails.
 set -euo pipefail
 
-PACKAGES=(chromium fonts-liberation postgresql)
+PACKAGES=(chromium fonts-liberation postgresql redis-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -46,4 +47,5 @@ fi
 test -x /usr/bin/chromium || { echo "system-deps: /usr/bin/chromium missing after install" >&2; exit 1; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || { echo "system-deps: initdb missing after install" >&2; exit 1; }
+test -x /usr/bin/redis-server || { echo "system-deps: /usr/bin/redis-server missing after install" >&2; exit 1; }
 echo "system-deps: done"
