@@ -71,7 +71,6 @@ from patx_core.settings.config import (
     LabelConfig,
     ModelConfig,
     TrainConfig,
-    WalkForwardConfig,
 )
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.model.trainer import Trainer, resolve_device
@@ -642,43 +641,75 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
     return out
 
 
-def bench_walk_forward(*, variant: str, folds: int, dataset: str | None = None, raw: str | None = None,
-                       device: str = "auto", workers: int | None = None) -> dict[str, Any]:
-    """Walk-forward of one (dataset, variant) twice in this process: folds one after another, then
-    side by side (``run_walk_forward(concurrency="processes")``); seconds of both, per fold too.
+def bench_walk_forward(*, variant: str, dataset: str = "nasdaq", raw: str | None = None,
+                       gpu_workers: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """Wall time of the ``walk_forward`` asset of one (dataset, variant) on Celery, one fold per
+    step, with each count of ``gpu``-queue workers in ``gpu_workers`` (one task process each, the
+    ``gpu`` pool set to the same count) and one ``cpu`` worker, against a fresh instance
+    (``deploy/celery/dagster.yaml``) and a ``redis-server`` of its own on a free loopback port.
 
-    ``raw`` (a parquet file, folder or glob of candles) replaces the dataset's source.
+    The upstream cell (raw prices, features) is materialized in process first and not timed; each
+    timed run is ``dagster asset materialize --select walk_forward`` from start to exit. The folds
+    must come out identical at every worker count (``identical``). ``raw`` replaces the dataset's
+    source. Workers and broker are stopped however the bench ends.
     """
-    import dataclasses
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
 
-    from patx_core.data.splits import build_feature_table
-    from patx_core.data.universe import read_universe
-    from patx_core.evaluation.walk_forward import run_walk_forward
+    from patx_core.storage.paths import REPO_ROOT, DatasetPaths
+    from patx_dagster.workers import start_redis, start_worker, worker_env
 
-    if raw is not None:
-        from patx_core.settings.variants import load_variants
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
-        config = load_variants()[variant]
-        files: list[Any] = sorted(glob.glob(raw)) or [raw]
-        source = raw
-    else:
-        from patx_core.settings.grid import resolve_cell
-
-        cell = resolve_cell(dataset or "nasdaq", variant)
-        config, files, source = cell.variant, cell.input_files(), cell.dataset.name
-    config = dataclasses.replace(config, walk_forward=dataclasses.replace(config.walk_forward, folds=folds))
-    table = build_feature_table(read_universe(files).frame, config.data, config.labels)
-    runs = {mode: run_walk_forward(table, config, concurrency=mode, device=device, workers=workers)
-            for mode in ("sequential", "processes")}
-    seq, par = runs["sequential"], runs["processes"]
-    same = all(a.fingerprint == b.fingerprint for a, b in zip(seq.results, par.results))
-    return {"benchmark": "walk-forward", "source": source, "variant": variant, "folds": len(seq.results),
-            "device": str(resolve_device(device)), "workers": par.summary["workers"],
-            "total_seconds": {"sequential": seq.summary["seconds"], "concurrent": par.summary["seconds"]},
-            "speedup": seq.summary["seconds"] / par.summary["seconds"],
-            "fold_seconds": [{"fold": a.row["fold"], "sequential": a.seconds, "concurrent": b.seconds}
-                             for a, b in zip(seq.results, par.results)],
-            "identical": same, "gate_pass_rate": par.summary["gate_pass_rate"]}
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="patx-bench-") as tmp:
+        env = _fresh_instance(tmp, "walk_forward", raw, dataset)
+        shutil.copy(REPO_ROOT / "deploy" / "celery" / "dagster.yaml", os.path.join(env["DAGSTER_HOME"], "dagster.yaml"))
+        partition = ["--partition", f"{dataset}|{variant}"]
+        cli = [_dagster_cli(), "asset", "materialize", "-m", "patx_dagster"]
+        up = subprocess.run([*cli, "--select", "ingested_candles,raw_prices,features", *partition], cwd=REPO_ROOT,
+                            env={**env, "PATX_EXECUTOR": "in_process"}, capture_output=True, text=True, check=False)
+        if up.returncode != 0:
+            raise RuntimeError(f"upstream materialization failed:\n{(up.stdout + up.stderr)[-3000:]}")
+        report = DatasetPaths.for_dataset(dataset, env["PATX_DATA_DIR"]).variant(variant).report_dir
+        broker = f"redis://127.0.0.1:{free_port()}/0"
+        server = start_redis(int(broker.rsplit(":", 1)[1].split("/")[0]), Path(tmp) / "redis")
+        try:
+            for n in gpu_workers:
+                wenv = worker_env(broker, env)
+                started = []
+                try:
+                    started.append(start_worker("cpu", "cpu1", Path(tmp) / "logs" / f"cpu1_{n}.log", env=wenv))
+                    for i in range(1, n + 1):
+                        started.append(start_worker("gpu", f"gpu{i}", Path(tmp) / "logs" / f"gpu{i}_{n}.log", env=wenv))
+                    subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu", str(n)], env=env,
+                                   capture_output=True, check=True)
+                    start = time.perf_counter()
+                    out = subprocess.run([*cli, "--select", "walk_forward", *partition], cwd=REPO_ROOT, env=wenv,
+                                         capture_output=True, text=True, check=False)
+                    wall = time.perf_counter() - start
+                finally:
+                    for w in started:
+                        w.stop()
+                if out.returncode != 0:
+                    raise RuntimeError(f"walk_forward with {n} gpu worker(s) failed:\n{(out.stdout + out.stderr)[-3000:]}")
+                body = json.loads((report / "walk_forward.json").read_text())
+                runs[str(n)] = {"wall_s": round(wall, 2), "stitched_seconds": round(body["summary"]["seconds"], 2),
+                                "fold_seconds": [round(f["seconds"], 2) for f in body["folds"]],
+                                "folds": [{k: v for k, v in f.items() if k != "seconds"} for f in body["folds"]]}
+        finally:
+            server.stop()
+    folds = [r.pop("folds") for r in runs.values()]
+    first, last = (runs[str(n)]["wall_s"] for n in (gpu_workers[0], gpu_workers[-1]))
+    return {"benchmark": "walk-forward", "executor": "celery", "source": raw or dataset, "variant": variant,
+            "folds": len(folds[0]), "gpu_workers": runs, "identical": all(f == folds[0] for f in folds),
+            "wall_ratio": first / last, "load_avg_1min": os.getloadavg()[0]}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -721,13 +752,11 @@ def _parser() -> argparse.ArgumentParser:
     uni.add_argument("--rows", type=int, default=5000, help="candles per symbol")
     uni.add_argument("--seed", type=int, default=0)
     uni.add_argument("--feature-set", default="seed", choices=["seed", "relative"])
-    wf = sub.add_parser("walk-forward", help="walk-forward folds one after another vs side by side")
+    wf = sub.add_parser("walk-forward", help="the walk_forward asset on Celery with 1, 2, ... gpu workers")
     wf.add_argument("--dataset", default="nasdaq", help="a dataset of datasets.toml ($PATX_DATASETS)")
     wf.add_argument("--variant", default="smoke")
-    wf.add_argument("--folds", type=int, default=WalkForwardConfig.folds)
     wf.add_argument("--raw", default=None, help="candles (parquet file, folder or glob) instead of the dataset's")
-    wf.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
-    wf.add_argument("--workers", type=int, default=None, help="default: one per core on CPU, up to 8 on a GPU")
+    wf.add_argument("--gpu-workers", default="1,2", help="comma-separated gpu-queue worker counts to compare")
     return parser
 
 
@@ -756,8 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "universe":
         result = bench_universe(symbols=args.symbols, rows=args.rows, seed=args.seed, feature_set=args.feature_set)
     elif args.command == "walk-forward":
-        result = bench_walk_forward(variant=args.variant, folds=args.folds, dataset=args.dataset, raw=args.raw,
-                                    device=args.device, workers=args.workers)
+        result = bench_walk_forward(variant=args.variant, dataset=args.dataset, raw=args.raw,
+                                    gpu_workers=[int(n) for n in args.gpu_workers.split(",")])
     else:
         result = bench_features(rows=args.rows, seed=args.seed, repeats=args.repeats)
     print(json.dumps(result), flush=True)

@@ -47,21 +47,20 @@ class Process:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM to its process group (a worker finishes nothing more), SIGKILL after ``timeout``."""
-        stop_group(self.pid, timeout=timeout)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_group(self.pid, timeout=timeout, leader=self.proc)
 
 
-def stop_group(pgid: int, *, timeout: float = 20.0) -> None:
-    """End process group ``pgid``: SIGTERM, then SIGKILL for whatever is left after ``timeout``."""
+def stop_group(pgid: int, *, timeout: float = 20.0, leader: subprocess.Popen | None = None) -> None:
+    """End process group ``pgid``: SIGTERM, then SIGKILL for whatever is left after ``timeout``.
+    ``leader``: the group leader's Popen, reaped here so that its zombie does not count as alive."""
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if leader is not None:
+            leader.poll()
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -71,6 +70,11 @@ def stop_group(pgid: int, *, timeout: float = 20.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    if leader is not None:
+        try:
+            leader.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _spawn(name: str, cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Process:

@@ -92,13 +92,14 @@ def celery_workers(site, broker) -> Iterator[dict[str, Process]]:
     """cpu1 on `cpu`, gpu1 and gpu2 on `gpu`, one task process each; the `gpu` pool allows two."""
     env = worker_env(broker, _env(site, site["root"] / "celery_data"))
     started: dict[str, Process] = {}
+    # The instance's tables first: workers starting together would each try to create them.
+    with dg.DagsterInstance.from_config(str(site["home"])) as instance:
+        instance.event_log_storage.set_concurrency_slots("gpu", 2)
     try:
         for queue, name in (("cpu", "cpu1"), ("gpu", "gpu1"), ("gpu", "gpu2")):
             started[name] = start_worker(queue, name, site["root"] / "logs" / f"{name}.log", env=env, wait=False)
         for w in started.values():
             patx_workers.wait_ready(w)
-        with dg.DagsterInstance.from_config(str(site["home"])) as instance:
-            instance.event_log_storage.set_concurrency_slots("gpu", 2)
         yield started
     finally:
         for w in started.values():
