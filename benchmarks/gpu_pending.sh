@@ -21,11 +21,12 @@ for seed in 1 2 3; do
   done
 done
 
-# walk-forward, 8 folds of baseline side by side vs one after another (needs polars and pandera
-# on the GPU machine: carry their wheels, see .library/device/README.md)
-if "$py" -c "import polars, pandera" 2>/dev/null; then
-  "$py" -m benchmarks.bench walk-forward --dataset nasdaq --variant baseline --folds 8 --device cuda \
-    > "$out/walk_forward_baseline_8.json" || echo "walk-forward bench failed: $?" >> "$out/gpu_tests.txt"
+# walk-forward of smoke on Celery, 6 fold steps, 1 vs 4 gpu-queue workers sharing the GPU (needs
+# polars, pandera, Dagster, dagster-celery and a redis-server binary on the GPU machine: carry
+# their wheels and the Debian package, see .library/device/README.md)
+if "$py" -c "import polars, pandera, dagster_celery" 2>/dev/null && command -v redis-server >/dev/null; then
+  "$py" -m benchmarks.bench walk-forward --dataset nasdaq --variant smoke --gpu-workers 1,4 \
+    > "$out/walk_forward_celery_smoke_1v4.json" || echo "walk-forward bench failed: $?" >> "$out/gpu_tests.txt"
 else
-  echo "walk-forward bench skipped: polars/pandera missing" >> "$out/gpu_tests.txt"
+  echo "walk-forward bench skipped: polars/pandera/dagster-celery or redis-server missing" >> "$out/gpu_tests.txt"
 fi

@@ -184,7 +184,8 @@ def test_no_broker_fails_fast_naming_it_and_make_workers(site):
     run, records = _last_run(site["home"])
     assert run.status == dg.DagsterRunStatus.FAILURE
     times = {r.dagster_event.event_type_value: r.timestamp for r in records if r.dagster_event}
-    assert times["RUN_FAILURE"] - times["RUN_START"] < FAIL_FAST, times
+    start, failure = dg.DagsterEventType.RUN_START.value, dg.DagsterEventType.RUN_FAILURE.value
+    assert times[failure] - times[start] < FAIL_FAST, times
     assert "STEP_START" not in times
 
 
