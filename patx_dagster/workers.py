@@ -111,6 +111,8 @@ def start_redis(port: int, workdir: Path, *, timeout: float = 20.0) -> Process:
 def worker_env(broker: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update({"PATX_CELERY_BROKER": broker, "PATX_EXECUTOR": "celery"})
+    # dagster-celery starts `celery` from PATH: this interpreter's, also when its venv is not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 

@@ -241,7 +241,8 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_sigkilled_gpu_worker_process_mid_training_is_redelivered(site, broker, celery_workers, in_process_runs):
-    data = site["root"] / "killed_data"
+    # The workers' artifact root (steps write where the worker's PATX_DATA_DIR points), run again.
+    data = site["root"] / "celery_data"
     env = _env(site, data, PATX_EXECUTOR="celery", PATX_CELERY_BROKER=broker)
     proc = _materialize(env, PER_VARIANT, wait=False)
     killed = None
