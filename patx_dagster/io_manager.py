@@ -53,10 +53,12 @@ class FoldFileIOManager(dg.ConfigurableIOManager):
 
     storage: PatxStorage
 
-    def _path(self, context: dg.OutputContext) -> Any:
-        name = ".".join(part for part in (context.step_key, context.name, context.mapping_key) if part)
+    def _path(self, partition_key: str, output: dg.OutputContext) -> Any:
+        # The ops inside the graph-backed asset are not asset outputs themselves: the run's
+        # partition key (the cell) places their files, the step key and output name name them.
+        name = ".".join(part for part in (output.step_key, output.name, output.mapping_key) if part)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        return self.storage.cell(context.asset_partition_key).paths.work_dir / "walk_forward" / f"{safe}.json"
+        return self.storage.cell(partition_key).paths.work_dir / "walk_forward" / f"{safe}.json"
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         body = dict(obj)
@@ -64,12 +66,12 @@ class FoldFileIOManager(dg.ConfigurableIOManager):
             body["plans"] = [fold_store.plan_to_json(p) for p in body["plans"]]
         if "results" in body:
             body["results"] = [fold_store.result_to_json(r) for r in body["results"]]
-        path = self._path(context)
+        path = self._path(context.partition_key, context)
         fold_store.write_fold_file(path, body)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
-        body = fold_store.read_fold_file(self._path(context.upstream_output))
+        body = fold_store.read_fold_file(self._path(context.partition_key, context.upstream_output))
         body.pop("format")
         if "plans" in body:
             body["plans"] = [fold_store.plan_from_json(p) for p in body["plans"]]

@@ -122,3 +122,30 @@ def test_accelerator_steps_go_to_the_gpu_queue_and_the_rest_to_cpu():
 
 def test_a_step_outside_celery_records_the_host_name():
     assert worker_metadata() == {"patx/worker": socket.gethostname()}
+
+
+@pytest.mark.slow
+def test_walk_forward_in_process_is_one_fold_step_through_files_under_the_cell(clean_env, tmp_path):
+    from patx_dagster.assets import ALL_ASSETS
+    from patx_dagster.io_manager import io_managers
+    from patx_dagster.partitions import partition_key
+    from tests.dagster.harness import DATASET, cell_paths, storage_for, write_raw
+    from tests.synthetic import planted_candles
+
+    raw = write_raw(planted_candles(1500, seed=3), tmp_path / "raw.parquet")
+    storage = storage_for(raw, tmp_path / "data")
+    result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"),
+                            selection=["raw_prices", "features", "walk_forward"],
+                            resources={"storage": storage, **io_managers(storage)})
+    fold_steps = {e.step_key for e in result.all_events
+                  if e.event_type_value == "STEP_SUCCESS" and "train_fold_group" in (e.step_key or "")}
+    assert fold_steps == {"walk_forward.train_fold_group[g0]"}
+    paths = cell_paths(tmp_path / "data")
+    assert sorted(p.name for p in (paths.work_dir / "walk_forward").iterdir()) == [
+        "walk_forward.plan_walk_forward.result.g0.json", "walk_forward.train_fold_group_g0_.result.json"]
+    body = json.loads((paths.report_dir / "walk_forward.json").read_text())
+    assert (body["summary"]["concurrency"], body["summary"]["workers"]) == ("in_process", 1)
+    assert len(body["folds"]) == body["summary"]["n_folds"] >= 2
+    [mat] = result.asset_materializations_for_node("walk_forward")
+    assert mat.metadata["patx/worker"].value == socket.gethostname()
+    assert [c.check_name for c in result.get_asset_check_evaluations()] == ["walk_forward_gate_stable"]
