@@ -132,7 +132,7 @@ def test_walk_forward_in_process_is_one_fold_step_through_files_under_the_cell(c
     from tests.dagster.harness import DATASET, cell_paths, storage_for, write_raw
     from tests.synthetic import planted_candles
 
-    raw = write_raw(planted_candles(1500, seed=3), tmp_path / "raw.parquet")
+    raw = write_raw(planted_candles(1500, seed=3, every=3), tmp_path / "raw.parquet")  # 4 folds fit
     storage = storage_for(raw, tmp_path / "data")
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"),
                             selection=["raw_prices", "features", "walk_forward"],
