@@ -240,20 +240,30 @@ def test_walk_forward_folds_spread_over_two_gpu_workers(site, broker, celery_wor
     assert _materialized_workers(records)["walk_forward"].startswith("cpu1@")
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def _children(pid: int) -> list[int]:
+    out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
     return out
+
+
+def _is_celery(pid: int) -> bool:
+    try:
+        return b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _task_processes(worker: Process) -> list[int]:
+    """The worker's task (pool) processes: the Celery main process under the dagster-celery
+    launcher, then its forked children that are Celery too (not the `tail` processes Dagster's
+    log capture starts)."""
+    mains = [p for p in _children(worker.pid) if _is_celery(p)]
+    return [c for m in mains for c in _children(m) if _is_celery(c)]
 
 
 def test_sigkilled_gpu_worker_process_mid_training_is_redelivered(site, broker, celery_workers, in_process_runs):
@@ -273,7 +283,7 @@ def test_sigkilled_gpu_worker_process_mid_training_is_redelivered(site, broker, 
                 if workers and epochs:
                     # The training process: the task process under the worker that took the step.
                     worker = celery_workers[workers[0].split("@")[0]]
-                    task_procs = [p for p in _descendants(worker.pid) if not _descendants(p)]
+                    task_procs = _task_processes(worker)
                     assert len(task_procs) == 1, task_procs
                     os.kill(task_procs[0], signal.SIGKILL)
                     killed = workers[0]
