@@ -25,7 +25,7 @@ explicit forward (:func:`masked_forward`: the same layers as ``PriceActionTransf
 parameter names) whose dropout masks are inputs. On CPU model k's masks are drawn from its own
 generator — seeded exactly as ``Trainer`` seeds the global one, then advanced by the same draws
 in the same order, shapes and memory layout as the native modules make them — so each model
-sees bit for bit the dropout stream it would see alone, and ``vmap`` runs with
+sees exactly the dropout masks it would see alone, and ``vmap`` runs with
 ``randomness="error"`` (no hidden random op). What remains between fused and alone is float
 rounding of batched against single kernels (and of this AdamW against the fused one): per-epoch
 losses agree to ~1e-6 relative on CPU (the tests hold 1e-4). On CUDA the masks are one draw for
@@ -105,8 +105,9 @@ def masked_forward(params: dict[str, torch.Tensor], pe: torch.Tensor, x: torch.T
 
     ``params`` has the module's parameter names; ``pe`` is its positional-encoding buffer; ``masks``
     follows :func:`_dropout_sites` (``None``: no dropout, the eval forward). With the masks the
-    native modules would draw, the result equals the module's training forward bit for bit on CPU
-    (a test pins it); without, its eval forward to float rounding. (B, W, F) → (B,) logits.
+    native modules would draw, the result equals the module's training forward on CPU to float
+    rounding (~1e-7: the GEMMs see differently laid-out inputs; a test pins it); without masks,
+    its eval forward. (B, W, F) → (B,) logits.
     """
     b, w, _ = x.shape
     c, heads = config.d_model, config.n_heads
