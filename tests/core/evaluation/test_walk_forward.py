@@ -51,8 +51,11 @@ def _comparable(result: WalkForwardResult) -> list[str]:
 #: Fold row fields that are verdicts and counts: fused and one-by-one training must agree exactly.
 VERDICT_KEYS = ("fold", "gate_passed", "threshold_reachable", "n_samples", "n_signals", "trades", "epochs",
                 "best_epoch", "train_samples", "val_samples", "test_start", "test_end")
-#: Fold row figures: equal to float rounding (fused losses agree with Trainer's to 1e-4 relative).
-FIGURE_KEYS = ("threshold", "precision", "base_rate", "roc_auc", "strategy_return", "buy_and_hold_return")
+#: Fold row figures of the signals: equal to float rounding when the same signals are taken.
+FIGURE_KEYS = ("threshold", "precision", "base_rate", "strategy_return", "buy_and_hold_return")
+#: ROC AUC ranks every test probability, so the fused model's ~1e-6 probability differences swap a
+#: few near-ties: measured 0.59051 against 0.59042 (smoke, bundled sample, fold 1).
+AUC_ABS = 1e-3
 
 
 def assert_same_folds(a: list[dict], b: list[dict]) -> None:
@@ -64,6 +67,9 @@ def assert_same_folds(a: list[dict], b: list[dict]) -> None:
             assert (x[k] is None) == (y[k] is None), (k, x[k], y[k])
             if x[k] is not None:
                 assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), (x["fold"], k, x[k], y[k])
+        assert (x["roc_auc"] is None) == (y["roc_auc"] is None)
+        if x["roc_auc"] is not None:
+            assert abs(x["roc_auc"] - y["roc_auc"]) < AUC_ABS, (x["fold"], x["roc_auc"], y["roc_auc"])
 
 
 def _reprice_after(raw: pl.DataFrame, date, seed: int = 9) -> pl.DataFrame:
