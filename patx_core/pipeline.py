@@ -362,9 +362,10 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     markdown = write_report(paths.report_dir, body, history=history, predictions=ev.predictions,
                             equity=ev.backtest.equity)
     gate, f1 = body["checks"]["precision_gate"], body["checks"]["f1"]
-    gate_meta = {k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
-                                          "split", "min_signals", "reason")}
-    checks = [CheckOutcome("evaluation_report_precision_above_0_7", bool(gate["passed"]), gate_meta, gate["reason"]),
+    gate_meta = {"target_precision": variant.eval.target_precision,
+                 **{k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
+                                             "split", "min_signals", "reason")}}
+    checks = [CheckOutcome("evaluation_report_precision_gate", bool(gate["passed"]), gate_meta, gate["reason"]),
               CheckOutcome("evaluation_report_f1_above_0_5", bool(f1["passed"]), dict(f1),
                            f"F1 {f1.get('f1')} on {gate['split']}")]
     gate_metrics = body["metrics"].get(variant.gate_split, {})
