@@ -30,5 +30,5 @@ def installed_env(tmp: Path, **extra: str) -> dict[str, str]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: patx\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text(
         "[patx.commands]\n" + "".join(f"{ep.name} = {ep.value}\n" for ep in declared_entry_points()))
-    path = os.pathsep.join([str(tmp), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    env = {**os.environ, **extra}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(tmp), str(REPO), env.get("PYTHONPATH", "")])}
