@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from patx_core.settings.config import EvalConfig
-from patx_core.evaluation.metrics import (
-    RULE_ABSTAIN,
-    RULE_WILSON,
-    classification_metrics,
-    roc_auc_interval,
-    select_threshold,
-    wilson_interval,
-)
+from patx_core.evaluation.metrics import classification_metrics, roc_auc_interval, wilson_interval
+from patx_core.evaluation.threshold import RULE_ABSTAIN, RULE_WILSON, select_threshold
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [

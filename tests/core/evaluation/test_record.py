@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from patx_core.settings.config import VariantConfig
-from patx_core.evaluation.record import SplitPredictions, evaluate_variant, precision_gate
-from patx_core.evaluation.metrics import OperatingPoint, ThresholdChoice
+from patx_core.evaluation.gate import precision_gate
+from patx_core.evaluation.record import SplitPredictions, evaluate_variant
+from patx_core.evaluation.threshold import OperatingPoint, ThresholdChoice
 from patx_core.model.trainer import _metrics as epoch_metrics
 
 SEED_SPLIT = {"split": {"train": 0.8, "val": 0.2, "test": 0.0}}
