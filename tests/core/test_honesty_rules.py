@@ -24,7 +24,8 @@ from patx_core.settings.config import (BacktestConfig, DataConfig, EvalConfig, L
                               TrainConfig, VariantConfig)
 from patx_core.data.splits import build_feature_table, split_dataset
 from patx_core.data.labels import triple_barrier
-from patx_core.evaluation.metrics import select_threshold, wilson_interval
+from patx_core.evaluation.metrics import wilson_interval
+from patx_core.evaluation.threshold import select_threshold
 from patx_core.settings.grid import GridCell
 from patx_core.model.device_step import DeviceWindows
 from patx_core.model.trainer import Trainer
