@@ -32,8 +32,9 @@ Concurrency: folds are independent, so they can train side by side in worker pro
 (:func:`run_walk_forward`), or in this process with their models fused into one training step
 (:func:`run_fold_group`, the sequential path). Each fold is seeded with the variant's own
 ``train.seed`` (what the nightly retrain at that date would have used) and runs with the same
-torch thread count in every mode; fused and one-by-one training agree to float rounding (each
-fused model sees its own data, batch order and dropout masks), so both give the same verdicts.
+torch thread count in every mode. Fused and one-by-one training differ only by float rounding
+(each fused model sees its own data, batch order and dropout masks), which training can amplify
+on real data: figures then differ slightly between the two, as between two CPUs.
 """
 
 from __future__ import annotations
@@ -261,8 +262,9 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
     """Every fold of one group, their models trained together in one fused step
     (:func:`~patx_core.model.fused.train_many`); threshold, gate and backtest per fold as
     :func:`run_fold` does. Each fold keeps its own data, batch stream, early stopping and seed
-    (the variant's ``train.seed``), so its numbers equal :func:`run_fold`'s to float rounding
-    (the fused tests hold 1e-4 relative on the losses). ``on_fold_end(row)`` after each fold.
+    (the variant's ``train.seed``), so it trains as :func:`run_fold` would, up to float rounding
+    (which long runs on real data can amplify; see :mod:`patx_core.model.fused`).
+    ``on_fold_end(row)`` after each fold.
 
     A row's ``seconds`` is the fold's own data preparation and judging plus an equal share of the
     group's fused training time.

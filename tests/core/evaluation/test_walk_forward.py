@@ -132,7 +132,11 @@ def test_a_fused_fold_group_gives_the_one_by_one_folds_numbers_and_verdicts() ->
 
 @pytest.mark.slow
 def test_fused_walk_forward_on_the_bundled_sample_gives_the_unfused_verdicts() -> None:
-    """The smoke variant's folds on the bundled NASDAQ sample, fused (one group) and one by one."""
+    """The smoke variant's folds on the bundled NASDAQ sample, fused (one group) and one by one:
+    the same verdicts. Not the same figures: the fused and the single step round differently
+    (~1e-7 from the second step on), and on this data training amplifies that — measured: fold 4's
+    epoch-1 val loss 9e-3 relative apart, fold 5 stopping at epoch 6 against 8, ROC AUC 0.668 vs
+    0.618. (Every smoke fold abstains here, so agreeing verdicts are weak evidence.)"""
     from pathlib import Path
 
     from patx_core.data.universe import read_universe
@@ -144,7 +148,8 @@ def test_fused_walk_forward_on_the_bundled_sample_gives_the_unfused_verdicts() -
     plans = plan_folds(table, smoke)
     fused = run_fold_group(table, plans, smoke)
     alone = [run_fold(table, plan, smoke) for plan in plans]
-    assert_same_folds([r.row for r in fused], [r.row for r in alone])
+    verdict = ("fold", "gate_passed", "threshold_reachable", "n_signals", "trades", "n_samples")
+    assert [{k: r.row[k] for k in verdict} for r in fused] == [{k: r.row[k] for k in verdict} for r in alone]
 
 
 @pytest.mark.slow
