@@ -90,6 +90,7 @@ def test_early_stopping_and_best_epoch_read_val_never_test() -> None:
     runs = {flip: Trainer(TINY, config, _train_val_test(flip_test=flip)) for flip in (False, True)}
     history = {flip: trainer.train() for flip, trainer in runs.items()}
     plain, flipped = history[False], history[True]
+    # exact: both trainings run in this process; test labels must not move a single bit
     for key in ("train_loss", "val_loss", "val_accuracy", "val_f1", "best_epoch", "best_val_loss",
                 "epochs_run", "stopped_early"):
         assert plain[key] == flipped[key], key

@@ -55,6 +55,7 @@ def test_labels_and_indicators_are_computed_per_symbol(ragged):
     for symbol in ("A", "B", "C"):
         alone = build_feature_table(ragged.filter(pl.col(SYMBOL) == symbol).drop(SYMBOL), DATA, LABELS)
         inside = table.filter(pl.col(SYMBOL) == symbol).drop(SYMBOL)
+        # exact: the same candles through the same per-symbol code in this process
         assert inside.equals(alone), f"{symbol}: features or labels changed by the symbols around it"
         # the last `horizon` candles of every symbol have no label: their horizon would need the next symbol
         assert inside["label"].tail(LABELS.horizon).null_count() == LABELS.horizon

@@ -13,6 +13,7 @@ from patx_core.settings.config import DataConfig, EvalConfig, ModelConfig, Train
 from patx_core.data.splits import build_feature_table
 from patx_core.data.contract import validate_raw
 from patx_core.evaluation.walk_forward import SIGNAL_MARGIN, WalkForwardResult, fold_table, plan_folds, run_walk_forward
+from tests.numbers import FLOAT32_RTOL, assert_same_numbers
 from tests.synthetic import noise_candles, planted_candles
 
 # A tiny model: the isolation and concurrency tests need fold-exact numbers, not a good model.
@@ -39,7 +40,9 @@ def _table(raw: pl.DataFrame, variant: VariantConfig) -> pl.DataFrame:
 
 
 def _comparable(result: WalkForwardResult) -> list[str]:
-    """Each fold's row (minus its wall time) and fingerprints, as canonical JSON."""
+    """Each fold's row (minus its wall time) and fingerprints (sha256 of the weights and
+    probabilities), as canonical JSON: for comparing two runs of one process only, where
+    byte-identical is the claim; never against numbers recorded elsewhere."""
     out = []
     for r in result.results:
         row = {k: v for k, v in r.row.items() if k != "seconds"}
@@ -67,6 +70,7 @@ def test_folds_ending_before_a_price_change_are_byte_identical() -> None:
     assert not table.filter(before)["trade_return"].equals(changed.filter(before)["trade_return"])
     assert plan_folds(changed, TINY) == plans
 
+    # Both runs in this process, on this machine, at one thread count: byte-identical is the claim.
     a = _comparable(run_walk_forward(table, TINY, concurrency="sequential"))
     b = _comparable(run_walk_forward(changed, TINY, concurrency="sequential"))
     assert a[:2] == b[:2]
@@ -104,13 +108,20 @@ def test_concurrent_folds_give_the_sequential_numbers() -> None:
     sequential = run_walk_forward(table, variant, concurrency="sequential")
     concurrent = run_walk_forward(table, variant, concurrency="processes", workers=2)
     assert concurrent.summary["concurrency"] == "processes" and concurrent.summary["workers"] == 2
-    assert _comparable(concurrent) == _comparable(sequential)
+    # The folds ran in other processes: the same CPU and thread count, but not the same memory
+    # layout, which some CPU kernels read to pick a reduction order. Counts, dates and verdicts
+    # are exact; float32-derived figures within FLOAT32_RTOL (no weight fingerprints across processes).
+    def rows(result: WalkForwardResult) -> list[dict]:
+        return [{k: v for k, v in r.row.items() if k != "seconds"} for r in result.results]
+
+    assert_same_numbers(rows(concurrent), rows(sequential), rtol=FLOAT32_RTOL, where="folds")
     growth = np.prod([1 + f["strategy_return"] for f in concurrent.folds]) - 1
     assert concurrent.summary["strategy_return"] == pytest.approx(growth)
     assert concurrent.equity["fold"].unique().to_list() == [0, 1]
     drop = ("concurrency", "workers", "seconds")
-    assert {k: v for k, v in concurrent.summary.items() if k not in drop} == \
-           {k: v for k, v in sequential.summary.items() if k not in drop}
+    assert_same_numbers({k: v for k, v in concurrent.summary.items() if k not in drop},
+                        {k: v for k, v in sequential.summary.items() if k not in drop}, rtol=FLOAT32_RTOL,
+                        where="summary")
 
 
 def test_derived_test_length_holds_enough_positives_and_ignores_later_prices() -> None:
