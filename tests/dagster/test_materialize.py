@@ -147,6 +147,15 @@ def test_a_refused_model_leaves_the_earlier_champion_byte_identical_and_refreshe
     (line,) = signal["signals"]
     assert line["timestamp"] == pl.read_parquet(noise_raw)["timestamp"][-1].isoformat()
     assert line["probability"] != before["probability"], "scored the new candles, not the old ones"
+    # scored by the champion, not by the model this run trained (and refused)
+    from patx_core.serving.predict import predict_frame
+    from patx_core.data.contract import validate_raw
+
+    noise = validate_raw(pl.read_parquet(noise_raw))
+    (by_champion,) = predict_frame(load_checkpoint(paths.champion_checkpoint), noise, last=1)
+    (by_latest,) = predict_frame(load_checkpoint(paths.checkpoint), noise, last=1)
+    assert by_champion["probability"] != pytest.approx(by_latest["probability"], abs=1e-4)
+    assert line["probability"] == pytest.approx(by_champion["probability"], abs=1e-6)
 
 
 def test_same_data_variant_and_seed_give_identical_metrics(tmp_path, good_run, planted_raw):

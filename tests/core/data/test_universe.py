@@ -240,3 +240,62 @@ def test_a_pattern_too_thin_for_any_one_symbol_passes_the_gate_pooled(tmp_path):
         assert ev["per_symbol"]["symbols"][symbol]["signals"] < min_signals
     assert gate["passed"], gate["reason"]
     assert gate["n_signals"] >= min_signals
+
+
+def test_calendar_cutoffs_cut_the_distinct_calendar_not_the_pooled_rows(ragged):
+    """Symbols overlap on most days: the pooled rows repeat a day once per symbol that has it, so
+    cutting them would put the cutoffs where the symbols are many, not at the split fractions of time."""
+    from patx_core.data.contract import split_sizes
+
+    split = SplitConfig()
+    ds = split_dataset(build_feature_table(ragged, DATA, LABELS), split, LABELS, DATA)
+    calendar = ds.frame["timestamp"].unique().sort()
+    assert calendar.len() < ds.frame.height  # the pooled rows do repeat days
+    sizes = split_sizes(calendar.len(), split)
+    assert (calendar < ds.cutoffs["val"][0]).sum() == sizes["train"]
+    assert (calendar < ds.cutoffs["test"][0]).sum() == sizes["train"] + sizes["val"]
+
+
+def test_each_symbols_random_entry_baseline_draws_its_own_entries():
+    """Two symbols with identical samples trade identically, but their random-entry baselines are
+    independent draws; the first keeps the configured seed (a single series is unchanged)."""
+    from patx_core.evaluation.backtest import backtest
+    from patx_core.evaluation.record import SplitPredictions, symbol_backtests
+    from patx_core.settings.config import BacktestConfig
+
+    rng = np.random.default_rng(5)
+    n = 600
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    ts = make_candles(n)["timestamp"]
+    entry = np.arange(n - 12)
+    holding = rng.integers(1, 11, entry.size)
+    one = pl.DataFrame({"timestamp": ts.gather(entry), "exit_index": entry + holding, "holding": holding,
+                        "trade_return": close[entry + holding] / close[entry] - 1,
+                        "label": (rng.random(entry.size) < 0.3).astype(np.int8)})
+    prices = pl.DataFrame({"timestamp": ts, "entry_price": close})
+    both = ("A", "B")
+    samples = pl.concat([one.select(pl.lit(s).alias(SYMBOL), pl.all()) for s in both])
+    long_prices = pl.concat([prices.select(pl.lit(s).alias(SYMBOL), pl.all()) for s in both])
+    signal = rng.random(one.height) < 0.05
+    config = BacktestConfig(n_random=200, seed=11)
+    out = symbol_backtests(SplitPredictions(samples=samples, prob=np.zeros(samples.height)), np.tile(signal, 2),
+                           long_prices, config)
+    assert out["A"].trades == out["B"].trades > 0 and out["A"].total_return == out["B"].total_return
+    assert not np.array_equal(out["A"].random.returns, out["B"].random.returns), "one seed shared by two symbols"
+    alone = backtest(one, signal, prices, config)
+    # exact: one seed, the same inputs, in this process
+    np.testing.assert_array_equal(out["A"].random.returns, alone.random.returns)
+
+
+def test_the_input_digest_of_many_files_changes_when_a_file_is_renamed(tmp_path):
+    from patx_core.data.universe import source_digest
+
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    make_candles(50, seed=1).write_parquet(folder / "AAA.parquet")
+    make_candles(50, seed=2).write_parquet(folder / "BBB.parquet")
+    before = source_digest(sorted(folder.glob("*.parquet")))
+    (folder / "BBB.parquet").rename(folder / "CCC.parquet")  # same bytes, another symbol
+    assert source_digest(sorted(folder.glob("*.parquet"))) != before
+    (folder / "CCC.parquet").rename(folder / "BBB.parquet")
+    assert source_digest(sorted(folder.glob("*.parquet"))) == before
