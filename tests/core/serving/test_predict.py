@@ -183,10 +183,11 @@ def test_each_symbol_is_scored_on_its_own_candles_only(trained):
 
     raw, _, paths = trained
     checkpoint = load_checkpoint(paths.checkpoint)
-    # B: a short history at ~100; A before it in the frame: other prices (~1000) on the same days
+    # B: a short history at ~100; A before it in the frame, at ~1000, ending the day before B
+    # starts (so A's rows followed by B's would even pass as one valid series)
     b = raw.tail(400)
-    a = make_candles(1500, seed=11, start_price=1000.0).with_columns(
-        pl.col("timestamp") + (b["timestamp"][0] - pl.col("timestamp").first()) - pl.duration(days=1100))
+    a = make_candles(1500, seed=11, start_price=1000.0)
+    a = a.with_columns(pl.col("timestamp") + (b["timestamp"][0] - a["timestamp"][-1] - pl.duration(days=1)))
     universe = pl.concat([part.select(pl.lit(s).alias("symbol"), pl.all()) for s, part in (("A", a), ("B", b))])
     rows = predict_universe(checkpoint, universe, last=150, threshold=0.5)
     got = np.array([r["probability"] for r in rows if r["symbol"] == "B"], dtype=float)
