@@ -268,7 +268,7 @@ def _fold_rows(table: pl.DataFrame, plan, variant: VariantConfig) -> pl.DataFram
 
 
 def test_fold_threshold_is_the_val_rule_on_the_folds_own_val_predictions(watched_folds) -> None:
-    from patx_core.evaluation.metrics import select_threshold
+    from patx_core.evaluation.threshold import select_threshold
     from patx_core.model.trainer import predict_proba
 
     _, result, trainers = watched_folds
@@ -372,7 +372,8 @@ def _fold_result(index: int, *, n_signals: int, tp: int, passed: bool, reachable
     return FoldResult(row=row, equity=pl.DataFrame({"timestamp": ts, "strategy": [1.0] * 3, "buy_and_hold": [1.0] * 3}),
                       random=RandomBaseline(returns=np.zeros(4), trades=np.full(4, n_signals), n_trades=n_signals,
                                             seed=7),
-                      true_positives=tp, n_samples=100, n_positives=30, fingerprint={}, seconds=0.0)
+                      true_positives=tp, n_samples=100, n_positives=30, fingerprint={}, seconds=0.0,
+                      periods_per_year=252.0)
 
 
 def test_summary_pools_the_folds_signals_and_counts_an_abstaining_fold_as_failed() -> None:
