@@ -284,22 +284,26 @@ RULES = VariantConfig(
 
 @pytest.fixture(scope="module")
 def watched_folds():
-    """A sequential walk-forward of RULES with every fold's Trainer kept: (table, result, trainers)."""
-    from patx_core.model.trainer import Trainer
+    """A sequential walk-forward of RULES with every fold's windows and trained model kept, as
+    they reach the fold's judging (the one point every training path, fused or not, passes
+    through): (table, result, trained) with ``trained[k].data`` / ``.model``."""
+    from types import SimpleNamespace
 
-    trainers: list = []
-    init = Trainer.__init__
+    from patx_core.evaluation import walk_forward as wf
 
-    def keep(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        trainers.append(self)
+    trained: list = []
+    judge = wf._judge_fold
+
+    def keep(fold, variant, model, *args, **kwargs):
+        trained.append(SimpleNamespace(data=fold.windows, model=model))
+        return judge(fold, variant, model, *args, **kwargs)
 
     table = _table(planted_candles(1300, seed=3), RULES)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "__init__", keep)
+        mp.setattr(wf, "_judge_fold", keep)
         result = run_walk_forward(table, RULES, concurrency="sequential")
-    assert len(trainers) == len(result.results) == 2
-    return table, result, trainers
+    assert len(trained) == len(result.results) == 2
+    return table, result, trained
 
 
 def _fold_rows(table: pl.DataFrame, plan, variant: VariantConfig) -> pl.DataFrame:
