@@ -4,13 +4,13 @@ import dagster as dg
 
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.executor import resolve_executor
-from patx_dagster.io_manager import io_managers
-from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, walk_forward_job
-from patx_dagster.resources import PatxStorage
+from patx_dagster.io_manager import IO_MANAGERS
+from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, score_job, walk_forward_job
+from patx_dagster.resources import GridResource
 from patx_dagster.schedules import nightly_retrain, weekly_walk_forward
 from patx_dagster.sensors import leaderboard_after_run, new_candles
 
-storage = PatxStorage()
+grid = GridResource()
 
 defs = dg.Definitions(
     # In process by default: each cell's graph is a straight chain, so a process per step buys no
@@ -19,8 +19,8 @@ defs = dg.Definitions(
     # PATX_EXECUTOR=multiprocess|celery spreads the steps (walk-forward folds above all) instead.
     executor=resolve_executor(),
     assets=ALL_ASSETS,
-    jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job],
+    jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job, score_job],
     schedules=[nightly_retrain, weekly_walk_forward],
     sensors=[new_candles, leaderboard_after_run],
-    resources={"storage": storage, **io_managers(storage)},
+    resources={"grid": grid, **IO_MANAGERS},
 )

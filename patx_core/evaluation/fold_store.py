@@ -86,7 +86,8 @@ def result_to_json(result: FoldResult) -> dict[str, Any]:
             "random": {"returns": _array(r.returns), "trades": _array(r.trades), "n_trades": r.n_trades,
                        "seed": r.seed},
             "true_positives": result.true_positives, "n_samples": result.n_samples,
-            "n_positives": result.n_positives, "fingerprint": result.fingerprint, "seconds": result.seconds}
+            "n_positives": result.n_positives, "fingerprint": result.fingerprint, "seconds": result.seconds,
+            "periods_per_year": result.periods_per_year}
 
 
 def result_from_json(data: dict[str, Any]) -> FoldResult:
@@ -96,7 +97,7 @@ def result_from_json(data: dict[str, Any]) -> FoldResult:
                                             n_trades=int(r["n_trades"]), seed=r["seed"]),
                       true_positives=int(data["true_positives"]), n_samples=int(data["n_samples"]),
                       n_positives=int(data["n_positives"]), fingerprint=dict(data["fingerprint"]),
-                      seconds=float(data["seconds"]))
+                      seconds=float(data["seconds"]), periods_per_year=float(data["periods_per_year"]))
 
 
 def _default(value: Any) -> Any:

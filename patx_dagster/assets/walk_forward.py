@@ -20,16 +20,16 @@ from patx_dagster.executor import executor_kind, fold_steps
 from patx_dagster.io_manager import FOLD_IO_MANAGER
 from patx_dagster.partitions import grid_partitions
 from patx_dagster.placement import CPU, GPU, worker_metadata
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 CHECK_SPECS = specs_for("walk_forward")
 
 
 @dg.op(out=dg.DynamicOut(io_manager_key=FOLD_IO_MANAGER), tags=CPU)
-def plan_walk_forward(context: dg.OpExecutionContext, storage: PatxStorage, features: pl.DataFrame):
+def plan_walk_forward(context: dg.OpExecutionContext, grid: GridResource, features: pl.DataFrame):
     """The folds, cut into the fold groups of this run (one dynamic output each)."""
     started = time.time()
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
     groups = pipeline.walk_forward_plan(features, cell, groups=fold_steps)
     context.log.info(f"[{cell.key}] walk-forward: {sum(map(len, groups))} fold(s) in {len(groups)} step(s) "
                      f"({executor_kind()} executor)")
@@ -39,10 +39,10 @@ def plan_walk_forward(context: dg.OpExecutionContext, storage: PatxStorage, feat
 
 
 @dg.op(out=dg.Out(io_manager_key=FOLD_IO_MANAGER), tags=GPU, pool="gpu")
-def train_fold_group(context: dg.OpExecutionContext, storage: PatxStorage, features: pl.DataFrame,
+def train_fold_group(context: dg.OpExecutionContext, grid: GridResource, features: pl.DataFrame,
                      group: dict[str, Any]) -> dg.Output:
     """Train, threshold, trade and judge one group of folds (one ``gpu`` pool slot)."""
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
 
     def on_fold_end(row: dict[str, Any]) -> None:
         context.log.info(f"[{cell.key}] fold {row['fold']} ({row['test_start']} → {row['test_end']}): "
@@ -55,9 +55,9 @@ def train_fold_group(context: dg.OpExecutionContext, storage: PatxStorage, featu
 
 @dg.op(out={"result": dg.Out(dg.Nothing), **{s.get_python_identifier(): dg.Out(dg.Nothing) for s in CHECK_SPECS}},
        tags=CPU)
-def stitch_walk_forward(context: dg.OpExecutionContext, storage: PatxStorage, groups: list[dict[str, Any]]):
+def stitch_walk_forward(context: dg.OpExecutionContext, grid: GridResource, groups: list[dict[str, Any]]):
     """Every fold group's results into walk_forward.json + .md and the stability check."""
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
     fold_results = [r for g in groups for r in g["results"]]
     step = pipeline.walk_forward_report(fold_results, cell, concurrency=executor_kind(), workers=len(groups),
                                         seconds=time.time() - min(g["started"] for g in groups))

@@ -127,16 +127,16 @@ def test_a_step_outside_celery_records_the_host_name():
 @pytest.mark.slow
 def test_walk_forward_in_process_is_one_fold_step_through_files_under_the_cell(clean_env, tmp_path):
     from patx_dagster.assets import ALL_ASSETS
-    from patx_dagster.io_manager import io_managers
+    from patx_dagster.io_manager import IO_MANAGERS
     from patx_dagster.partitions import partition_key
-    from tests.dagster.harness import DATASET, cell_paths, storage_for, write_raw
+    from tests.dagster.harness import DATASET, cell_paths, grid_for, write_raw
     from tests.synthetic import planted_candles
 
     raw = write_raw(planted_candles(1500, seed=3, every=3), tmp_path / "raw.parquet")  # 4 folds fit
-    storage = storage_for(raw, tmp_path / "data")
+    grid = grid_for(raw, tmp_path / "data")
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"),
                             selection=["raw_prices", "features", "walk_forward"],
-                            resources={"storage": storage, **io_managers(storage)})
+                            resources={"grid": grid, **IO_MANAGERS})
     fold_steps = {e.step_key for e in result.all_events
                   if e.event_type_value == "STEP_SUCCESS" and "train_fold_group" in (e.step_key or "")}
     assert fold_steps == {"walk_forward.train_fold_group[g0]"}

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 
 from patx_core.ingest import landing as ingest
 from patx_core.settings.datasets import DatasetConfig
-from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, main, pending_files, store_file
+from patx_core.cli import main as patx
+from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, pending_files
+from patx_core.ingest.store import store_file
 from tests.conftest import make_candles
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -250,6 +253,36 @@ def test_ingest_all_visits_only_datasets_with_a_landing_folder(tmp_path: Path, l
     assert not (data_root / "plain").exists()
 
 
+def test_a_second_ingest_of_the_same_dataset_waits_for_the_lock_then_names_it(
+        landing: Path, data_root: Path, candles: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _dataset(landing)
+    _drop(landing, "a.parquet", candles[:10])
+    inside, release = threading.Event(), threading.Event()
+    real_remove = ingest.remove_stale_temps
+
+    def hold(curated: Path) -> None:  # the first step an ingest takes under the lock
+        inside.set()
+        assert release.wait(30)
+        real_remove(curated)
+
+    monkeypatch.setattr(ingest, "remove_stale_temps", hold)
+    reports: list[ingest.IngestReport] = []
+    first = threading.Thread(target=lambda: reports.append(ingest_dataset(ds, data_root)))
+    first.start()
+    try:
+        assert inside.wait(30)
+        started = time.monotonic()
+        with pytest.raises(ingest.IngestError, match=r"dataset 'fx': another ingest has held .*ingest\.lock "
+                                                     r"for over 0\.2 s; try again when it has finished"):
+            ingest_dataset(ds, data_root, lock_timeout_s=0.2)
+        assert time.monotonic() - started >= 0.2  # it waited for the lock before giving up
+        assert _names(landing) == ["a.parquet"]  # the refused ingest touched nothing
+    finally:
+        release.set()
+        first.join(30)
+    assert reports[0].merged == ["a.parquet"] and _store(data_root).height == 10
+
+
 # Runs one ingest and hangs at a chosen os.replace until the test SIGKILLs it: "store" is inside the
 # store write (the temp file is complete, the rename not done), "moves" is after the store was
 # replaced and before the first landing file moved.
@@ -334,22 +367,22 @@ def test_cli_exit_codes(tmp_path: Path, landing: Path, data_root: Path, candles:
     args = ["fx", "--datasets", str(datasets), "--data-dir", str(data_root)]
 
     _drop(landing, "a.parquet", candles[:10])
-    assert main(args) == 0
+    assert patx(["ingest", *args]) == 0
     assert json.loads(capsys.readouterr().out)["fx"]["rows_added"] == {"fx": 10}
-    assert main(args) == 0  # nothing waiting
+    assert patx(["ingest", *args]) == 0  # nothing waiting
     assert json.loads(capsys.readouterr().out)["fx"]["batches_taken"] == 0
 
     _drop(landing, "b.parquet", candles[10:20].with_columns(pl.lit(-1.0).alias("low")))
     _drop(landing, "c.parquet", candles[20:30])
-    assert main(args) == 1
+    assert patx(["ingest", *args]) == 1
     summary = json.loads(capsys.readouterr().out)["fx"]
     assert summary["merged_files"] == ["c.parquet"] and summary["quarantined"][0]["file"] == "b.parquet"
 
-    assert main(["nope", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
-    assert main(["plain", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
-    assert main(["fx", "--datasets", str(tmp_path / "missing.toml")]) == 2
+    assert patx(["ingest", "nope", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
+    assert patx(["ingest", "plain", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
+    assert patx(["ingest", "fx", "--datasets", str(tmp_path / "missing.toml")]) == 2
     with pytest.raises(SystemExit) as usage:
-        main([])
+        patx(["ingest"])
     assert usage.value.code == 2
 
 
@@ -358,7 +391,7 @@ def test_cli_runs_as_a_module_with_env_defaults(tmp_path: Path, landing: Path, d
     _drop(landing, "a.parquet", candles[:10])
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PATX_DATASETS": str(_datasets_file(tmp_path, landing)),
            "PATX_DATA_DIR": str(data_root)}
-    proc = subprocess.run([sys.executable, "-m", "patx_core.ingest.landing", "fx"], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "patx_core.cli", "ingest", "fx"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fx"]["rows_added"] == {"fx": 10}
@@ -374,3 +407,32 @@ def test_stray_parquet_in_curated_stops_the_ingest(landing: Path, data_root: Pat
     with pytest.raises(ingest.IngestError, match="extra.parquet"):
         ingest_dataset(ds, data_root)
     assert _names(landing) == ["b.parquet"]  # still waiting
+
+
+class _Killed(BaseException):
+    """Stands in for a SIGKILL at one point of the ingest: nothing after it runs."""
+
+
+def test_a_kill_before_the_reason_is_written_leaves_the_refused_file_in_the_landing_folder(
+        landing: Path, data_root: Path, candles: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused file never sits in quarantine without its reason: the reason is written first, so
+    a kill while writing it leaves the file where it was, to be refused (and explained) again."""
+    ds = _dataset(landing)
+    _drop(landing, "bad.parquet", candles[:10].with_columns(pl.lit(-1.0).alias("low")))
+    real_write = ingest.atomic_write_text
+
+    def killed_writing_the_reason(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith(ingest.ERROR_SUFFIX):
+            raise _Killed
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "atomic_write_text", killed_writing_the_reason)
+    with pytest.raises(_Killed):
+        ingest_dataset(ds, data_root)
+    assert _names(landing) == ["bad.parquet"]
+    assert "bad.parquet" not in _names(landing / "quarantine")
+
+    monkeypatch.setattr(ingest, "atomic_write_text", real_write)
+    report = ingest_dataset(ds, data_root)
+    assert [q.file for q in report.quarantined] == ["bad.parquet"]
+    assert _names(landing / "quarantine") == ["bad.parquet", "bad.parquet.error.txt"]
