@@ -719,12 +719,14 @@ def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
     """Every (dataset, variant) whose ``evaluation.json`` exists, as ``<root>/leaderboard.md`` and rows."""
     from patx_core.evaluation.report import write_leaderboard
 
-    evaluations = {}
+    evaluations, live = {}, {}
     for cell in cells:
         path = cell.paths.evaluation_json
         if path.exists():
             evaluations[cell.key] = read_json(path)
-    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root))
+            if cell.paths.track_record_json.exists():
+                live[cell.key] = read_json(cell.paths.track_record_json)
+    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), live)
     columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
                       metadata={"cells": list(evaluations), "path": str(leaderboard_md(root))})

@@ -154,6 +154,12 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
     return "\n".join(lines)
 
 
+def _legend(ax: Any, where: str) -> None:
+    # an empty record (no resolved signal yet) draws empty axes rather than an empty legend box
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=where, fontsize=7)
+
+
 def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float | None] | None,
                    confidence: float) -> Figure:
     """Cumulative live precision (resolved buys in resolved_at order) with its Wilson band."""
@@ -173,7 +179,7 @@ def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float
     ax.set_xlabel("resolved buy signals")
     ax.set_ylabel("precision")
     ax.set_ylim(0, 1)
-    ax.legend(loc="lower left", fontsize=7)
+    _legend(ax, "lower left")
     return fig
 
 
@@ -199,7 +205,7 @@ def plot_equity(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], cost
             ax.plot(buys["resolved_at"].to_list(), np.nanmean(np.vstack(curves), axis=0), label="buy-and-hold")
     ax.axhline(1.0, color="grey", linewidth=0.5)
     ax.set_ylabel("growth of 1")
-    ax.legend(loc="upper left", fontsize=7)
+    _legend(ax, "upper left")
     return fig
 
 
@@ -210,5 +216,5 @@ def plot_monitor(monitor: MonitorResult | None) -> Figure:
         ax.plot(np.arange(1, monitor.path.size + 1), monitor.path, drawstyle="steps-post", label="CUSUM statistic")
         ax.axhline(monitor.threshold, color="red", linestyle="--", label=f"suspend at {monitor.threshold:.1f}")
     ax.set_xlabel("resolved champion buy signals")
-    ax.legend(loc="upper left", fontsize=7)
+    _legend(ax, "upper left")
     return fig
