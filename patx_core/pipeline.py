@@ -529,16 +529,19 @@ def champion_monitor(cell: GridCell, rows: pl.DataFrame, manifest: dict[str, Any
     return run_cusum(_monitor_stream(rows, manifest)["label"].to_numpy() == 1, design)
 
 
-def review_champion(cell: GridCell) -> LedgerState:
-    """Resolve the ledger against the store, run the monitor and, when it decides, suspend the champion.
+def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
+    """Resolve the ledger against the store, score the new candles (in memory), run the monitor and,
+    when it decides, suspend the champion.
 
-    Called before anything is scored (by ``latest_signal`` and ``signal_ledger``), so the night
-    the monitor suspends, no buy is issued. The suspension goes into the champion's manifest;
-    its checkpoint stays. Writes nothing else.
+    ``latest_signal`` calls it before issuing tonight's signal and ``signal_ledger`` before
+    writing, so the night the monitor suspends, no buy is issued. The suspension goes into the
+    champion's manifest (its checkpoint stays) with ``from``, the candle its outcome was decided
+    on: champion rows of later candles hold. Writes nothing else.
     """
     from patx_core.data.universe import read_universe
     from patx_core.evaluation.metrics import wilson_interval
-    from patx_core.serving.ledger import dependent_candles, find_revisions, read_ledger, resolve_rows, symbol_outcomes
+    from patx_core.serving.ledger import (Ledger, dependent_candles, find_revisions, merge_rows, read_ledger,
+                                          resolve_rows, score_rows, symbol_outcomes)
     from patx_core.serving.monitor import SUSPENDED
 
     paths, variant = cell.paths, cell.variant
@@ -550,10 +553,20 @@ def review_champion(cell: GridCell) -> LedgerState:
     if revisions:
         log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
                     cell.key, len(revisions), revisions[0])
+    stored = ledger
     ledger, resolved = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps, revisions=revisions)
     manifest = _champion_manifest(paths)
+    if score:
+        # rows scored tonight whose outcome the store already decides (scored late) resolve at once
+        for scorer in _scorers(cell, manifest):
+            new = score_rows(ledger, scorer, universe, outcomes, max_backfill=variant.monitor.max_backfill,
+                             recorded_at=datetime.now(timezone.utc))
+            ledger, _ = merge_rows(ledger, new)
+        ledger, late = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps)
+        resolved += late
     monitor = champion_monitor(cell, ledger.rows, manifest)
     if manifest is not None and monitor is not None and monitor.decision == SUSPENDED and not manifest.get("suspended"):
+        decided_at = _monitor_stream(ledger.rows, manifest)["resolved_at"][monitor.alarm_index]
         hits, n = monitor.hits, monitor.n
         lo, hi = wilson_interval(hits, n, variant.eval.confidence)
         live = hits / n
@@ -563,11 +576,26 @@ def review_champion(cell: GridCell) -> LedgerState:
                        f"{monitor.statistic:.1f} reached {monitor.threshold:.1f} (p0={variant.eval.target_precision}, "
                        f"p1={variant.monitor.p1})"),
             "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
-            "live_precision_ci": [lo, hi]}
+            "live_precision_ci": [lo, hi], "from": decided_at.isoformat()}
         atomic_write_json(paths.champion_manifest, manifest)
+        ledger = Ledger(_hold_from(ledger.rows, stored.rows, manifest), ledger.revisions)
         log.warning("%s: champion suspended: %s", cell.key, manifest["suspended"]["reason"])
     return LedgerState(ledger, universe, outcomes, dependent_candles(universe, ledger.rows), resolved, revisions,
                        manifest, monitor)
+
+
+def _hold_from(rows: pl.DataFrame, stored: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
+    """The champion's rows not yet written, from the suspension's candle on, turned into holds."""
+    from patx_core.serving.ledger import CHAMPION, KEY, SUSPENDED_PREFIX as PREFIX
+
+    sus = manifest["suspended"]
+    fresh = rows.join(stored.select(*KEY).with_columns(pl.lit(False).alias("_fresh")), on=list(KEY), how="left",
+                      maintain_order="left")["_fresh"].fill_null(True)
+    hold = (fresh & (rows["role"] == CHAMPION) & (rows["model_sha256"] == manifest["checkpoint_sha256"])
+            & (rows["timestamp"] >= datetime.fromisoformat(sus["from"])))
+    return rows.with_columns(
+        pl.when(hold).then(pl.lit("hold")).otherwise(pl.col("signal")).alias("signal"),
+        pl.when(hold).then(pl.lit(f"{PREFIX}: {sus['reason']}")).otherwise(pl.col("reason")).alias("reason"))
 
 
 def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
@@ -583,7 +611,8 @@ def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
         sus = manifest.get("suspended")
         out.append(Scorer(CHAMPION, manifest["checkpoint_sha256"], load_checkpoint(paths.champion_checkpoint),
                           threshold, why, datetime.fromisoformat(manifest["data"]["last_timestamp"]),
-                          suspended=sus["reason"] if sus else None))
+                          suspended=sus["reason"] if sus else None,
+                          suspended_from=datetime.fromisoformat(sus["from"]) if sus and sus.get("from") else None))
     if paths.checkpoint.exists():
         sha = sha256_file(paths.checkpoint)
         evaluation = read_json(paths.evaluation_json) if paths.evaluation_json.exists() else {}
@@ -598,29 +627,36 @@ def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
     return out
 
 
-def signal_ledger(cell: GridCell, *, now: datetime | None = None) -> StepResult:
-    """Resolve, decide, then score: ``<dataset>/ledger/<variant>/signals.parquet``.
+def _stored_counts(paths: VariantPaths) -> dict[str, int]:
+    from patx_core.serving.ledger import read_ledger
 
-    Open rows are resolved from the store, the monitor decides on the champion, and then every
-    candle newer than each (symbol, model, role)'s last row is scored (at most
-    ``monitor.max_backfill``). Nothing new: nothing is written, the file stays byte-identical.
+    rows = read_ledger(paths.ledger).rows
+    return {role: int((rows["role"] == role).sum()) for role in ("champion", "shadow")}
+
+
+def _stored_revisions(paths: VariantPaths) -> list[dict[str, Any]]:
+    from patx_core.serving.ledger import read_ledger
+
+    return read_ledger(paths.ledger).revisions
+
+
+def signal_ledger(cell: GridCell) -> StepResult:
+    """``<dataset>/ledger/<variant>/signals.parquet``, as :func:`review_champion` computes it.
+
+    Open rows are resolved from the store, every candle newer than each (symbol, model, role)'s
+    last row is scored (at most ``monitor.max_backfill``), and the monitor decides on the
+    champion. Nothing new: nothing is written, the file stays byte-identical.
     """
-    from patx_core.serving.ledger import merge_rows, resolve_rows, score_rows, write_ledger, dependent_candles
+    from patx_core.serving.ledger import dependent_candles, write_ledger
     from patx_core.storage.artifacts import atomic_write_with
 
-    paths, variant = cell.paths, cell.variant
-    state = review_champion(cell)
+    paths = cell.paths
+    state = review_champion(cell, score=True)
     ledger = state.ledger
-    recorded_at = now or datetime.now(timezone.utc)
-    added: dict[str, int] = {}
-    for scorer in _scorers(cell, state.manifest):
-        new = score_rows(ledger, scorer, state.universe, state.outcomes, max_backfill=variant.monitor.max_backfill,
-                         recorded_at=recorded_at)
-        ledger, n = merge_rows(ledger, new)
-        added[scorer.role] = n
-    # rows scored tonight whose outcome the store already decides (scored late): resolved now
-    ledger, late = resolve_rows(ledger, state.outcomes, cost_bps=variant.backtest.cost_bps)
-    changed = bool(sum(added.values()) or state.resolved or late or ledger.revisions != state.ledger.revisions
+    added = {role: int((ledger.rows["role"] == role).sum()) for role in ("champion", "shadow")}
+    before = _stored_counts(paths)
+    added = {role: n - before.get(role, 0) for role, n in added.items()}
+    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != _stored_revisions(paths)
                    or not paths.ledger.exists())
     if changed and not ledger.rows.is_empty():
         write_ledger(paths.ledger, ledger)
@@ -629,7 +665,7 @@ def signal_ledger(cell: GridCell, *, now: datetime | None = None) -> StepResult:
     if not ledger.rows.is_empty() and (old_seen is None or not old_seen.equals(seen)):
         atomic_write_with(paths.ledger_candles, lambda buf: seen.write_parquet(buf))
     rows = ledger.rows
-    meta = {"path": str(paths.ledger), "rows": rows.height, "added": added, "resolved": state.resolved + late,
+    meta = {"path": str(paths.ledger), "rows": rows.height, "added": added, "resolved": state.resolved,
             "open": int((rows["status"] == "open").sum()), "revisions": len(state.revisions), "written": changed,
             "champion": state.manifest is not None,
             "suspended": bool(state.manifest and state.manifest.get("suspended"))}
@@ -645,7 +681,7 @@ def track_record(cell: GridCell) -> StepResult:
     from patx_core.storage.artifacts import atomic_write_text
 
     paths, variant = cell.paths, cell.variant
-    state = review_champion(cell)
+    state = review_champion(cell, score=False)
     rows = state.ledger.rows
     record = tr.build_track_record(rows, state.outcomes, cost_bps=variant.backtest.cost_bps,
                                    confidence=variant.eval.confidence, manifest=state.manifest,

@@ -93,7 +93,8 @@ class Scorer:
     threshold: float | None
     hold_reason: str | None  # why there is no threshold (threshold None)
     data_end: datetime
-    suspended: str | None = None  # the champion's suspension reason: every row holds
+    suspended: str | None = None  # the champion's suspension reason: its rows hold ...
+    suspended_from: datetime | None = None  # ... from this candle on (the one that decided the alarm)
 
 
 @dataclass
@@ -293,7 +294,7 @@ def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes:
             t = datetime.fromisoformat(line["timestamp"])
             idx = int(oc.index_of(pl.Series([t], dtype=_TS))[0])
             signal, reason = line["signal"], line["reason"]
-            if scorer.suspended is not None:
+            if scorer.suspended is not None and (scorer.suspended_from is None or t >= scorer.suspended_from):
                 signal, reason = "hold", f"{SUSPENDED_PREFIX}: {scorer.suspended}"
             out.append({"symbol": symbol, "timestamp": t, "model_sha256": scorer.sha256, "role": scorer.role,
                         "probability": line["probability"], "threshold": scorer.threshold, "signal": signal,
