@@ -69,3 +69,30 @@ def test_the_chart_adds_a_miss_and_forgets_hits_down_to_zero():
     np.testing.assert_allclose(result.path[:5], 0.0)
     np.testing.assert_allclose(result.path[13:], [5.4, 5.0, 5.6], atol=1e-12)
     assert run_cusum([False] * 9, design).decision == "watching"
+
+
+def test_a_store_revision_resolves_an_open_row_from_the_revised_candles_and_is_listed_for_a_resolved_one():
+    from patx_core.data.universe import SYMBOL
+    from patx_core.serving.ledger import dependent_candles, find_revisions, resolve_rows, symbol_outcomes
+    from patx_core.settings.config import LabelConfig
+    from tests.synthetic import planted_candles
+
+    raw = planted_candles(400, seed=3).with_columns(pl.lit("s").alias(SYMBOL))
+    ts = raw["timestamp"]
+    rows = pl.DataFrame([_row(ts[300], "a" * 64, 0.9, 1), _row(ts[350], "a" * 64, 0.9, 1)], schema=LEDGER_SCHEMA)
+    rows = rows.with_columns(pl.Series("status", ["resolved", "open"]), pl.Series("label", [1, None], dtype=pl.Int8),
+                             pl.Series("resolved_at", [ts[302], None]))
+    seen = dependent_candles(raw, rows)
+    revised = raw.with_columns(pl.when(pl.col("timestamp").is_in([ts[301], ts[351]])).then(pl.col("close") * 1.001)
+                               .otherwise(pl.col("close")).alias("close"))
+    revisions = find_revisions(seen, dependent_candles(revised, rows))
+    assert [(r["timestamp"], r["column"]) for r in revisions] == [(ts[301].isoformat(), "close"),
+                                                                  (ts[351].isoformat(), "close")]
+    ledger, n = resolve_rows(Ledger(rows), symbol_outcomes(revised, LabelConfig()), cost_bps=5.0, revisions=revisions)
+    assert n == 1
+    resolved_now = ledger.rows.row(1, named=True)
+    assert resolved_now["status"] == "resolved" and "resolved from revised candles" in resolved_now["reason"]
+    assert ts[351].isoformat() in resolved_now["reason"]
+    kept = ledger.rows.row(0, named=True)
+    assert (kept["label"], kept["resolved_at"], kept["reason"]) == (1, ts[302], None), "a resolved row keeps its outcome"
+    assert [e["revision"]["timestamp"] for e in ledger.revisions] == [ts[301].isoformat()]
