@@ -24,6 +24,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from patx_core.evaluation.backtest import round_trip_factor
+from patx_core.evaluation.formatting import num, pct
 from patx_core.evaluation.metrics import wilson_interval
 from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, counted_rows
 from patx_core.serving.monitor import MonitorResult
@@ -110,14 +111,6 @@ def build_track_record(ledger_rows: pl.DataFrame, outcomes: Mapping[str, SymbolO
             "roles": roles, "monitor": mon, "revisions_after_resolution": revisions}
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.2%}"
-
-
 def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) -> str:
     lines = [f"# Track record — {record['cell']}", "",
              "Live figures count out-of-sample rows only (candles after the newest one the model trained on); "
@@ -134,12 +127,12 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
         for label, f in (("all out-of-sample", fig), ("forward only", fig["forward"])):
             lo, hi = f["precision_ci"]
             lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_resolved']} | "
-                         f"{f['n_open']} | {_fmt(f['precision'])} [{lo:.3f}, {hi:.3f}] | {_fmt(f['base_rate'])} | "
-                         f"{_fmt(f['lift'], 2)} | {_pct(f['strategy_return'])} | {_pct(f['buy_and_hold_return'])} |")
+                         f"{f['n_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | {num(f['base_rate'])} | "
+                         f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | {pct(f['buy_and_hold_return'], 2, signed=True)} |")
     champ = record["roles"][CHAMPION]
     if "backtest_precision" in champ:
         lo, hi = champ["backtest_ci"]
-        lines += ["", f"Backtest (gate) precision {_fmt(champ['backtest_precision'])} [{_fmt(lo)}, {_fmt(hi)}]; "
+        lines += ["", f"Backtest (gate) precision {num(champ['backtest_precision'])} [{num(lo)}, {num(hi)}]; "
                       f"consistent with the live record: {champ['consistent_with_backtest']}."]
         if champ.get("suspended"):
             s = champ["suspended"]
