@@ -44,7 +44,7 @@ materialize: setup
 	@start=$$(date +%s); \
 	$(DAGSTER) asset materialize -m patx_dagster --select '*latest_signal,variant_leaderboard' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
-	$(PY) -m patx_dagster.verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
+	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
 
 # Score one cell without retraining: ingest, latest signal, the ledger (resolution, the monitor's
 # decision, new rows) and the track record. Ends with one verdict line, like `make materialize`.
@@ -52,7 +52,7 @@ score: setup
 	@start=$$(date +%s); \
 	$(DAGSTER) asset materialize -m patx_dagster --select 'ingested_candles,latest_signal,signal_ledger,track_record' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
-	$(PY) -m patx_dagster.verdict $(DATASET) $(VARIANT) --score --run-exit-code $$? --since $$start
+	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --score --run-exit-code $$? --since $$start
 
 walk-forward: setup
 	$(DAGSTER) asset materialize -m patx_dagster --select '*walk_forward' \

@@ -9,13 +9,13 @@ import dagster as dg
 from patx_core.ingest.landing import pending_files
 from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, score_job
 from patx_dagster.partitions import partition_key
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 
-def landing_fingerprint(storage: PatxStorage) -> str | None:
+def landing_fingerprint(grid: GridResource) -> str | None:
     """Names, sizes and mtimes of every file waiting in any landing folder (None: nothing waits)."""
     entries = []
-    for name, dataset in sorted(storage.grid().datasets.items()):
+    for name, dataset in sorted(grid.settings().datasets.items()):
         if dataset.landing:
             for path in pending_files(dataset):
                 st = path.stat()
@@ -27,16 +27,16 @@ def landing_fingerprint(storage: PatxStorage) -> str | None:
            description="When candle files land: a `score` run for every nightly cell of that dataset (each "
                        "ingests the files first, then scores without retraining); datasets without a nightly "
                        "cell are only ingested.")
-def new_candles(context: dg.SensorEvaluationContext, storage: PatxStorage):
-    fingerprint = landing_fingerprint(storage)
+def new_candles(context: dg.SensorEvaluationContext, grid: GridResource):
+    fingerprint = landing_fingerprint(grid)
     if fingerprint is None:
         return dg.SkipReason("no files waiting in any landing folder")
     if context.cursor == fingerprint:
         return dg.SkipReason("the waiting files were already requested")
     context.update_cursor(fingerprint)
-    grid = storage.grid()
-    waiting = {name for name, ds in grid.datasets.items() if ds.landing and pending_files(ds)}
-    cells = [c for c in grid.nightly_cells() if c.dataset.name in waiting]
+    settings = grid.settings()
+    waiting = {name for name, ds in settings.datasets.items() if ds.landing and pending_files(ds)}
+    cells = [c for c in settings.nightly_cells() if c.dataset.name in waiting]
     # A score run's first step ingests under the dataset's lock, so its scoring reads the store
     # with these files merged, whichever of the dataset's runs took them.
     requests = [dg.RunRequest(run_key=f"score-{c.key}-{fingerprint}", job_name=score_job.name,

@@ -12,7 +12,8 @@ import pytest
 from patx_core.settings.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, VariantConfig, WalkForwardConfig
 from patx_core.data.splits import build_feature_table
 from patx_core.data.contract import validate_raw
-from patx_core.evaluation.walk_forward import SIGNAL_MARGIN, WalkForwardResult, fold_table, plan_folds, run_walk_forward
+from patx_core.evaluation.walk_forward import (SIGNAL_MARGIN, WalkForwardResult, fold_table, plan_folds, run_fold,
+                                               run_fold_group, run_walk_forward)
 from tests.synthetic import noise_candles, planted_candles
 
 # A tiny model: the isolation and concurrency tests need fold-exact numbers, not a good model.
@@ -45,6 +46,30 @@ def _comparable(result: WalkForwardResult) -> list[str]:
         row = {k: v for k, v in r.row.items() if k != "seconds"}
         out.append(json.dumps({"row": row, "fingerprint": r.fingerprint}, sort_keys=True, default=str))
     return out
+
+
+#: Fold row fields that are verdicts and counts: fused and one-by-one training must agree exactly.
+VERDICT_KEYS = ("fold", "gate_passed", "threshold_reachable", "n_samples", "n_signals", "trades", "epochs",
+                "best_epoch", "train_samples", "val_samples", "test_start", "test_end")
+#: Fold row figures of the signals: equal to float rounding when the same signals are taken.
+FIGURE_KEYS = ("threshold", "precision", "base_rate", "strategy_return", "buy_and_hold_return")
+#: ROC AUC ranks every test probability, so the fused model's ~1e-6 probability differences swap a
+#: few near-ties: measured 0.59051 against 0.59042 (smoke, bundled sample, fold 1).
+AUC_ABS = 1e-3
+
+
+def assert_same_folds(a: list[dict], b: list[dict]) -> None:
+    """Same verdicts and counts in every fold, figures within 1e-4 relative."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert {k: x[k] for k in VERDICT_KEYS} == {k: y[k] for k in VERDICT_KEYS}, (x, y)
+        for k in FIGURE_KEYS:
+            assert (x[k] is None) == (y[k] is None), (k, x[k], y[k])
+            if x[k] is not None:
+                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), (x["fold"], k, x[k], y[k])
+        assert (x["roc_auc"] is None) == (y["roc_auc"] is None)
+        if x["roc_auc"] is not None:
+            assert abs(x["roc_auc"] - y["roc_auc"]) < AUC_ABS, (x["fold"], x["roc_auc"], y["roc_auc"])
 
 
 def _reprice_after(raw: pl.DataFrame, date, seed: int = 9) -> pl.DataFrame:
@@ -97,6 +122,36 @@ def test_planted_pattern_passes_in_most_folds_and_noise_in_none() -> None:
     assert planted.summary["strategy_return"] > planted.summary["buy_and_hold_return"]
 
 
+def test_a_fused_fold_group_gives_the_one_by_one_folds_numbers_and_verdicts() -> None:
+    table = _table(planted_candles(1500, seed=3), TINY)
+    plans = plan_folds(table, TINY)
+    fused = run_fold_group(table, plans, TINY)
+    alone = [run_fold(table, plan, TINY) for plan in plans]
+    assert_same_folds([r.row for r in fused], [r.row for r in alone])
+
+
+@pytest.mark.slow
+def test_fused_walk_forward_on_the_bundled_sample_gives_the_unfused_verdicts() -> None:
+    """The smoke variant's folds on the bundled NASDAQ sample, fused (one group) and one by one:
+    the same verdicts. Not the same figures: the fused and the single step round differently
+    (~1e-7 from the second step on), and on this data training amplifies that — measured: fold 4's
+    epoch-1 val loss 9e-3 relative apart, fold 5 stopping at epoch 6 against 8, ROC AUC 0.668 vs
+    0.618. (Every smoke fold abstains here, so agreeing verdicts are weak evidence.)"""
+    from pathlib import Path
+
+    from patx_core.data.universe import read_universe
+    from patx_core.settings.variants import get_variant
+
+    smoke = get_variant("smoke")
+    raw = read_universe([Path(__file__).parents[3] / "data" / "raw" / "nasdaq_daily_1999_2018.parquet"]).frame
+    table = build_feature_table(raw, smoke.data, smoke.labels)
+    plans = plan_folds(table, smoke)
+    fused = run_fold_group(table, plans, smoke)
+    alone = [run_fold(table, plan, smoke) for plan in plans]
+    verdict = ("fold", "gate_passed", "threshold_reachable", "n_signals", "trades", "n_samples")
+    assert [{k: r.row[k] for k in verdict} for r in fused] == [{k: r.row[k] for k in verdict} for r in alone]
+
+
 @pytest.mark.slow
 def test_concurrent_folds_give_the_sequential_numbers() -> None:
     table = _table(planted_candles(1500, seed=3), TINY)
@@ -104,13 +159,14 @@ def test_concurrent_folds_give_the_sequential_numbers() -> None:
     sequential = run_walk_forward(table, variant, concurrency="sequential")
     concurrent = run_walk_forward(table, variant, concurrency="processes", workers=2)
     assert concurrent.summary["concurrency"] == "processes" and concurrent.summary["workers"] == 2
-    assert _comparable(concurrent) == _comparable(sequential)
+    # Workers train a fold each (a fused group of one), sequential fuses both: float rounding apart.
+    assert_same_folds(concurrent.folds, sequential.folds)
     growth = np.prod([1 + f["strategy_return"] for f in concurrent.folds]) - 1
     assert concurrent.summary["strategy_return"] == pytest.approx(growth)
     assert concurrent.equity["fold"].unique().to_list() == [0, 1]
-    drop = ("concurrency", "workers", "seconds")
-    assert {k: v for k, v in concurrent.summary.items() if k not in drop} == \
-           {k: v for k, v in sequential.summary.items() if k not in drop}
+    for k in ("n_folds", "gate_passed_folds", "stable", "n_signals", "true_positives", "trades"):
+        assert concurrent.summary[k] == sequential.summary[k], k
+    assert concurrent.summary["strategy_return"] == pytest.approx(sequential.summary["strategy_return"], rel=1e-4)
 
 
 def test_derived_test_length_holds_enough_positives_and_ignores_later_prices() -> None:
