@@ -36,3 +36,17 @@ def test_score_records_champion_and_shadow_rows_without_retraining(tmp_path, goo
     assert materialize(planted_raw, data_dir, selection=SCORE).success
     assert paths.ledger.read_bytes() == before, "the same night again adds nothing"
     assert pl.read_parquet(paths.ledger).height == rows.height
+
+
+def test_make_score_ends_with_one_verdict_line_from_the_track_record():
+    from patx_dagster.verdict import track_record_line
+
+    figures = {"n_scored": 5, "n_signals": 2, "n_resolved": 1, "precision": 1.0}
+    record = {"cell": "nasdaq|baseline", "champion_present": False, "monitor": None,
+              "roles": {"champion": {**figures, "n_scored": 0, "precision": None}, "shadow": figures}}
+    line = track_record_line(record)
+    assert line == ("nasdaq|baseline: no champion; champion 0 scored, 2 signals, 1 resolved, precision n/a; "
+                    "shadow 5 scored, 2 signals, 1 resolved, precision 1.000")
+    watched = {**record, "champion_present": True, "monitor": {"decision": "watching", "statistic": 1.2,
+                                                               "threshold": 5.6}}
+    assert track_record_line(watched).startswith("nasdaq|baseline: monitor watching (1.2/5.6); ")
