@@ -407,3 +407,32 @@ def test_stray_parquet_in_curated_stops_the_ingest(landing: Path, data_root: Pat
     with pytest.raises(ingest.IngestError, match="extra.parquet"):
         ingest_dataset(ds, data_root)
     assert _names(landing) == ["b.parquet"]  # still waiting
+
+
+class _Killed(BaseException):
+    """Stands in for a SIGKILL at one point of the ingest: nothing after it runs."""
+
+
+def test_a_kill_before_the_reason_is_written_leaves_the_refused_file_in_the_landing_folder(
+        landing: Path, data_root: Path, candles: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused file never sits in quarantine without its reason: the reason is written first, so
+    a kill while writing it leaves the file where it was, to be refused (and explained) again."""
+    ds = _dataset(landing)
+    _drop(landing, "bad.parquet", candles[:10].with_columns(pl.lit(-1.0).alias("low")))
+    real_write = ingest.atomic_write_text
+
+    def killed_writing_the_reason(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith(ingest.ERROR_SUFFIX):
+            raise _Killed
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "atomic_write_text", killed_writing_the_reason)
+    with pytest.raises(_Killed):
+        ingest_dataset(ds, data_root)
+    assert _names(landing) == ["bad.parquet"]
+    assert "bad.parquet" not in _names(landing / "quarantine")
+
+    monkeypatch.setattr(ingest, "atomic_write_text", real_write)
+    report = ingest_dataset(ds, data_root)
+    assert [q.file for q in report.quarantined] == ["bad.parquet"]
+    assert _names(landing / "quarantine") == ["bad.parquet", "bad.parquet.error.txt"]

@@ -174,3 +174,27 @@ def test_a_symbol_the_model_cannot_score_holds_with_the_reason_and_the_others_st
     assert rows[0]["probability"] is not None and rows[0]["signal"] in ("buy", "hold") and rows[0]["reason"] is None
     assert rows[1]["signal"] == "hold" and rows[1]["probability"] is None
     assert "no scaler for symbol 'B'" in rows[1]["reason"]
+
+
+def test_each_symbol_is_scored_on_its_own_candles_only(trained):
+    """A symbol's features come from its own rows: a universe scores B exactly as B alone, so no
+    indicator (EMA200 and the Wilder averages remember their whole input) runs across symbols."""
+    import polars as pl
+
+    from patx_core.serving.predict import predict_universe
+    from tests.conftest import make_candles
+
+    raw, _, paths = trained
+    checkpoint = load_checkpoint(paths.checkpoint)
+    # B: a short history at ~100; A before it in the frame, at ~1000, ending the day before B
+    # starts (so A's rows followed by B's would even pass as one valid series)
+    b = raw.tail(400)
+    a = make_candles(1500, seed=11, start_price=1000.0)
+    a = a.with_columns(pl.col("timestamp") + (b["timestamp"][0] - a["timestamp"][-1] - pl.duration(days=1)))
+    universe = pl.concat([part.select(pl.lit(s).alias("symbol"), pl.all()) for s, part in (("A", a), ("B", b))])
+    rows = predict_universe(checkpoint, universe, last=150, threshold=0.5)
+    got = np.array([r["probability"] for r in rows if r["symbol"] == "B"], dtype=float)
+    alone = np.array([r["probability"] for r in predict_frame(checkpoint, b, last=150, threshold=0.5)])
+    assert got.shape == alone.shape == (150,)
+    # same process, same model: float32 outputs within 1e-6
+    np.testing.assert_allclose(got, alone, rtol=0, atol=1e-6)
