@@ -148,4 +148,4 @@ def test_walk_forward_in_process_is_one_fold_step_through_files_under_the_cell(c
     assert len(body["folds"]) == body["summary"]["n_folds"] >= 2
     [mat] = result.asset_materializations_for_node("walk_forward")
     assert mat.metadata["patx/worker"].value == socket.gethostname()
-    assert [c.check_name for c in result.get_asset_check_evaluations()] == ["walk_forward_gate_stable"]
+    assert "walk_forward_gate_stable" in [c.check_name for c in result.get_asset_check_evaluations()]
