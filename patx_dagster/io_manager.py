@@ -93,8 +93,8 @@ class FoldFileIOManager(dg.IOManager):
         return body
 
 
-@dg.io_manager(required_resource_keys={"grid"},
-               description="Walk-forward fold plans and results as JSON under <data_dir>/<dataset>/work/<variant>/walk_forward/.")
+@dg.io_manager(required_resource_keys={"grid"}, description="Walk-forward fold plans and results as JSON under "
+                                                           "<data_dir>/<dataset>/work/<variant>/walk_forward/.")
 def fold_io_manager(context: dg.InitResourceContext) -> FoldFileIOManager:
     return FoldFileIOManager(context.resources.grid)
 

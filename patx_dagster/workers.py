@@ -89,7 +89,8 @@ def start_redis(port: int, workdir: Path, *, timeout: float = 20.0) -> Process:
     """``redis-server`` on 127.0.0.1:``port``, without persistence (the queue is rebuilt by new runs)."""
     exe = shutil.which("redis-server")
     if exe is None:
-        raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server; or bash .ci/system-deps.sh)")
+        raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server; "
+                                "or bash .ci/system-deps.sh)")
     workdir.mkdir(parents=True, exist_ok=True)
     server = _spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", str(workdir)], workdir / "redis.log")

@@ -46,7 +46,8 @@ def ingested_candles(context: dg.AssetExecutionContext, grid: GridResource) -> d
     for name, report in reports.items():
         for q in report.quarantined:
             context.log.warning(f"[{name}] quarantined {q.file}: {q.message}")
-    return dg.MaterializeResult(metadata={**worker_metadata(), "datasets": sorted(reports), "could_not_run": failed, **metadata})
+    return dg.MaterializeResult(metadata={**worker_metadata(), "datasets": sorted(reports), "could_not_run": failed,
+                                          **metadata})
 
 
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"polars", "parquet"},
@@ -64,7 +65,8 @@ def raw_prices(context: dg.AssetExecutionContext, grid: GridResource):  # return
     context.instance.add_run_tags(context.run.run_id, {
         "patx/dataset": cell.dataset.name, "patx/input_sha256": digest,
         "patx/input_path": ";".join(step.metadata["input_files"])[:4000]})
-    return dg.MaterializeResult(value=step.value, metadata={**worker_metadata(), **step.metadata, **column_schema(step.value)},
+    return dg.MaterializeResult(value=step.value,
+                                metadata={**worker_metadata(), **step.metadata, **column_schema(step.value)},
                                 check_results=results(step.checks), data_version=dg.DataVersion(digest))
 
 
@@ -80,7 +82,8 @@ def features(context: dg.AssetExecutionContext, grid: GridResource,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome, per symbol."""
     step = pipeline.build_features(raw_prices, grid.cell(context.partition_key))
-    return dg.MaterializeResult(value=step.value, metadata={**worker_metadata(), **step.metadata, **column_schema(step.value)},
+    return dg.MaterializeResult(value=step.value,
+                                metadata={**worker_metadata(), **step.metadata, **column_schema(step.value)},
                                 check_results=results(step.checks))
 
 
@@ -91,7 +94,8 @@ def splits(context: dg.AssetExecutionContext, grid: GridResource,
     """Train/val/test at calendar cutoffs shared by every symbol, purged per symbol, and the z-score
     scaler fitted on train rows only (``work/<variant>/scaler.json``)."""
     step = pipeline.build_splits(features, grid.cell(context.partition_key))
-    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **worker_metadata()}, check_results=results(step.checks))
+    return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **worker_metadata()},
+                                check_results=results(step.checks))
 
 
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"}, op_tags=CPU)

@@ -64,7 +64,8 @@ def track_record(context: dg.AssetExecutionContext, grid: GridResource) -> dg.Ma
     """``<dataset>/ledger/<variant>/track_record.json`` + ``.md``: live precision per role against the
     backtest, and the monitor's statistic."""
     step = pipeline.track_record(grid.cell(context.partition_key))
-    return dg.MaterializeResult(metadata={**worker_metadata(), **step.metadata, "track_record": dg.MetadataValue.md(step.markdown)},
+    return dg.MaterializeResult(metadata={**worker_metadata(), **step.metadata,
+                                          "track_record": dg.MetadataValue.md(step.markdown)},
                                 check_results=results(step.checks))
 
 

@@ -107,7 +107,8 @@ def celery_workers(site, broker) -> Iterator[dict[str, Process]]:
             w.stop()
 
 
-def _materialize(env: dict[str, str], select: list[str], *, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+def _materialize(env: dict[str, str], select: list[str], *,
+                 wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
     cmd = [DAGSTER, "asset", "materialize", "-m", "patx_dagster", "--select", ",".join(select),
            "--partition", PARTITION]
     if not wait:
