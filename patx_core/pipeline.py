@@ -137,7 +137,7 @@ def _duration(seconds: float | None) -> str | None:
 
 def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
     """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
-    from patx_core.data.intervals import parse_duration
+    from patx_core.data.intervals import format_duration, parse_duration
 
     if not max_staleness:
         return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
@@ -147,16 +147,16 @@ def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: dat
     age = {s: (now - t).total_seconds() for s, t in newest.items()}
     stale = {s: a for s, a in age.items() if a > limit}
     meta = {"max_staleness": max_staleness, "now": now.isoformat(),
-            "age_by_symbol": {s: _duration(a) for s, a in age.items()},
+            "age_by_symbol": {s: format_duration(max(a, 0.0)) for s, a in age.items()},
             "stale_symbols": sorted(stale)}
     if not stale:
         oldest = max(age.values()) if age else 0.0
         return CheckOutcome("raw_prices_fresh", True, meta,
-                            f"newest candles at most {_duration(oldest)} old (limit {max_staleness})")
+                            f"newest candles at most {format_duration(max(oldest, 0.0))} old (limit {max_staleness})")
     worst = max(stale, key=stale.__getitem__)
     return CheckOutcome("raw_prices_fresh", False, meta,
-                        f"{len(stale)} symbol(s) stale: {worst!r}'s newest candle is {_duration(stale[worst])} old, "
-                        f"{_duration(stale[worst] - limit)} past max_staleness={max_staleness}")
+                        f"{len(stale)} symbol(s) stale: {worst!r}'s newest candle is {format_duration(stale[worst])} old, "
+                        f"{format_duration(stale[worst] - limit)} past max_staleness={max_staleness}")
 
 
 def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:

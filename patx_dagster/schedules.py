@@ -9,7 +9,7 @@ import dagster as dg
 from patx_core.storage.artifacts import read_json
 from patx_core.settings.grid import GridCell
 from patx_core.ingest.landing import pending_files
-from patx_core.data.intervals import format_interval
+from patx_core.data.intervals import format_duration
 from patx_core.data.universe import source_digest
 from patx_dagster.jobs import retrain_job, walk_forward_job
 from patx_dagster.partitions import partition_key
@@ -37,7 +37,7 @@ def staleness_note(cell: GridCell, last_timestamp: str | None, now: datetime) ->
     age = (now - datetime.fromisoformat(last_timestamp)).total_seconds()
     if age <= limit:
         return ""
-    return (f"; STALE: newest candle {last_timestamp[:10]} is {format_interval(age)} old, past "
+    return (f"; STALE: newest candle {last_timestamp[:10]} is {format_duration(age)} old, past "
             f"max_staleness={cell.dataset.max_staleness}")
 
 

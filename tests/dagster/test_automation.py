@@ -52,6 +52,7 @@ def test_nightly_skips_an_unchanged_input_and_retrains_after_a_batch_arrived(tmp
     assert "nasdaq|smoke" in skip.skip_message and "unchanged" in skip.skip_message
     # a skipped night runs no raw_prices, so the skip itself says the data went stale
     assert "STALE: newest candle 2009-03-19" in skip.skip_message and "max_staleness=4d" in skip.skip_message
+    assert " years old, past" in skip.skip_message, "an age of years reads in years"
     never = requests[f"{DATASET}|baseline"]
     assert isinstance(never, dg.RunRequest), "never evaluated: retrain"
     assert never.tags["patx/input_sha256"] in never.run_key or never.tags["patx/input_sha256"][:16] in never.run_key

@@ -85,9 +85,12 @@ def test_raw_prices_records_the_input_and_checks_freshness(tmp_path):
     assert step.metadata["symbols"] == ["A", "B"] and len(step.metadata["input_sha256"]) == 64
     assert step.metadata["newest_candle"] == {"A": last.isoformat(), "B": last.isoformat()}
     fresh = {c.name: c for c in step.checks}["raw_prices_fresh"]
-    assert fresh.passed and "2d old" in fresh.description
+    assert fresh.passed and "2 days old" in fresh.description
     ok = pipeline.freshness_check({"A": last, "B": last}, "4d", now=last + timedelta(days=3))
     stale = pipeline.freshness_check({"A": last, "B": last - timedelta(days=6)}, "4d", now=last + timedelta(days=3))
     assert ok.passed and not stale.passed
-    assert "'B'" in stale.description and "9d old" in stale.description and "5d past max_staleness=4d" in stale.description
+    assert "'B'" in stale.description and "9 days old" in stale.description
+    assert "5 days past max_staleness=4d" in stale.description
+    years = pipeline.freshness_check({"A": last}, "4d", now=last + timedelta(days=3_220))
+    assert "'A''s newest candle is 8.8 years old" in years.description, "ages read in years, not 3.22e+03d"
     assert DatasetConfig(name="x", source="y").max_staleness_seconds is None
