@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from patx_core.storage.artifacts import PathLike, as_path
-from patx_core.settings.config import read_named_tables
+from patx_core.settings.config import read_named_tables, refuse_unknown_fields
 from patx_core.data.intervals import parse_duration
 from patx_core.storage.paths import REPO_ROOT
 
@@ -115,10 +115,7 @@ def _resolve(base: Path, value: str) -> str:
 def dataset_from_dict(name: str, values: Mapping[str, Any], *, base: Path) -> DatasetConfig:
     """Build one dataset from its TOML table; relative paths are taken from ``base``."""
     values = dict(values)
-    known = {f.name for f in fields(DatasetConfig)} - {"name"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"dataset {name!r}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    refuse_unknown_fields(f"dataset {name!r}", values, {f.name for f in fields(DatasetConfig)} - {"name"})
     for key in ("source", "landing"):
         if key in values and isinstance(values[key], str):
             values[key] = _resolve(base, values[key])

@@ -36,7 +36,7 @@ def test_a_folder_source_is_every_parquet_file_in_it(tmp_path):
 
 
 @pytest.mark.parametrize("fields,fragment", [
-    ({"source": "x.parquet", "costs_bps": 1}, "unknown field(s) ['costs_bps']"),
+    ({"source": "x.parquet", "costs_bps": 1}, "unknown field(s) ['costs_bps']; did you mean 'cost_bps'?"),
     ({"source": "x.parquet", "interval": "daily"}, "interval must be a positive number and a unit"),
     ({"source": "x.parquet", "cost_bps": -1}, "cost_bps must be in [0, 10000]"),
     ({"source": "x.parquet", "max_staleness": "4 days"}, "max_staleness must be"),
