@@ -78,6 +78,8 @@ def test_make_materialize_exits_0_on_a_refused_model_and_ends_with_the_verdict(t
     lines = out.stdout.strip().splitlines()
     assert lines[-4].startswith("nasdaq|smoke: precision gate FAILED on test")
     assert lines[-3].startswith("diagnosis: ") and lines[-1].startswith("report: ")
+    # an abstaining model has F1 0: its failed WARN check is a line of its own just above the verdict
+    assert lines[-5].startswith("warning: check evaluation_report_f1_above_0_5 failed: "), lines[-8:]
     assert " DEBUG " not in out.stdout + out.stderr, "shell runs log at INFO"
     assert "epoch 1:" in out.stdout + out.stderr, "the per-epoch progress lines stay"
 

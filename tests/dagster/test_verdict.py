@@ -1,0 +1,30 @@
+"""What `make materialize` prints last: every failed WARN check of the run, one line each, above the verdict."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from patx_dagster.assets import ALL_ASSETS
+from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.partitions import partition_key
+from patx_dagster.verdict import failed_warnings
+from tests.dagster.harness import DATASET, storage_for
+
+
+def test_a_failed_warn_check_of_the_run_is_one_readable_line(tmp_path, planted_raw):
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(max_staleness: str) -> str:
+        storage = storage_for(planted_raw, tmp_path / max_staleness, max_staleness=max_staleness)
+        result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=["raw_prices"],
+                                resources={"storage": storage,
+                                           "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+                                instance=instance)
+        assert result.success, "a failed WARN check does not fail the run"
+        return result.run_id
+
+    # The planted candles end years ago: a 4-day limit is long past; a 1000-week one is not.
+    (line,) = failed_warnings(instance, run("4d"))
+    assert line.startswith("warning: check raw_prices_fresh failed: 1 symbol(s) stale: 'planted''s newest candle is ")
+    assert " years old, " in line and "past max_staleness=4d" in line and "\n" not in line
+    assert failed_warnings(instance, run("1000w")) == [], "passed checks are not listed"
