@@ -468,18 +468,25 @@ def latest_signal(cell: GridCell) -> StepResult:
 
 
 def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
-    """Every (dataset, variant) whose ``evaluation.json`` exists, as ``<root>/leaderboard.md`` and rows."""
-    from patx_core.evaluation.report import write_leaderboard
+    """Every ``evaluation.json`` under ``root``, as ``<root>/leaderboard.md`` and rows.
 
-    evaluations = {}
-    for cell in cells:
-        path = cell.paths.evaluation_json
-        if path.exists():
-            evaluations[cell.key] = read_json(path)
-    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root))
+    The cells of the current grid come first, in grid order; evaluations of cells the grid no
+    longer has (another ``PATX_DATASETS`` or ``PATX_VARIANTS``) stay, marked as outside it: a
+    result on disk never vanishes from the leaderboard.
+    """
+    from patx_core.evaluation.report import write_leaderboard
+    from patx_core.settings.grid import cell_key
+    from patx_core.storage.paths import evaluations_on_disk
+
+    on_disk = {cell_key(d, v): path for (d, v), path in evaluations_on_disk(root).items()}
+    in_grid = [cell.key for cell in cells if cell.key in on_disk]
+    outside = [key for key in on_disk if key not in set(in_grid)]
+    evaluations = {key: read_json(on_disk[key]) for key in [*in_grid, *outside]}
+    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), outside_grid=outside)
     columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
-                      metadata={"cells": list(evaluations), "path": str(leaderboard_md(root))})
+                      metadata={"cells": list(evaluations), "outside_grid": outside,
+                                "path": str(leaderboard_md(root))})
 
 
 # ------------------------------------------------------------------------------ walk-forward

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -441,7 +441,8 @@ def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history
 
 # ---------------------------------------------------------------- leaderboard
 
-def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
+                     outside_grid: Collection[str] = ()) -> list[dict[str, Any]]:
     """One flat row per (dataset, variant), gate passers first, then by the precision lower bound."""
     rows = []
     for key, ev in evaluations.items():
@@ -464,18 +465,24 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[
             "training_seconds": ev["training"]["seconds"],
             "gate": "passed" if gate["passed"] else "failed",
             "diagnosis": [d["code"] for d in ev.get("diagnosis", [])],  # absent from older evaluation.json
+            "in_grid": key not in outside_grid,
         })
     rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
     return rows
 
 
-def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike) -> tuple[str, list[dict[str, Any]]]:
+#: Marks a leaderboard row whose (dataset, variant) the current datasets/variants files no longer define.
+OUTSIDE_GRID_MARK = "†"
+
+
+def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike,
+                      outside_grid: Collection[str] = ()) -> tuple[str, list[dict[str, Any]]]:
     """Write the leaderboard markdown to ``path`` (atomically); return it and its rows.
 
     ``evaluations`` maps a cell key (``dataset|variant``) → its evaluation.json body, only for
-    the cells that have one.
+    the cells that have one; the keys in ``outside_grid`` are marked as not in the current grid.
     """
-    rows = leaderboard_rows(evaluations)
+    rows = leaderboard_rows(evaluations, outside_grid)
     lines = [
         "# Leaderboard",
         "",
@@ -491,13 +498,17 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
     for r in rows:
         pct = r["random_percentile"]
         lines.append(
-            f"| {r['dataset']} | {r['variant']} | {r['split']} | {_num(r['precision'])} [{r['precision_lo']:.3f}, "
+            f"| {r['dataset']} | {r['variant']}{'' if r['in_grid'] else ' ' + OUTSIDE_GRID_MARK} | {r['split']} | {_num(r['precision'])} [{r['precision_lo']:.3f}, "
             f"{r['precision_hi']:.3f}] | {r['signals']} | {_num(r['lift'], 2)} | {_num(r['f1'])} | "
             f"{_num(r['roc_auc'])} | {_pct(r['strategy_return'], signed=True)} | "
             f"{_pct(r['buy_and_hold_return'], signed=True)} | {'n/a' if pct is None else f'{pct:.0f}'} | "
             f"{r['training_seconds']:.0f} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} |")
     if not rows:
         lines.append("| (no evaluated variants yet) |" + " |" * 13)
+    if not all(r["in_grid"] for r in rows):
+        lines += ["", f"{OUTSIDE_GRID_MARK} not in the current grid: the datasets or variants file in use "
+                      "(`PATX_DATASETS`, `PATX_VARIANTS`) no longer defines this cell; its evaluation.json "
+                      "is still on disk, so its result is kept."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text, rows
