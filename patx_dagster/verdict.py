@@ -28,7 +28,11 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
     """The gate's verdict, the diagnosis and the backtest in three lines."""
     gate = evaluation["checks"]["precision_gate"]
     name = f"{evaluation['dataset'].get('name')}|{evaluation['variant']}"
-    lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']} — {gate['reason']}"]
+    per = evaluation.get("per_symbol") or {}
+    tested, untested = len(per.get("symbols") or {}), len(per.get("untested") or {})
+    coverage = f" (tested on {tested} of {tested + untested} symbols)" if untested else ""
+    lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']}{coverage} — "
+             f"{gate['reason']}"]
     codes = [d["code"] for d in evaluation.get("diagnosis", [])]
     lines.append(f"diagnosis: {', '.join(codes) if codes else 'none'}")
     bt = evaluation.get("backtest") or {}

@@ -326,13 +326,28 @@ def _diagnostics_section(th: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def coverage_line(evaluation: Mapping[str, Any]) -> str | None:
+    """``Tested on 1 of 2 symbols: …`` when a symbol has no gate-split sample, else ``None``.
+
+    Says that the verdict, metrics and buy-and-hold speak for the tested symbols only.
+    """
+    block = evaluation.get("per_symbol") or {}
+    tested, untested = block.get("symbols") or {}, block.get("untested") or {}
+    if not untested:
+        return None
+    why = "; ".join(f"{s}: {u['reason']}" for s, u in untested.items())
+    return (f"**Tested on {len(tested)} of {len(tested) + len(untested)} symbols** ({', '.join(tested) or 'none'}): "
+            f"the verdict, metrics and backtest (buy-and-hold too) cover these only. Not tested — {why}.")
+
+
 def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
     """Per-symbol gate-split figures and backtests, for a dataset of more than one symbol."""
-    per = (evaluation.get("per_symbol") or {}).get("symbols") or {}
-    if len(per) < 2:
+    block = evaluation.get("per_symbol") or {}
+    per, untested = block.get("symbols") or {}, block.get("untested") or {}
+    if len(per) + len(untested) < 2:
         return []
     bts = evaluation["backtest"].get("per_symbol") or {}
-    out = [f"## Per symbol — {evaluation['per_symbol']['split']} split",
+    out = [f"## Per symbol — {block['split']} split",
            "",
            "| symbol | samples | signals | precision [95 % CI] | base rate | strategy | buy-and-hold |",
            "|---|---|---|---|---|---|---|"]
@@ -341,7 +356,9 @@ def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
         out.append(f"| {symbol} | {m['samples']} | {m['signals']} | {_num(m['precision'])} "
                    f"[{m['precision_ci95'][0]:.3f}, {m['precision_ci95'][1]:.3f}] | {_num(m['base_rate'])} | "
                    f"{_pct(bt.get('total_return'), signed=True)} | {_pct(bt.get('buy_and_hold_return'), signed=True)} |")
-    return out + ["", "The backtest above is the equal-weight portfolio of these symbols.", ""]
+    for symbol, u in untested.items():
+        out.append(f"| {symbol} | 0 | — | not tested: {u['reason']} | — | — | — |")
+    return out + ["", "The backtest above is the equal-weight portfolio of the tested symbols.", ""]
 
 
 def _dataset_line(dataset: Mapping[str, Any]) -> str:
@@ -358,9 +375,11 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     """The report body; ``images`` is (caption, link) in display order."""
     th, tr, bt = evaluation["threshold"], evaluation["training"], evaluation["backtest"]
     f1 = evaluation["checks"]["f1"]
+    coverage = coverage_line(evaluation)
     lines = [
         title_line(evaluation),
         "",
+        *([coverage, ""] if coverage else []),
         verdict(evaluation),
         "",
         *_diagnosis_lines(evaluation),

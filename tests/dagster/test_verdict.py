@@ -7,7 +7,7 @@ import dagster as dg
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import PolarsParquetIOManager
 from patx_dagster.partitions import partition_key
-from patx_dagster.verdict import failed_warnings
+from patx_dagster.verdict import failed_warnings, verdict_lines
 from tests.dagster.harness import DATASET, storage_for
 
 
@@ -28,3 +28,13 @@ def test_a_failed_warn_check_of_the_run_is_one_readable_line(tmp_path, planted_r
     assert line.startswith("warning: check raw_prices_fresh failed: 1 symbol(s) stale: 'planted''s newest candle is ")
     assert " years old, " in line and "past max_staleness=4d" in line and "\n" not in line
     assert failed_warnings(instance, run("1000w")) == [], "passed checks are not listed"
+
+
+def test_the_verdict_says_how_many_symbols_were_tested_when_one_was_not():
+    evaluation = {"dataset": {"name": "us_daily"}, "variant": "baseline", "diagnosis": [], "backtest": {},
+                  "checks": {"precision_gate": {"passed": False, "split": "test", "reason": "abstains"}},
+                  "per_symbol": {"split": "test", "symbols": {"SPX": {}},
+                                 "untested": {"GOOG": {"reason": "its last candle (2013-12-31) is before …"}}}}
+    assert verdict_lines(evaluation)[0] == "us_daily|baseline: precision gate FAILED on test (tested on 1 of 2 symbols) — abstains"
+    evaluation["per_symbol"]["untested"] = {}
+    assert verdict_lines(evaluation)[0] == "us_daily|baseline: precision gate FAILED on test — abstains"
