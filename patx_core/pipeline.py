@@ -105,7 +105,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
                  else f"its source {dataset.source!r} matches no file")
         raise RawDataError(f"dataset {dataset.name!r}", [Violation("file exists", "", 0, (),
                                                                    f"no candles to read yet: {where}")])
-    universe = read_universe(files, min_rows=required_rows(*settings),
+    universe = read_universe(files, min_rows=required_rows(*settings), symbol=dataset.symbol or None,
                              min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     raw = universe.frame
     spacing = check_interval(raw, dataset.interval_seconds, dataset=dataset.name, interval=dataset.interval)

@@ -13,8 +13,9 @@ Each batch:
   be constant — is checked on the symbol's stored candles plus the batch, since two candles of
   a quiet market may well share a volume. A file carries a ``symbol`` column unless the dataset
   holds exactly one symbol; then a file without one is that symbol's. The one symbol is the
-  store's only symbol; before the store exists, the only symbol of the ``source`` that seeds it
-  (a file's stem, when the source has no ``symbol`` column); with neither, the dataset's name.
+  store's only symbol; before the store exists, the only symbol of the ``source`` that seeds it;
+  rows without a ``symbol`` column (seed or batch) take the dataset's ``symbol`` field, else the
+  dataset's name (not a file's stem: ``eurusd_seed.parquet`` is no market's name).
   A file without the column is refused while the dataset holds several symbols.
 - adds every candle whose (symbol, timestamp) is not stored. An identical repeat is a duplicate
   and changes nothing. A *changed* value refuses the whole batch, naming symbol, timestamp,
@@ -27,8 +28,9 @@ Each batch:
 
 The curated store is one parquet file, ``<PATX_DATA_DIR>/<dataset>/curated/candles.parquet``,
 with the columns ``symbol, timestamp, open, high, low, close, volume``, one row per (symbol,
-timestamp), sorted by both. The first ingest that merges a batch seeds it with the dataset's
-``source`` (if any); from then on the store, not the source, holds the dataset's candles.
+timestamp), sorted by both. The first ingest seeds it with the dataset's ``source`` (if any),
+even with nothing in the landing folder; from then on the store, not the source, holds the
+dataset's candles.
 
 Nothing is lost, even to a SIGKILL:
 
@@ -49,7 +51,7 @@ by the kernel when its process dies), so a sensor run and a cron job cannot each
 and overwrite the other's store.
 
 ``python -m patx_core.ingest.landing <dataset>`` does the same without Dagster, for a cron box: it prints
-a JSON summary and exits 0 when every batch merged or none was waiting, 1 when any batch was
+one line per dataset to stderr (:meth:`IngestReport.summary_line`), a JSON summary to stdout, and exits 0 when every batch merged or none was waiting, 1 when any batch was
 quarantined, 2 when the ingest could not run (usage, datasets file, unreadable store or source).
 """
 
@@ -159,6 +161,7 @@ class IngestReport:
     duplicates: int = 0  # candles already stored with identical values
     revisions: list[Revision] = field(default_factory=list)  # applied (allow_revisions = true)
     seeded_from: list[str] = field(default_factory=list)  # source files that seeded a new store
+    seeded_rows: int = 0  # candles the seed put into the new store
     newest: dict[str, dt.datetime] = field(default_factory=dict)  # per symbol, in the store after
     changed: bool = False  # the store was written
 
@@ -189,7 +192,32 @@ class IngestReport:
                             for q in self.quarantined],
             "newest_candle": {s: ts.isoformat() for s, ts in self.newest.items()},
             "seeded_from": list(self.seeded_from),
+            "seeded_rows": self.seeded_rows,
         }
+
+    def summary_line(self) -> str:
+        """What this ingest did, in one line for a shell: files merged and rows added, the seed,
+        each quarantined file with the first line of its reason, or "nothing new"."""
+        parts = []
+        if self.seeded_from:
+            source = self.seeded_from[0] + (f" (+{len(self.seeded_from) - 1} files)" if len(self.seeded_from) > 1 else "")
+            parts.append(f"seeded the curated store with {self.seeded_rows} candle(s) from {source}")
+        if self.merged or self.recovered:
+            added = sum(self.rows_added.values())
+            by_symbol = ", ".join(f"{s} +{n}" for s, n in self.rows_added.items())
+            parts.append(f"{len(self.merged) + len(self.recovered)} file(s) merged, {added} row(s) added"
+                         + (f" ({by_symbol})" if by_symbol and len(self.rows_added) > 1 else "")
+                         + (f", {self.duplicates} duplicate(s) skipped" if self.duplicates else "")
+                         + (f", {len(self.revisions)} revision(s) applied" if self.revisions else ""))
+        for q in self.quarantined:
+            reason = q.message.strip().splitlines()[0] if q.message.strip() else "no reason recorded"
+            reason = reason.removeprefix(f"{q.file}: ")  # the line names the file already
+            parts.append(f"quarantined {q.file}: {_shorten(reason)} (see {q.moved_to}{ERROR_SUFFIX})")
+        return f"{self.dataset}: " + ("; ".join(parts) if parts else "nothing new")
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -254,8 +282,10 @@ def ingest_dataset(dataset: DatasetConfig, data_root: PathLike | None = None, *,
     if not as_path(dataset.landing).is_dir():
         logger.warning("dataset %r: landing folder %s does not exist; nothing to ingest", dataset.name,
                        dataset.landing)
-    if not pending_files(dataset):
-        # Nothing is written, not even the lock file: a dataset nobody fed stays untouched.
+    if not pending_files(dataset) and (store.exists() or not _existing_source_files(dataset)):
+        # Nothing is written, not even the lock file: a dataset nobody fed stays untouched. Without
+        # a store but with a source, the first ingest still seeds it (below), so that the store
+        # exists and reads the same whether or not a batch has landed yet.
         report = IngestReport(dataset=dataset.name, store=str(store))
         stored = _read_store(store)[0] if store.exists() else None
         report.newest = _newest(stored) if stored is not None else {}
@@ -281,6 +311,7 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
             waiting.append(path)
 
     frame, seed_files = (stored, []) if stored is not None else _seed(dataset)
+    seed_rows = frame.height if stored is None else 0
     outcomes: list[tuple[Path, str | None]] = []
     taken: list[dict[str, Any]] = []
     for path in waiting:
@@ -303,10 +334,11 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
 
     # A first merged batch creates the store even when it only repeats the source, so that the
     # dataset reads one place from then on; otherwise only new or revised candles rewrite it.
-    report.changed = bool(report.rows_added or report.revisions or (stored is None and report.merged))
+    report.changed = bool(report.rows_added or report.revisions or (stored is None and (report.merged or seed_files)))
     if report.changed:
         _write_store(store, frame.sort(SYMBOL, "timestamp"), taken)
         report.seeded_from = [str(f) for f in seed_files]
+        report.seeded_rows = seed_rows
     for path, message in outcomes:
         if message is None:
             _move(path, landing / PROCESSED_DIR)
@@ -317,14 +349,19 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
     return report
 
 
+def _existing_source_files(dataset: DatasetConfig) -> list[Path]:
+    return [f for f in dataset.source_files() if f.exists()]
+
+
 def _seed(dataset: DatasetConfig) -> tuple[pl.DataFrame, list[Path]]:
     """The dataset's ``source`` as a first store (an empty one for a landing-only dataset), and
     the files it came from. No ``min_rows``: the store only holds candles, the variants judge length."""
-    files = dataset.source_files()
+    files = _existing_source_files(dataset)
     if not files:
         return STORE_SCHEMA.to_frame(), []
     try:
-        universe = read_universe(files)
+        # One column-less seed file is the dataset's one symbol; several are a universe named by stem.
+        universe = read_universe(files, symbol=dataset.symbol or (dataset.name if len(files) == 1 else None))
     except RawDataError as exc:
         raise IngestError(f"dataset {dataset.name!r}: its source cannot seed the curated store: {exc}") from exc
     return universe.frame.select(UNIVERSE_COLUMNS), files
@@ -338,7 +375,7 @@ def _apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tup
     if SYMBOL in raw.columns:
         parts = symbol_frames(raw, path.name)
     else:
-        sole = _sole_symbol(frame, dataset.name)
+        sole = _sole_symbol(frame, dataset.symbol or dataset.name)
         if sole is None:
             held = frame.get_column(SYMBOL).unique().sort().to_list()
             shown = ", ".join(repr(s) for s in held[:MAX_SHOWN]) + (", …" if len(held) > MAX_SHOWN else "")
@@ -350,10 +387,10 @@ def _apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tup
     return _merge(frame, batch, path=path, dataset=dataset)
 
 
-def _sole_symbol(frame: pl.DataFrame, dataset: str) -> str | None:
+def _sole_symbol(frame: pl.DataFrame, default: str) -> str | None:
     """The symbol a file without a ``symbol`` column belongs to, or None when that is ambiguous."""
     if frame.is_empty():
-        return dataset
+        return default
     symbols = frame.get_column(SYMBOL).unique()
     return str(symbols[0]) if symbols.len() == 1 else None
 
@@ -577,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_FAILED
             continue
         summary[name] = report.metadata()
+        print(report.summary_line(), file=sys.stderr)  # for a person; stdout keeps the JSON
         if not report.ok and code == EXIT_OK:
             code = EXIT_QUARANTINED
     print(json.dumps(summary, indent=2))

@@ -52,6 +52,10 @@ class DatasetConfig:
     landing: str = ""
     allow_revisions: bool = False  # a landed value may replace a stored one (else the batch is refused)
     max_staleness: str = ""  # e.g. "4d": the freshness check warns past it; "" = no check
+    # The symbol of candles in files without a ``symbol`` column. "": a source file's stem names
+    # its symbol (as before this field existed, so trained checkpoints, signals and evaluations
+    # keep theirs); a landing dataset's one seed file and its batches take the dataset's name.
+    symbol: str = ""
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
@@ -59,7 +63,7 @@ class DatasetConfig:
             raise ValueError(f"{where}: name must be letters, digits, '_' or '-'")
         if self.name in RESERVED_NAMES:
             raise ValueError(f"{where}: name must not be one of {sorted(RESERVED_NAMES)} (folders of PATX_DATA_DIR)")
-        for name in ("description", "source", "interval", "landing", "max_staleness"):
+        for name in ("description", "source", "interval", "landing", "max_staleness", "symbol"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")
         for name in ("nightly", "allow_revisions"):

@@ -45,6 +45,8 @@ def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) ->
     for name, report in reports.items():
         for q in report.quarantined:
             context.log.warning(f"[{name}] quarantined {q.file}: {q.message}")
+        # One line per dataset at INFO, so `make ingest` says what happened even when nothing did.
+        context.log.info(f"ingest {report.summary_line()}")
     return dg.MaterializeResult(metadata={"datasets": sorted(reports), "could_not_run": failed, **metadata})
 
 

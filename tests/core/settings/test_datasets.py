@@ -94,3 +94,13 @@ def test_raw_prices_records_the_input_and_checks_freshness(tmp_path):
     years = pipeline.freshness_check({"A": last}, "4d", now=last + timedelta(days=3_220))
     assert "'A''s newest candle is 8.8 years old" in years.description, "ages read in years, not 3.22e+03d"
     assert DatasetConfig(name="x", source="y").max_staleness_seconds is None
+
+
+def test_a_dataset_may_name_the_symbol_of_its_column_less_files(tmp_path):
+    named = make_cell(tmp_path / "named", make_candles(900), "smoke", symbol="EURUSD")
+    assert pipeline.load_raw_prices(named).metadata["symbols"] == ["EURUSD"]
+    # Unnamed, a source file's stem stays its symbol: trained checkpoints, signals and evaluations keep theirs.
+    unnamed = make_cell(tmp_path / "unnamed", make_candles(900), "smoke")
+    assert pipeline.load_raw_prices(unnamed).metadata["symbols"] == ["data"]
+    with pytest.raises(ValueError, match="symbol must be a string"):
+        DatasetConfig(name="x", source="y", symbol=3)  # type: ignore[arg-type]
