@@ -266,7 +266,8 @@ def build_windows(splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
 # ----------------------------------------------------------------------------------- training
 
 
-def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
+def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+                on_progress: Callable[[int, int, int, int], None] | None = None) -> StepResult:
     """Train with early stopping; publish ``scaler.pkl`` and then ``best_model.pth``.
 
     The checkpoint carries its own scaler, config and training history, so it alone is the commit
@@ -279,7 +280,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
     scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
-    trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end)
+    trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end, on_progress=on_progress)
     history = trainer.train()
     best = history["best_epoch"] - 1
     best_metrics = {k: float(v[best]) for k, v in history.items() if isinstance(v, list) and len(v) > best}

@@ -36,16 +36,18 @@ mode, so sequential and concurrent runs give identical numbers.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import logging.handlers
 import math
 import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np
 import polars as pl
@@ -339,6 +341,38 @@ def stitch(results: list[FoldResult], variant: VariantConfig, *, concurrency: st
     return WalkForwardResult(folds=rows, summary=summary, equity=pl.concat(curves), results=results)
 
 
+@contextlib.contextmanager
+def fold_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
+    """Spawned worker processes whose warnings reach this process's ``logging``."""
+    # spawn, not fork: a forked child of a process that already ran torch threads can deadlock
+    ctx = multiprocessing.get_context("spawn")
+    records = ctx.Queue()
+    listener = logging.handlers.QueueListener(records, _Redispatch())
+    listener.start()
+    try:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_forward_logs,
+                                    initargs=(records,)) as pool:
+            yield pool
+    finally:
+        listener.stop()
+
+
+def _forward_logs(records: Any) -> None:
+    """Fold worker initializer: its warnings go to the parent's ``logging`` (and from there to the
+    run's log), not raw on the worker's stderr, where a spawned process without a handler would
+    print a bare ``select_threshold: …`` line. INFO (the folds' epoch lines) stays in the worker."""
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(logging.WARNING)
+
+
+class _Redispatch(logging.Handler):
+    """In the parent: a worker's record handled by the logger of the same name, as if logged here."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
+
+
 def _fold_worker(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, device: str,
                  threads: int) -> FoldResult:
     """A fold in a worker process, at the thread count the parent chose for every fold."""
@@ -422,9 +456,7 @@ def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, concurre
         finally:
             torch.set_num_threads(previous)
     else:
-        # spawn, not fork: a forked child of a process that already ran torch threads can deadlock
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        with fold_pool(n_workers) as pool:
             futures = {pool.submit(_fold_worker, fold_table(features, plan, variant.labels.horizon), plan,
                                    variant, str(dev), threads): plan.index for plan in plans}
             for future in cf.as_completed(futures):

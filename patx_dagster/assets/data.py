@@ -32,6 +32,7 @@ def ingested_candles(context: dg.AssetExecutionContext, storage: PatxStorage) ->
     """
     from patx_core.ingest.landing import IngestError, ingest_all
 
+    context.log.info("ingested_candles: merging the files waiting in each dataset's landing folder")
     failed = ""
     try:
         reports = ingest_all(storage.grid().datasets, storage.root())
@@ -57,6 +58,7 @@ def raw_prices(context: dg.AssetExecutionContext, storage: PatxStorage):  # retu
     """The dataset's candles, every symbol validated (pandera schema + invariants) before anything
     downstream runs; the run is tagged with the input's path and sha256."""
     cell = storage.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] raw_prices: reading and validating every symbol")
     step = pipeline.load_raw_prices(cell)
     context.instance.add_run_tags(context.run.run_id, {
         "patx/dataset": cell.dataset.name, "patx/input_sha256": step.metadata["input_sha256"],
@@ -76,6 +78,7 @@ def column_schema(frame: pl.DataFrame) -> dict[str, dg.TableSchema]:
 def features(context: dg.AssetExecutionContext, storage: PatxStorage,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome, per symbol."""
+    context.log.info(f"[{context.partition_key}] features: indicators and triple-barrier labels per symbol")
     step = pipeline.build_features(raw_prices, storage.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **column_schema(step.value)},
                                 check_results=results(step.checks))
@@ -87,6 +90,7 @@ def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
            features: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """Train/val/test at calendar cutoffs shared by every symbol, purged per symbol, and the z-score
     scaler fitted on train rows only (``work/<variant>/scaler.json``)."""
+    context.log.info(f"[{context.partition_key}] splits: calendar cutoffs, purge, scaler on train rows")
     step = pipeline.build_splits(features, storage.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata=step.metadata, check_results=results(step.checks))
 
@@ -94,5 +98,6 @@ def splits(context: dg.AssetExecutionContext, storage: PatxStorage,
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"})
 def windows(context: dg.AssetExecutionContext, storage: PatxStorage, splits: pl.DataFrame) -> dg.MaterializeResult:
     """The normalized matrix and each split's window end rows (windows are strided views)."""
+    context.log.info(f"[{context.partition_key}] windows: normalized matrix and window ends")
     step = pipeline.build_windows(splits, storage.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)

@@ -17,6 +17,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, f
     """``<dataset>/reports/<variant>/evaluation.json`` + ``report.md``. A completed evaluation is a
     successful step whatever its verdict; the gate's check records the verdict."""
     cell = storage.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] evaluation_report: threshold on val, metrics, backtest, report")
     step = pipeline.evaluate_model(features, splits, cell)
     gate = step.value["checks"]["precision_gate"]
     if not gate["passed"]:
@@ -31,6 +32,7 @@ def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> d
     """``<dataset>/models/<variant>/``: the checkpoint, promoted only when this evaluation's gate
     passed; otherwise ``promoted: false`` with the reason, and the earlier champion stays."""
     cell = storage.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] champion_model: promoting only if the precision gate passed")
     step = pipeline.promote_champion(cell)
     if not step.metadata["promoted"]:
         context.log.info(f"[{cell.key}] not promoted: {step.metadata['reason']}")
@@ -42,6 +44,7 @@ def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> d
 def latest_signal(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
     newest candle, or "hold" with the reason "no champion"."""
+    context.log.info(f"[{context.partition_key}] latest_signal: scoring each symbol's newest candle")
     step = pipeline.latest_signal(storage.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)
 
@@ -56,6 +59,7 @@ def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, featur
     its own job (``walk_forward``) and a weekly schedule.
     """
     cell = storage.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] walk_forward: one model per fold, folds side by side")
     step = pipeline.walk_forward(features, cell)
     context.log.info(f"[{cell.key}] walk-forward: {step.checks[0].description}")
     return dg.MaterializeResult(metadata={**step.metadata, "report": dg.MetadataValue.md(step.markdown)},
@@ -65,6 +69,7 @@ def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, featur
 @dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report])
 def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
     """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""
+    context.log.info("variant_leaderboard: every evaluation.json under the data root")
     grid = storage.grid()
     cells = [grid.cell(d, v) for d in grid.datasets for v in grid.variants]
     step = pipeline.build_leaderboard(storage.root(), cells)

@@ -202,3 +202,19 @@ def test_auto_concurrency_trains_side_by_side_only_where_it_pays(monkeypatch):
     assert wf._resolve_workers("auto", cpu, 6, None) == 6
     assert wf._resolve_workers("auto", gpu, 12, None) == 8
     assert wf._resolve_workers("sequential", gpu, 12, None) == 1
+
+
+def test_a_fold_workers_warning_goes_through_the_parents_logging(caplog):
+    """A spawned worker has no handler: without forwarding, its warning is a raw stderr line
+    outside any log format (as a bare ``select_threshold: …`` was)."""
+    import logging
+
+    from patx_core.evaluation.walk_forward import fold_pool
+
+    caplog.set_level(logging.INFO, logger="patx_core")
+    with fold_pool(1) as pool:
+        pool.submit(logging.getLogger("patx_core.evaluation.metrics").warning, "select_threshold: %s", "abstains").result()
+        pool.submit(logging.getLogger("patx_core.model.trainer").info, "Epoch [1/2]").result()
+    records = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("patx_core.evaluation.metrics", "WARNING", "select_threshold: abstains") in records
+    assert not any(m == "Epoch [1/2]" for _, _, m in records), "the folds' INFO lines stay in the worker"
