@@ -492,7 +492,6 @@ _STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ((?:[\d.]+(?:ms|
 _STEP_EVENT = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .* - (\w+) - (STEP_START|STEP_SUCCESS|STEP_FAILURE) - ',
                          re.MULTILINE)
 _PART = re.compile(r"([\d.]+)(ms|h|m|s)")
-_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _step_seconds(log: str) -> dict[str, float]:
@@ -500,7 +499,10 @@ def _step_seconds(log: str) -> dict[str, float]:
     line where there is one, else (a failed step) its STEP_START → STEP_FAILURE timestamps (1 s)."""
     from datetime import datetime
 
-    steps = {name: sum(float(v) * _UNIT[u] for v, u in _PART.findall(text)) for name, text in _STEP_DONE.findall(log)}
+    # Imported here: intervals needs polars, which the training benchmarks run without.
+    from patx_core.data.intervals import UNIT_SECONDS
+
+    steps = {name: sum(float(v) * UNIT_SECONDS[u] for v, u in _PART.findall(text)) for name, text in _STEP_DONE.findall(log)}
     starts: dict[str, datetime] = {}
     for stamp, step, event in _STEP_EVENT.findall(log):
         when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")

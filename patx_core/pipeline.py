@@ -19,8 +19,9 @@ import numpy as np
 import polars as pl
 
 from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
+from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.settings.config import VariantConfig
-from patx_core.evaluation.record import json_safe, split_summaries
+from patx_core.evaluation.record import split_summaries
 from patx_core.settings.grid import GridCell
 from patx_core.storage.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.data.scaler import UniverseScaler
@@ -53,12 +54,8 @@ class StepResult:
     markdown: str = ""
 
 
-def _iso(ts: Any) -> str | None:
-    return None if ts is None else ts.isoformat()
-
-
 def _date_range(frame: pl.DataFrame) -> dict[str, Any]:
-    return {"first_timestamp": _iso(frame["timestamp"].min()), "last_timestamp": _iso(frame["timestamp"].max())}
+    return {"first_timestamp": iso(frame["timestamp"].min()), "last_timestamp": iso(frame["timestamp"].max())}
 
 
 def _scaler_path(paths: VariantPaths) -> Path:
@@ -124,7 +121,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
     meta = {"dagster/row_count": raw.height, "dataset": dataset.name, "symbols": universe.symbols,
             "skipped_symbols": universe.skipped, "input_sha256": info["source_sha256"],
             "input_files": info["source"], "median_spacing": _duration(spacing),
-            "newest_candle": {s: _iso(t) for s, t in newest.items()}, **_date_range(raw)}
+            "newest_candle": {s: iso(t) for s, t in newest.items()}, **_date_range(raw)}
     return StepResult(value=raw, metadata=meta,
                       checks=[schema_check, freshness_check(newest, dataset.max_staleness, now=now)])
 
@@ -186,7 +183,7 @@ def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:
     ]
     meta = {"dagster/row_count": table.height, "feature_set": variant.data.feature_set,
             "feature_columns": cols, "labelled_rows": labelled.len(), "positive_rate": pos_rate,
-            "first_complete_timestamp": _iso(after_warmup["timestamp"].min()), **_date_range(table)}
+            "first_complete_timestamp": iso(after_warmup["timestamp"].min()), **_date_range(table)}
     return StepResult(value=table, metadata=meta, checks=checks)
 
 
@@ -213,7 +210,7 @@ def build_splits(table: pl.DataFrame, cell: GridCell) -> StepResult:
                            {"min_std": min_std, "per_symbol": not ds.scaler.is_pooled},
                            "scaler fitted on train rows only; every std > 0")]
     meta = {"dagster/row_count": frame.height, "splits": summary,
-            "cutoffs": {k: [_iso(a), _iso(b)] for k, (a, b) in ds.cutoffs.items()},
+            "cutoffs": {k: [iso(a), iso(b)] for k, (a, b) in ds.cutoffs.items()},
             "scaler": "per symbol" if not ds.scaler.is_pooled else "pooled",
             "skipped_symbols": ds.skipped}
     return StepResult(value=frame, metadata=meta, checks=checks)
@@ -227,7 +224,7 @@ def purge_check(frame: pl.DataFrame, cutoffs: dict[str, tuple[datetime, datetime
     problems: list[str] = []
     for a, b in zip(order, order[1:]):
         if cutoffs[a][1] != cutoffs[b][0]:
-            problems.append(f"{a} ends at {_iso(cutoffs[a][1])} but {b} starts at {_iso(cutoffs[b][0])}")
+            problems.append(f"{a} ends at {iso(cutoffs[a][1])} but {b} starts at {iso(cutoffs[b][0])}")
     for name in order:
         start, end = cutoffs[name]
         rows = frame.filter(pl.col("split") == name)
@@ -236,15 +233,15 @@ def purge_check(frame: pl.DataFrame, cutoffs: dict[str, tuple[datetime, datetime
             inside = inside & (pl.col("timestamp") < end)
         outside = rows.filter(~inside)
         if outside.height:
-            problems.append(f"{outside.height} {name} rows lie outside [{_iso(start)}, {_iso(end)}) "
-                            f"(first at {_iso(outside['timestamp'][0])})")
+            problems.append(f"{outside.height} {name} rows lie outside [{iso(start)}, {iso(end)}) "
+                            f"(first at {iso(outside['timestamp'][0])})")
         if end is not None:
             leaking = rows.filter(pl.col("is_sample") & (pl.col("label_end") >= end))
             if leaking.height:
                 problems.append(f"{leaking.height} {name} samples have a label horizon reaching the next split "
-                                f"(first at {_iso(leaking['timestamp'][0])})")
+                                f"(first at {iso(leaking['timestamp'][0])})")
     return CheckOutcome("splits_purged_disjoint", not problems,
-                        {"cutoffs": {k: [_iso(a), _iso(b)] for k, (a, b) in cutoffs.items()}, "horizon": horizon,
+                        {"cutoffs": {k: [iso(a), iso(b)] for k, (a, b) in cutoffs.items()}, "horizon": horizon,
                          "problems": problems},
                         "; ".join(problems) or f"chronological at shared cutoffs, purged by {horizon} candles")
 
@@ -441,7 +438,7 @@ def latest_signal(cell: GridCell) -> StepResult:
     newest = universe.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max())
     model: dict[str, Any] | None = None
     if not paths.champion_checkpoint.exists() or not paths.champion_manifest.exists():
-        lines = [{"symbol": s, "timestamp": _iso(t), "probability": None, "threshold": None, "signal": "hold",
+        lines = [{"symbol": s, "timestamp": iso(t), "probability": None, "threshold": None, "signal": "hold",
                   "reason": "no champion"} for s, t in newest.iter_rows()]
     else:
         manifest = read_json(paths.champion_manifest)

@@ -8,7 +8,7 @@ because later rules cannot be stated on a frame that failed an earlier one:
 1. structure — the six columns exist, timestamps are datetimes, prices/volume are numeric;
    naive timestamps are taken as UTC, everything is normalized to ``Datetime("us", "UTC")``
    and Float64;
-2. values — :class:`RawPricesSchema` (pandera, polars backend): no nulls/NaN, finite, prices
+2. values — :data:`RawPricesSchema` (pandera, polars backend): no nulls/NaN, finite, prices
    > 0, volume >= 0, timestamps unique and ascending, high/low bracket open/close;
 3. length — enough rows for the indicator warm-up, a full window and one sample in every split.
 
@@ -23,7 +23,7 @@ import io
 import logging
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
@@ -97,50 +97,50 @@ def row_invariant(data: pa.PolarsData, expr: pl.Expr) -> pl.LazyFrame:
     return data.lazyframe.select((expr | any_bad).fill_null(True))
 
 
-class RawPricesSchema(pa.DataFrameModel):
-    """A validated raw frame: one candle per row, strictly increasing UTC timestamps.
-
-    This is the value-level contract (stage 2); :func:`validate_raw` first brings a frame to
-    these dtypes so that a user sees "prices as strings" rather than a pandera dtype error.
-    """
-
-    timestamp: Annotated[pl.Datetime, "us", "UTC"] = pa.Field(nullable=False, unique=True)
-    open: pl.Float64 = pa.Field(gt=0)
-    high: pl.Float64 = pa.Field(gt=0)
-    low: pl.Float64 = pa.Field(gt=0)
-    close: pl.Float64 = pa.Field(gt=0)
-    volume: pl.Float64 = pa.Field(ge=0)
-
-    class Config:
-        strict = True
-
-    @pa.check(*NUMERIC_COLUMNS, name=RULE_FINITE)
-    @classmethod
-    def finite(cls, data: pa.PolarsData) -> pl.LazyFrame:
+def _finite() -> pa.Check:
+    def check(data: pa.PolarsData) -> pl.LazyFrame:
         # NaN/null pass here: "not_nullable" already reports them, once.
         col = pl.col(data.key)
         return data.lazyframe.select(col.is_finite() | col.is_nan() | col.is_null())
+    return pa.Check(check, name=RULE_FINITE)
 
-    @pa.dataframe_check(name=RULE_SORTED)
-    @classmethod
-    def timestamps_sorted(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        # Equal neighbours are the uniqueness rule's business; this one flags steps backwards.
-        return data.lazyframe.select((pl.col("timestamp").diff() >= pl.duration()).fill_null(True))
 
-    @pa.dataframe_check(name=RULE_HIGH_LOW)
-    @classmethod
-    def high_above_low(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return row_invariant(data, pl.col("high") >= pl.col("low"))
+def _invariant(rule: str, expr: pl.Expr) -> pa.Check:
+    return pa.Check(lambda data: row_invariant(data, expr), name=rule)
 
-    @pa.dataframe_check(name=RULE_HIGH_BRACKETS)
-    @classmethod
-    def high_brackets(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return row_invariant(data, pl.col("high") >= pl.max_horizontal("open", "close"))
 
-    @pa.dataframe_check(name=RULE_LOW_BRACKETS)
-    @classmethod
-    def low_brackets(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return row_invariant(data, pl.col("low") <= pl.min_horizontal("open", "close"))
+def raw_prices_schema(*, symbol: str | None = None) -> pa.DataFrameSchema:
+    """The value-level raw contract (stage 2) as a pandera schema (polars backend).
+
+    Without ``symbol``: one series, one candle per row, strictly increasing UTC timestamps. With
+    ``symbol`` (the name of a leading string column): a long frame of many series, where the same
+    rules hold within each symbol and (symbol, timestamp) is unique. Both are built here so that
+    single-series and universe validation cannot drift apart; each call builds fresh checks, because
+    pandera renames checks shared between schemas.
+    """
+    ts = pl.col("timestamp")
+    # Equal neighbours are the uniqueness rule's business; this one flags steps backwards.
+    step = ts.diff() if symbol is None else ts.diff().over(symbol)
+    columns = {
+        **({symbol: pa.Column(pl.String, nullable=False)} if symbol is not None else {}),
+        "timestamp": pa.Column(pl.Datetime("us", "UTC"), nullable=False, unique=symbol is None),
+        **{c: pa.Column(pl.Float64, checks=[pa.Check.gt(0), _finite()]) for c in PRICE_COLUMNS},
+        "volume": pa.Column(pl.Float64, checks=[pa.Check.ge(0), _finite()]),
+    }
+    checks = [
+        pa.Check(lambda data: data.lazyframe.select((step >= pl.duration()).fill_null(True)), name=RULE_SORTED),
+        _invariant(RULE_HIGH_LOW, pl.col("high") >= pl.col("low")),
+        _invariant(RULE_HIGH_BRACKETS, pl.col("high") >= pl.max_horizontal("open", "close")),
+        _invariant(RULE_LOW_BRACKETS, pl.col("low") <= pl.min_horizontal("open", "close")),
+    ]
+    return pa.DataFrameSchema(columns, checks=checks, strict=True,
+                              unique=None if symbol is None else [symbol, "timestamp"],
+                              name="RawPricesSchema" if symbol is None else "UniversePrices")
+
+
+# A validated raw frame. :func:`validate_raw` first brings a frame to these dtypes so that a user
+# sees "prices as strings" rather than a pandera dtype error.
+RawPricesSchema = raw_prices_schema()
 
 
 def read_candle_file(path: PathLike) -> pl.DataFrame:

@@ -15,8 +15,12 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-# Largest first: an interval is written in the largest unit it fills at least once.
-_UNITS = (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0))
+#: Seconds per time unit: the one table behind parsing ("15m", "1w"), writing intervals ("1.5h")
+#: and reading durations in logs ("1m34s", "120ms").
+UNIT_SECONDS: dict[str, float] = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "min": 60.0,
+                                  "s": 1.0, "ms": 1e-3}
+# Largest first: an interval is written in the largest unit it fills at least once (a week as "7d").
+_WRITTEN_UNITS = ("d", "h", "m", "s")
 
 
 def median_spacing_seconds(timestamps: pl.Series | Sequence[datetime] | np.ndarray) -> float | None:
@@ -43,9 +47,9 @@ def format_interval(seconds: float) -> str:
     """``86400`` → ``"1d"``, ``3600`` → ``"1h"``, ``900`` → ``"15m"``, ``5400`` → ``"1.5h"``."""
     if not seconds > 0:
         raise ValueError(f"format_interval needs a positive number of seconds, got {seconds!r}")
-    for unit, size in _UNITS:
-        if seconds >= size:
-            return f"{seconds / size:.3g}{unit}"
+    for unit in _WRITTEN_UNITS:
+        if seconds >= UNIT_SECONDS[unit]:
+            return f"{seconds / UNIT_SECONDS[unit]:.3g}{unit}"
     return f"{seconds:.3g}s"
 
 
@@ -83,7 +87,6 @@ def interval_differs(observed_seconds: float, trained_seconds: float,
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(text: str, *, field: str = "duration") -> float:
@@ -92,4 +95,4 @@ def parse_duration(text: str, *, field: str = "duration") -> float:
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"{field} must be a positive number and a unit (s, m, h, d, w), e.g. '1d' or "
                          f"'15m'; got {text!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import pandera.polars as pa
 import polars as pl
 
 from patx_core.storage.artifacts import PathLike, sha256_file
@@ -28,14 +27,9 @@ from patx_core.data.intervals import format_interval, interval_differs
 from patx_core.data.contract import (
     RAW_COLUMNS,
     RULE_ENOUGH_ROWS,
-    RULE_FINITE,
-    RULE_HIGH_BRACKETS,
-    RULE_HIGH_LOW,
-    RULE_LOW_BRACKETS,
-    RULE_SORTED,
     RawDataError,
     Violation,
-    row_invariant,
+    raw_prices_schema,
     read_candle_file,
     too_few_rows,
     validate_raw,
@@ -47,40 +41,8 @@ SYMBOL = "symbol"
 UNIVERSE_COLUMNS: tuple[str, ...] = (SYMBOL, *RAW_COLUMNS)
 
 
-def _universe_schema() -> pa.DataFrameSchema:
-    """The validated long frame: the raw contract per symbol, one row per (symbol, timestamp).
-
-    Built as its own schema rather than a subclass of :class:`RawPricesSchema`: pandera shares
-    inherited dataframe checks between the two models, and building the subclass's schema
-    renamed the parent's (its checks then looked for a column named after the schema).
-    """
-    def finite() -> pa.Check:
-        return pa.Check(lambda data: data.lazyframe.select(
-            pl.col(data.key).is_finite() | pl.col(data.key).is_nan() | pl.col(data.key).is_null()), name=RULE_FINITE)
-
-    def invariant(rule: str, expr: pl.Expr) -> pa.Check:
-        return pa.Check(lambda data: row_invariant(data, expr), name=rule)
-
-    ts = pl.col("timestamp")
-    new_symbol = pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)
-    columns = {
-        SYMBOL: pa.Column(pl.String, nullable=False),
-        "timestamp": pa.Column(pl.Datetime("us", "UTC"), nullable=False),
-        **{c: pa.Column(pl.Float64, checks=[pa.Check.gt(0), finite()]) for c in ("open", "high", "low", "close")},
-        "volume": pa.Column(pl.Float64, checks=[pa.Check.ge(0), finite()]),
-    }
-    checks = [
-        pa.Check(lambda data: data.lazyframe.select((new_symbol | (ts > ts.shift(1))).fill_null(True)),
-                 name=RULE_SORTED),
-        invariant(RULE_HIGH_LOW, pl.col("high") >= pl.col("low")),
-        invariant(RULE_HIGH_BRACKETS, pl.col("high") >= pl.max_horizontal("open", "close")),
-        invariant(RULE_LOW_BRACKETS, pl.col("low") <= pl.min_horizontal("open", "close")),
-    ]
-    return pa.DataFrameSchema(columns, checks=checks, unique=[SYMBOL, "timestamp"], strict=True,
-                              name="UniversePrices")
-
-
-UNIVERSE_PRICES_SCHEMA = _universe_schema()
+# The validated long frame: the raw contract within each symbol, one row per (symbol, timestamp).
+UNIVERSE_PRICES_SCHEMA = raw_prices_schema(symbol=SYMBOL)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,11 @@ Mechanics (one position at a time, all capital, compounding):
   ``r = trade_return``. Buy-and-hold over the same period pays the same single round trip.
 - The equity curve is marked to market at every close of the period (an open position at its
   liquidation value, i.e. net of the exit cost), so the entry cost shows on the entry candle
-  and the curve ends exactly at the compounded trade growth. Sharpe is the annualized mean /
-  std of its per-candle returns; max drawdown the largest fall from a running peak (a
-  non-negative fraction: 0.12 = 12 %).
+  and the curve ends exactly at the compounded trade growth. Its total and annualized return,
+  Sharpe and max drawdown are :func:`patx_core.evaluation.risk.risk`'s, as for every curve.
 - Annualizing uses ``BacktestConfig.periods_per_year`` when set, else the candles per year
-  observed in the price table. A period shorter than a year is *not* annualized: compounding
-  a few months' return (or scaling their Sharpe) to a year states a figure the data never
-  showed, so ``annualized_return`` and ``sharpe`` are ``None`` and ``period_days`` says why.
+  observed in the price table; a period shorter than a year is not annualized (see
+  :mod:`patx_core.evaluation.risk`).
 - The period runs from the split's first sample candle to the last exit of any of its sample
   rows, so every trade the strategy or the random baseline can take lies inside it.
 
@@ -31,14 +29,14 @@ cost (see ``random_entry_baseline`` for how the entries are drawn).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import polars as pl
 
+from patx_core.evaluation.risk import MIN_ANNUALIZED_DAYS, periods_per_year, risk
 from patx_core.settings.config import BacktestConfig
 
 log = logging.getLogger(__name__)
@@ -47,10 +45,6 @@ log = logging.getLogger(__name__)
 SAMPLE_COLUMNS = ("timestamp", "exit_index", "trade_return", "holding")
 #: Columns ``backtest`` reads from the whole feature table (row i = table row i).
 PRICE_COLUMNS = ("timestamp", "entry_price")
-
-_SECONDS_PER_YEAR = 365.25 * 86_400
-#: Shortest period (calendar days, first entry to last exit) whose return and Sharpe are annualized.
-MIN_ANNUALIZED_DAYS = 365.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +85,25 @@ class RandomBaseline:
         below = np.count_nonzero(full < value - 1e-12)
         ties = np.count_nonzero(np.abs(full - value) <= 1e-12)
         return float(100.0 * (below + 0.5 * ties) / full.size)
+
+    @classmethod
+    def combine(cls, parts: Sequence["RandomBaseline"], how: Literal["equal_weight", "compound"]) -> "RandomBaseline":
+        """Draw ``k`` of the whole is draw ``k`` of every part, mixed or compounded.
+
+        ``equal_weight``: the parts are sleeves of one portfolio, 1/N of the capital each (the
+        symbols of a universe); ``compound``: they run one after another on the same capital
+        (the folds of a walk-forward). Each part aims at its own trade count, so the whole aims
+        at their sum; draws beyond the shortest part's are dropped.
+        """
+        if not parts:
+            raise ValueError("RandomBaseline.combine: no part")
+        if how not in ("equal_weight", "compound"):
+            raise ValueError(f"RandomBaseline.combine: how must be 'equal_weight' or 'compound', got {how!r}")
+        draws = min(p.returns.size for p in parts)
+        returns = np.stack([p.returns[:draws] for p in parts])
+        merged = returns.mean(axis=0) if how == "equal_weight" else np.prod(1.0 + returns, axis=0) - 1.0
+        return cls(returns=merged, trades=np.sum([p.trades[:draws] for p in parts], axis=0),
+                   n_trades=int(sum(p.n_trades for p in parts)), seed=parts[0].seed)
 
 
 @dataclass(frozen=True)
@@ -145,32 +158,6 @@ def _require_columns(frame: pl.DataFrame, columns: tuple[str, ...], what: str) -
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"backtest: {what} lacks column(s) {missing}; has {frame.columns}")
-
-
-def _periods_per_year(timestamps: pl.Series, configured: float | None) -> float:
-    """Candles per year: configured, else candle count / years spanned by the price table.
-
-    Counting candles (not the median spacing) gives ~252 for daily equities with weekends
-    and holidays missing, which is what annualizing their Sharpe needs.
-    """
-    if configured is not None:
-        return float(configured)
-    span = (timestamps[-1] - timestamps[0]).total_seconds() / _SECONDS_PER_YEAR
-    if timestamps.len() < 2 or span <= 0:
-        raise ValueError("backtest: cannot infer periods_per_year from fewer than two distinct "
-                         "timestamps; set BacktestConfig.periods_per_year")
-    return (timestamps.len() - 1) / span
-
-
-def _annualize(total: float, exponent: float) -> float:
-    """``(1 + total) ** exponent - 1`` with exponent = periods per year / periods.
-
-    Overflows to ``inf`` (sanitized to JSON null by the evaluation) instead of raising.
-    """
-    if total <= -1.0:
-        return -1.0
-    with np.errstate(over="ignore"):
-        return float(np.expm1(np.log1p(total) * exponent))
 
 
 def annualization_note(annualized: bool, period_days: float, periods_per_year: float, split: str) -> str:
@@ -290,14 +277,10 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
     equity = np.cumprod(factor)
     bh = cost * period / period[0]
 
-    ppy = _periods_per_year(ts, config.periods_per_year)
-    period_days = (ts[end] - ts[start]).total_seconds() / 86_400
-    annualized = period_days >= MIN_ANNUALIZED_DAYS
-    total = float(np.prod(t_growth) - 1.0)
-    steps = np.diff(np.r_[1.0, equity]) / np.r_[1.0, equity[:-1]]
-    std = float(steps.std(ddof=1)) if steps.size > 1 else 0.0
-    sharpe = float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 and annualized else None
-    peak = np.maximum.accumulate(np.r_[1.0, equity])
+    ppy = periods_per_year(ts, config.periods_per_year)
+    period_ts = ts[start:end + 1]
+    figures = risk(equity, period_ts, ppy)
+    total = figures.total_return
     baseline = random_entry_baseline(entry, exit_, growth, n_trades=kept.size,
                                      n_draws=config.n_random, seed=config.seed)
     result = BacktestResult(
@@ -305,19 +288,19 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
         trades=int(kept.size),
         hit_rate=float(np.mean(t_growth > 1.0)) if kept.size else None,
         total_return=total,
-        annualized_return=_annualize(total, ppy / n_steps) if annualized else None,
-        sharpe=sharpe,
-        max_drawdown=float(np.max(1.0 - np.r_[1.0, equity] / peak)),
+        annualized_return=figures.annualized_return,
+        sharpe=figures.sharpe,
+        max_drawdown=figures.max_drawdown,
         exposure=float((t_exit - t_entry).sum() / n_steps),
-        buy_and_hold_return=float(bh[-1] - 1.0),
+        buy_and_hold_return=risk(bh, period_ts, ppy).total_return,
         cost_bps=float(config.cost_bps),
         periods_per_year=float(ppy),
-        period_days=float(period_days),
+        period_days=figures.period_days,
         start=ts[start],
         end=ts[end],
         random=baseline,
         strategy_percentile=baseline.percentile_of(total) if kept.size else None,
-        equity=pl.DataFrame({"timestamp": ts[start:end + 1], "strategy": equity, "buy_and_hold": bh}),
+        equity=pl.DataFrame({"timestamp": period_ts, "strategy": equity, "buy_and_hold": bh}),
     )
     log.info("backtest: %d signals -> %d trades, total %.4f vs buy-and-hold %.4f, random pct %s",
              result.n_signals, result.trades, total, result.buy_and_hold_return, result.strategy_percentile)
@@ -328,8 +311,8 @@ def portfolio(results: dict[str, BacktestResult]) -> BacktestResult:
     """The equal-weight portfolio of per-symbol backtests (one symbol: that backtest unchanged).
 
     Each symbol's sleeve gets 1/N of the capital at the start and is never rebalanced, so the
-    portfolio's total return is the mean of the sleeves' and its equity curve the mean of their
-    curves, each held flat (cash) outside its own period. Buy-and-hold is the same equal-weight
+    portfolio's equity curve is the mean of their curves, each held flat (cash) outside its own
+    period, and its total return (the curve's end) the mean of the sleeves'. Buy-and-hold is the same equal-weight
     mix of each symbol's buy-and-hold. Random entries: draw ``k`` of the portfolio is the
     equal-weight mix of every symbol's draw ``k`` (each drawn with that symbol's trade count),
     so the percentile still asks "better than random entries in the same symbols?".
@@ -350,33 +333,25 @@ def portfolio(results: dict[str, BacktestResult]) -> BacktestResult:
     strategy = joined.select(pl.mean_horizontal([f"s{i}" for i in range(n)])).to_series().to_numpy()
     bh = joined.select(pl.mean_horizontal([f"b{i}" for i in range(n)])).to_series().to_numpy()
     ppy = float(np.median([r.periods_per_year for r in parts]))
-    steps = np.diff(np.r_[1.0, strategy]) / np.r_[1.0, strategy[:-1]]
-    std = float(steps.std(ddof=1)) if steps.size > 1 else 0.0
-    peak = np.maximum.accumulate(np.r_[1.0, strategy])
-    total = float(np.mean([r.total_return for r in parts]))
+    figures = risk(strategy, joined["timestamp"], ppy)
+    total = figures.total_return
     trades = sum(r.trades for r in parts)
-    draws = min(r.random.returns.size for r in parts)
-    random = RandomBaseline(
-        returns=np.mean([r.random.returns[:draws] for r in parts], axis=0),
-        trades=np.sum([r.random.trades[:draws] for r in parts], axis=0),
-        n_trades=int(sum(r.random.n_trades for r in parts)), seed=parts[0].random.seed)
+    random = RandomBaseline.combine([r.random for r in parts], "equal_weight")
     hits = [r.hit_rate * r.trades for r in parts if r.hit_rate is not None]
     start, end = min(r.start for r in parts), max(r.end for r in parts)
-    period_days = (end - start).total_seconds() / 86_400
-    annualized = period_days >= MIN_ANNUALIZED_DAYS
     return BacktestResult(
         n_signals=sum(r.n_signals for r in parts),
         trades=trades,
         hit_rate=float(sum(hits) / trades) if trades else None,
         total_return=total,
-        annualized_return=_annualize(total, ppy / max(strategy.size - 1, 1)) if annualized else None,
-        sharpe=float(steps.mean() / std * math.sqrt(ppy)) if std > 1e-15 and annualized else None,
-        max_drawdown=float(np.max(1.0 - np.r_[1.0, strategy] / peak)),
+        annualized_return=figures.annualized_return,
+        sharpe=figures.sharpe,
+        max_drawdown=figures.max_drawdown,
         exposure=float(np.mean([r.exposure for r in parts])),
-        buy_and_hold_return=float(np.mean([r.buy_and_hold_return for r in parts])),
+        buy_and_hold_return=risk(bh, joined["timestamp"], ppy).total_return,
         cost_bps=parts[0].cost_bps,
         periods_per_year=ppy,
-        period_days=float(period_days),
+        period_days=figures.period_days,
         start=start,
         end=end,
         random=random,

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from patx_core.evaluation.metrics import ThresholdChoice
+from patx_core.evaluation.threshold import ThresholdChoice
 
 #: Probabilities whose 5–95 % range is narrower than this count as collapsed. A collapsed model
 #: seen on the bundled daily NASDAQ sample put every test probability inside [0.15, 0.30]; the

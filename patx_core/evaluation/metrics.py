@@ -1,15 +1,10 @@
-"""Classification metrics with honest uncertainty, and the decision threshold chosen on val.
+"""Classification metrics with honest uncertainty: every precision with its Wilson interval.
 
 A precision figure alone misleads: 0.8 over 5 signals is luck. Every precision here travels
-with its signal count and a Wilson interval, and the threshold rule asks for the Wilson
-*lower* bound to reach the target, so a threshold that only grazes 0.70 on val is not
-mistaken for one that will hold on test. ROC-AUC travels with its DeLong interval, so an
-AUC of 0.52 on a few hundred samples reads as "no ranking skill", not as a small edge.
-
-When no val threshold meets the rule, the model *abstains*: ``threshold`` is ``None`` and it
-gives no signal anywhere. The best operating point it had (max F1 on val) is kept beside the
-choice as a diagnostic, so a reader sees how far off it was, but nothing trades on it: trading
-the max-F1 point of a model without skill is an always-long strategy in disguise.
+with its signal count and a Wilson interval (the val threshold rule of
+:mod:`patx_core.evaluation.threshold` asks for its *lower* bound to reach the target). ROC-AUC
+travels with its DeLong interval, so an AUC of 0.52 on a few hundred samples reads as "no
+ranking skill", not as a small edge. ``threshold=None`` is an abstaining model: no signals.
 
 Undefined values are ``None`` (JSON ``null``), never NaN:
 
@@ -24,9 +19,7 @@ Undefined values are ``None`` (JSON ``null``), never NaN:
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -40,10 +33,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from patx_core.settings.config import EvalConfig
-
-log = logging.getLogger(__name__)
-
 
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
@@ -51,8 +40,9 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
-def _wilson_arrays(successes: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized Wilson score bounds; n == 0 gives the uninformative [0, 1]."""
+def wilson_bounds(successes: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized Wilson score bounds, element by element; n == 0 gives the uninformative [0, 1]."""
+    z = _z(confidence)
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     safe_n = np.where(n > 0, n, 1.0)
@@ -75,11 +65,12 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}")
-    lo, hi = _wilson_arrays(np.array([successes]), np.array([n]), _z(confidence))
+    lo, hi = wilson_bounds(np.array([successes]), np.array([n]), confidence)
     return float(lo[0]), float(hi[0])
 
 
-def _check_inputs(y_true: np.ndarray, prob: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+def check_predictions(y_true: np.ndarray, prob: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels (int8) and probabilities in [0, 1] (float64), flat and of one length, or a ValueError."""
     y = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(prob, dtype=np.float64).ravel()
     if y.shape != p.shape:
@@ -107,7 +98,7 @@ def roc_auc_interval(y_true: np.ndarray, prob: np.ndarray,
     the AUC's. Chosen over Hanley–McNeil because it makes no assumption about the score
     distributions. ``None`` with fewer than two samples of either class (no variance).
     """
-    y, p = _check_inputs(y_true, prob, "roc_auc_interval")
+    y, p = check_predictions(y_true, prob, "roc_auc_interval")
     pos, neg = p[y == 1], p[y == 0]
     m, n = pos.size, neg.size
     if m < 2 or n < 2:
@@ -118,6 +109,12 @@ def roc_auc_interval(y_true: np.ndarray, prob: np.ndarray,
     auc = float(below.mean())
     half = _z(confidence) * math.sqrt(below.var(ddof=1) / m + above.var(ddof=1) / n)
     return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def signal_mask(prob: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The buy decisions ``prob >= threshold``; none at all for an abstaining model (``None``)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    return np.zeros(prob.shape, dtype=bool) if threshold is None else prob >= threshold
 
 
 def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float | None, *,
@@ -132,8 +129,8 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: floa
     base_rate, lift (precision / base rate), precision_ci95 [lo, hi] (Wilson, at
     ``confidence``; [0, 1] with no signals).
     """
-    y, p = _check_inputs(y_true, prob, "classification_metrics")
-    pred = np.zeros(p.size, np.int8) if threshold is None else (p >= threshold).astype(np.int8)
+    y, p = check_predictions(y_true, prob, "classification_metrics")
+    pred = signal_mask(p, threshold).astype(np.int8)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     n_signals, n_pos = tp + fp, tp + fn
     base_rate = n_pos / y.size
@@ -159,110 +156,3 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: floa
         "lift": precision / base_rate if precision is not None and base_rate > 0 else None,
         "precision_ci95": [lo, hi],
     }
-
-
-#: ``ThresholdChoice.rule`` when a val threshold met the Wilson rule.
-RULE_WILSON = "wilson_lower_bound"
-#: ``ThresholdChoice.rule`` when none did: the model gives no signals.
-RULE_ABSTAIN = "abstain"
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """One val threshold and what it gives on val (the diagnostic point of an abstaining model)."""
-
-    threshold: float
-    val_precision: float
-    val_precision_lower: float  # Wilson lower bound at EvalConfig.confidence
-    val_f1: float
-    n_signals: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ThresholdChoice:
-    """The decision threshold fixed on val, or ``None`` when the model abstains.
-
-    ``explanation`` is the sentence for the report. ``diagnostic`` is the max-F1 val point of
-    an abstaining model: reported, never used for a signal, the backtest or promotion.
-    """
-
-    threshold: float | None
-    explanation: str
-    val_precision: float | None
-    val_precision_lower: float | None  # Wilson lower bound at EvalConfig.confidence
-    n_signals: int  # val signals at ``threshold`` (0 when abstaining)
-    diagnostic: OperatingPoint | None = None
-
-    def __post_init__(self) -> None:
-        if self.threshold is None and (self.n_signals or self.val_precision is not None):
-            raise ValueError("ThresholdChoice: an abstaining choice has no signals and no val precision")
-        if self.threshold is not None and self.diagnostic is not None:
-            raise ValueError("ThresholdChoice: a diagnostic point belongs only to an abstaining choice")
-
-    @property
-    def abstains(self) -> bool:
-        return self.threshold is None
-
-    @property
-    def reachable(self) -> bool:
-        """The target was reachable on val (the model signals at ``threshold``)."""
-        return self.threshold is not None
-
-    @property
-    def rule(self) -> str:
-        return RULE_ABSTAIN if self.abstains else RULE_WILSON
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``threshold`` block of evaluation.json: the same keys whether or not it abstains."""
-        return {"value": self.threshold, "rule": self.rule, "reachable": self.reachable,
-                "explanation": self.explanation, "val_precision": self.val_precision,
-                "val_precision_lower": self.val_precision_lower, "n_signals": self.n_signals,
-                "diagnostic": None if self.diagnostic is None else self.diagnostic.to_dict()}
-
-
-def select_threshold(y_val: np.ndarray, p_val: np.ndarray, config: EvalConfig) -> ThresholdChoice:
-    """Lowest val threshold whose Wilson lower bound of precision is >= the target, else abstain.
-
-    Candidates are the distinct val probabilities (signal = ``prob >= threshold``), so every
-    achievable signal set is tried once. Among thresholds with at least ``min_signals``
-    signals and ``lower bound >= target_precision``, the lowest wins: it keeps the most
-    signals while still clearing the target with a margin. If none does, the model abstains
-    (``threshold=None``) and the F1-maximizing threshold (ties: the higher one) is kept as
-    ``diagnostic``. Only val is taken, so test cannot influence the choice.
-    """
-    y, p = _check_inputs(y_val, p_val, "select_threshold")
-    order = np.argsort(-p, kind="stable")
-    p_desc, y_desc = p[order], y[order]
-    tp_cum = np.cumsum(y_desc, dtype=np.int64)
-    # The last index of each tie group: signals at threshold t are all rows with p >= t.
-    last = np.flatnonzero(np.r_[p_desc[1:] != p_desc[:-1], True])
-    thresholds = p_desc[last]  # descending
-    n_sig = last + 1
-    tp = tp_cum[last]
-    lower, _ = _wilson_arrays(tp, n_sig, _z(config.confidence))
-    ok = (n_sig >= config.min_signals) & (lower >= config.target_precision)
-    target, conf_pct = config.target_precision, round(config.confidence * 100)
-    if ok.any():
-        i = int(np.flatnonzero(ok)[-1])  # lowest threshold = last in descending order
-        return ThresholdChoice(
-            threshold=float(thresholds[i]),
-            explanation=(f"lowest val threshold whose {conf_pct}% Wilson lower bound of precision "
-                         f"({lower[i]:.3f}) >= target {target:g} with >= {config.min_signals} signals"),
-            val_precision=float(tp[i] / n_sig[i]),
-            val_precision_lower=float(lower[i]),
-            n_signals=int(n_sig[i]),
-        )
-    f1 = 2.0 * tp / (n_sig + tp_cum[-1])
-    i = int(np.argmax(f1))
-    explanation = (f"no val threshold had a {conf_pct}% Wilson lower bound of precision >= {target:g} "
-                   f"with >= {config.min_signals} signals")
-    log.warning("select_threshold: %s; the model abstains", explanation)
-    return ThresholdChoice(
-        threshold=None, explanation=explanation, val_precision=None, val_precision_lower=None, n_signals=0,
-        diagnostic=OperatingPoint(threshold=float(thresholds[i]), val_precision=float(tp[i] / n_sig[i]),
-                                  val_precision_lower=float(lower[i]), val_f1=float(f1[i]),
-                                  n_signals=int(n_sig[i])),
-    )

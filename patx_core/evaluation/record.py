@@ -1,7 +1,7 @@
 """The whole ``evaluation.json`` of one variant: threshold, metrics, backtest, gate, diagnosis.
 
-``evaluate_variant`` does the work (threshold on val, metrics on val/test, backtest on the
-gate split, the named failure modes) and ``build_evaluation`` assembles the body from those
+``evaluate_variant`` does the work (the gate of :func:`patx_core.evaluation.gate.judge`, metrics
+on val/test, backtest on the gate split, the named failure modes) and ``build_evaluation`` assembles the body from those
 parts. A model that abstains (no val threshold met the precision rule) has ``threshold.value``
 null, no signals on any split, a backtest without trades and a failed gate whose reason starts
 with "abstains"; its max-F1 point appears only under ``threshold.diagnostic``.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +24,10 @@ import polars as pl
 from patx_core.evaluation.backtest import SAMPLE_COLUMNS, BacktestResult, annualization_note, backtest, portfolio
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.diagnosis import Diagnosis, diagnose
-from patx_core.evaluation.metrics import ThresholdChoice, classification_metrics, select_threshold, wilson_interval
+from patx_core.evaluation.gate import GateVerdict, judge
+from patx_core.evaluation.metrics import classification_metrics, wilson_interval
+from patx_core.evaluation.threshold import ThresholdChoice
+from patx_core.storage.jsonsafe import iso, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -74,34 +75,13 @@ class Evaluation:
     diagnosis: tuple[Diagnosis, ...] = ()
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON types, with NaN/inf as ``None`` so ``json.dumps(allow_nan=False)`` holds."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def dataset_summary(path: str, prices: pl.DataFrame) -> dict[str, Any]:
     """``dataset`` block from the feature table (one row per raw candle)."""
     return {
         "path": str(path),
         "rows": prices.height,
-        "first_timestamp": _iso(prices["timestamp"].min()),
-        "last_timestamp": _iso(prices["timestamp"].max()),
+        "first_timestamp": iso(prices["timestamp"].min()),
+        "last_timestamp": iso(prices["timestamp"].max()),
     }
 
 
@@ -146,7 +126,7 @@ def untested_symbols(prices: pl.DataFrame, tested: Collection[str], split: str,
     for symbol, first, last in spans.iter_rows():
         if str(symbol) in tested:
             continue
-        first, last = _iso(first), _iso(last)
+        first, last = iso(first), iso(last)
         if last < start:
             reason = f"its last candle ({last[:10]}) is before the {split} split starts ({start[:10]})"
         elif first > end:
@@ -195,7 +175,7 @@ def split_summaries(frame: pl.DataFrame, names: tuple[str, ...]) -> dict[str, di
     if missing:
         raise ValueError(f"split_summaries: the frame has no rows for split(s) {missing}")
     return {n: {"rows": int(by_name[n]["rows"]), "sequences": int(by_name[n]["sequences"]),
-                "start": _iso(by_name[n]["start"]), "end": _iso(by_name[n]["end"]),
+                "start": iso(by_name[n]["start"]), "end": iso(by_name[n]["end"]),
                 "positive_rate": by_name[n]["positive_rate"]} for n in names}
 
 
@@ -210,41 +190,6 @@ def training_summary(history: Mapping[str, Any], seed: int) -> dict[str, Any]:
     out["best_val_loss"] = val_loss[best - 1] if 0 < best <= len(val_loss) else None
     out["seed"] = seed
     return out
-
-
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdChoice,
-                   *, target: float, min_signals: int) -> dict[str, Any]:
-    """The gate: passed iff the model signals and precision > target AND signals >= min_signals.
-
-    ``reason`` is the sentence a trader reads: the precision with its interval, signal count
-    and base rate and what fell short; for an abstaining model it starts with "abstains".
-    """
-    precision, n = metrics["precision"], int(metrics["n_signals"])
-    lo, hi = metrics["precision_ci95"]
-    passed = not threshold.abstains and precision is not None and precision > target and n >= min_signals
-    head = (f"{split} precision {_fmt(precision)} [{lo:.2f}, {hi:.2f}] on {n} signals "
-            f"vs base rate {metrics['base_rate']:.2f}")
-    if threshold.abstains:
-        reason = f"abstains: {threshold.explanation}, so there are no signals on {split}"
-    elif n == 0:
-        reason = f"no signals on {split} at threshold {threshold.threshold:.4f} (0 < {min_signals})"
-    elif n < min_signals:
-        reason = f"only {n} signals < {min_signals} on {split} ({head})"
-    elif passed:
-        reason = f"{head} — above {target:g} with >= {min_signals} signals"
-    else:
-        reason = f"{head} — not above {target:g}"
-    if split == "val":
-        reason += " (judged on val, the split the threshold was chosen on: optimistic)"
-    return {"passed": bool(passed), "split": split, "min_precision": target, "min_signals": min_signals,
-            "precision": precision, "n_signals": n, "precision_ci95": [lo, hi],
-            "base_rate": metrics["base_rate"], "lift": metrics["lift"],
-            "threshold": threshold.threshold, "threshold_reachable": threshold.reachable,
-            "reason": reason}
 
 
 def no_trades_reason(threshold: ThresholdChoice, split: str, result: BacktestResult) -> str | None:
@@ -266,14 +211,16 @@ def backtest_block(split: str, threshold: ThresholdChoice, result: BacktestResul
 
 def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
                      splits: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any],
-                     threshold: ThresholdChoice, metrics: Mapping[str, Mapping[str, Any]],
+                     verdict: GateVerdict, metrics: Mapping[str, Mapping[str, Any]],
                      backtest_result: BacktestResult, diagnosis: Sequence[Diagnosis] = (),
                      per_symbol: Mapping[str, Any] | None = None,
                      symbol_backtest: Mapping[str, Any] | None = None,
                      untested: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the evaluation.json body from computed parts.
 
-    ``metrics`` maps "val" (and "test" when the variant has one) to ``classification_metrics``;
+    ``verdict`` is :func:`patx_core.evaluation.gate.judge`'s on the gate split (its threshold and
+    gate block go in as they are); ``metrics`` maps "val" (and "test" when the variant has one)
+    to ``classification_metrics``, the gate split's being the verdict's;
     ``diagnosis`` is ``patx_core.evaluation.diagnosis.diagnose``'s list; ``per_symbol`` the gate split's
     :func:`per_symbol_metrics` and ``symbol_backtest`` each symbol's backtest block when the
     portfolio holds more than one; ``untested`` the :func:`untested_symbols` (none tested on the
@@ -283,8 +230,10 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
     gate_split = variant.gate_split
     if gate_split not in metrics:
         raise ValueError(f"build_evaluation: no metrics for the gate split {gate_split!r}")
-    gate = precision_gate(gate_split, metrics[gate_split], threshold,
-                          target=variant.eval.target_precision, min_signals=variant.eval.min_signals)
+    if verdict.gate["split"] != gate_split or metrics[gate_split] != verdict.metrics:
+        raise ValueError(f"build_evaluation: the verdict judged {verdict.gate['split']!r}, not the gate split "
+                         f"{gate_split!r} with these metrics")
+    threshold, gate = verdict.choice, verdict.gate
     f1 = metrics[gate_split]["f1"]
     body = {
         "variant": variant.name,
@@ -325,13 +274,14 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
     if sorted(predictions) != sorted(expected):
         raise ValueError(f"evaluate_variant: predictions for {sorted(predictions)}, "
                          f"variant {variant.name!r} needs {expected}")
-    val = predictions["val"]
-    choice = select_threshold(val.y, val.prob, variant.eval)
-    metrics = {s: classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
-                                         confidence=variant.eval.confidence) for s in expected}
-    gate = predictions[variant.gate_split]
+    val, gate = predictions["val"], predictions[variant.gate_split]
+    verdict = judge(val.y, val.prob, gate.y, gate.prob, variant.eval, split=variant.gate_split)
+    choice = verdict.choice
+    metrics = {s: verdict.metrics if s == variant.gate_split else
+               classification_metrics(predictions[s].y, predictions[s].prob, choice.threshold,
+                                      confidence=variant.eval.confidence) for s in expected}
     # An abstaining model trades nothing; its diagnostic max-F1 point never reaches the backtest.
-    signal = np.zeros(gate.prob.size, bool) if choice.abstains else gate.prob >= choice.threshold
+    signal = verdict.signal
     per_symbol_bt = symbol_backtests(gate, signal, prices, variant.backtest)
     result = portfolio(per_symbol_bt)
     splits = split_summaries(split_frame, variant.split.names)
@@ -353,7 +303,7 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
                          for s, r in per_symbol_bt.items()} if len(per_symbol_bt) > 1 else None,
         splits=splits,
         training=training_summary(history, variant.train.seed),
-        threshold=choice,
+        verdict=verdict,
         metrics=metrics,
         backtest_result=result,
         diagnosis=found,

@@ -9,9 +9,10 @@ candles (its *test period*) with the model, scaler and threshold it fixed:
 - The history is split into train and val in the variant's ``split.train : split.val``
   proportions (by :func:`~patx_core.data.splits.calendar_cutoffs`, no test inside the history), with
   the usual purge at the val start; the scaler is fitted on the fold's train rows, the model is
-  trained with early stopping on its val rows, and the threshold is the val Wilson rule of
-  :func:`~patx_core.evaluation.metrics.select_threshold`. A threshold that is unreachable on val abstains:
-  the fold takes no signal and its gate fails.
+  trained with early stopping on its val rows, and the threshold, signals and gate are the
+  nightly evaluation's own (:func:`~patx_core.evaluation.gate.judge`, on the fold's val and test
+  predictions). A threshold that is unreachable on val abstains: the fold takes no signal and its
+  gate fails.
 - Purged at the boundaries: no history sample's label horizon reaches the test start, and no test
   sample's horizon reaches past the test end. A fold therefore uses only prices before its test
   end, and the folds' test periods, traded back to back, stitch into one out-of-sample record
@@ -47,23 +48,24 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import polars as pl
 import torch
 
 from patx_core.evaluation.backtest import RandomBaseline, portfolio
+from patx_core.evaluation.formatting import num
+from patx_core.evaluation.gate import judge
 from patx_core.settings.config import SplitConfig, VariantConfig
 from patx_core.data.splits import OUTCOME_COLUMNS, _processed_mask, calendar_cutoffs, split_at_cutoffs
-from patx_core.evaluation.record import SplitPredictions, json_safe, precision_gate, symbol_backtests
+from patx_core.evaluation.record import SplitPredictions, symbol_backtests
+from patx_core.evaluation.risk import risk
 from patx_core.data.features import feature_columns
-from patx_core.evaluation.metrics import classification_metrics, select_threshold, wilson_interval
+from patx_core.evaluation.metrics import wilson_interval
+from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.model.trainer import Trainer, predict_proba, resolve_device
 from patx_core.data.universe import SYMBOL
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_table", "plan_folds", "run_fold",
            "run_walk_forward", "write_walk_forward", "SIGNAL_MARGIN"]
@@ -214,6 +216,7 @@ class FoldResult:
     n_positives: int
     fingerprint: dict[str, str]  # sha256 of the model weights, val and test probabilities
     seconds: float
+    periods_per_year: float  # the fold backtest's, to annualize the stitched record
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -225,10 +228,6 @@ def _sha(*arrays: np.ndarray) -> str:
 
 def _weights_sha(model: torch.nn.Module) -> str:
     return _sha(*(v.detach().cpu().numpy() for v in model.state_dict().values()))
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat() if ts is not None else None
 
 
 def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, device: str = "cpu") -> FoldResult:
@@ -245,22 +244,17 @@ def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, 
     val_y = windows.split_labels("val").astype(np.int8)
     test = SplitPredictions(samples=ds.frame[ds.sample_rows("test")], prob=p_test)
 
-    choice = select_threshold(val_y, p_val, variant.eval)
-    # Unreachable on val = abstain: the fold takes no signal (and so cannot pass its gate).
-    threshold = choice.threshold if choice.reachable and choice.threshold is not None else None
-    cut = math.inf if threshold is None else threshold
-    signal = p_test >= cut
-    ev = variant.eval
-    metrics = classification_metrics(test.y, p_test, cut, confidence=ev.confidence)
-    gate = precision_gate("test", metrics, choice, target=ev.target_precision, min_signals=ev.min_signals)
+    # The nightly evaluation's gate: unreachable on val = abstain, no signal, gate failed.
+    verdict = judge(val_y, p_val, test.y, p_test, variant.eval, split="test")
+    choice, metrics, gate = verdict.choice, verdict.metrics, verdict.gate
     price_cols = [c for c in (SYMBOL, "timestamp", "entry_price") if c in table.columns]
-    bt = portfolio(symbol_backtests(test, signal, table.select(price_cols), variant.backtest))
+    bt = portfolio(symbol_backtests(test, verdict.signal, table.select(price_cols), variant.backtest))
     row = {
         "fold": plan.index,
-        "train_start": _iso(plan.history_start), "val_start": _iso(plan.val_start),
-        "train_end": _iso(plan.history_last),
-        "test_start": _iso(plan.test_start), "test_end": _iso(plan.test_last),
-        "threshold": threshold, "threshold_reachable": bool(choice.reachable),
+        "train_start": iso(plan.history_start), "val_start": iso(plan.val_start),
+        "train_end": iso(plan.history_last),
+        "test_start": iso(plan.test_start), "test_end": iso(plan.test_last),
+        "threshold": choice.threshold, "threshold_reachable": bool(choice.reachable),
         "n_samples": metrics["n_samples"], "n_signals": metrics["n_signals"],
         "precision": metrics["precision"], "precision_ci95": metrics["precision_ci95"],
         "base_rate": metrics["base_rate"], "gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"],
@@ -277,7 +271,7 @@ def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, 
                       true_positives=int(metrics["true_positives"]), n_samples=int(metrics["n_samples"]),
                       n_positives=int(metrics["n_positives"]),
                       fingerprint={"weights": _weights_sha(model), "val_prob": _sha(p_val), "test_prob": _sha(p_test)},
-                      seconds=seconds)
+                      seconds=seconds, periods_per_year=bt.periods_per_year)
 
 
 # ------------------------------------------------------------------------------- all folds
@@ -303,16 +297,13 @@ def stitch(results: list[FoldResult], variant: VariantConfig, *, concurrency: st
     n_signals = sum(r.row["n_signals"] for r in results)
     tp = sum(r.true_positives for r in results)
     passed = sum(r.row["gate_passed"] for r in results)
-    growth = [1.0 + r.row["strategy_return"] for r in results]
-    bh = [1.0 + r.row["buy_and_hold_return"] for r in results]
-    strategy_return = float(np.prod(growth) - 1.0)
+    equity = stitched_equity(results)
+    ppy = float(np.median([r.periods_per_year for r in results]))
+    strategy_return = risk(equity["strategy"].to_numpy(), equity["timestamp"], ppy).total_return
+    buy_and_hold_return = risk(equity["buy_and_hold"].to_numpy(), equity["timestamp"], ppy).total_return
     # Random draw k of the stitched record = draw k of every fold, compounded: a random trader
     # with the strategy's trade count in each test period.
-    draws = min(r.random.returns.size for r in results)
-    stitched = RandomBaseline(
-        returns=np.prod([1.0 + r.random.returns[:draws] for r in results], axis=0) - 1.0,
-        trades=np.sum([r.random.trades[:draws] for r in results], axis=0),
-        n_trades=int(sum(r.random.n_trades for r in results)), seed=results[0].random.seed)
+    stitched = RandomBaseline.combine([r.random for r in results], "compound")
     trades = sum(r.row["trades"] for r in results)
     wf = variant.walk_forward
     rate = passed / len(results)
@@ -326,19 +317,25 @@ def stitch(results: list[FoldResult], variant: VariantConfig, *, concurrency: st
         "n_samples": sum(r.n_samples for r in results),
         "base_rate": sum(r.n_positives for r in results) / max(1, sum(r.n_samples for r in results)),
         "trades": int(trades), "strategy_return": strategy_return,
-        "buy_and_hold_return": float(np.prod(bh) - 1.0),
+        "buy_and_hold_return": buy_and_hold_return,
         "random_entry_percentile": stitched.percentile_of(strategy_return) if trades else None,
         "target_precision": variant.eval.target_precision, "min_signals": variant.eval.min_signals,
         "test_start": rows[0]["test_start"], "test_end": rows[-1]["test_end"],
         "concurrency": concurrency, "workers": workers, "seconds": seconds,
     }
+    return WalkForwardResult(folds=rows, summary=summary, equity=equity, results=results)
+
+
+def stitched_equity(results: list[FoldResult]) -> pl.DataFrame:
+    """The folds' test-period curves in time order, each scaled to start where the last one ended
+    (timestamp, strategy, buy_and_hold, fold)."""
     curves, scale_s, scale_b = [], 1.0, 1.0
     for r in results:
         eq = r.equity
         curves.append(eq.select("timestamp", pl.col("strategy") * scale_s, pl.col("buy_and_hold") * scale_b,
                                 pl.lit(r.row["fold"]).alias("fold")))
         scale_s, scale_b = scale_s * (1.0 + r.row["strategy_return"]), scale_b * (1.0 + r.row["buy_and_hold_return"])
-    return WalkForwardResult(folds=rows, summary=summary, equity=pl.concat(curves), results=results)
+    return pl.concat(curves)
 
 
 @contextlib.contextmanager
@@ -471,61 +468,6 @@ def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, concurre
 
 # ----------------------------------------------------------------------------------- report
 
-def plot_fold_precision(folds: list[dict[str, Any]], *, target: float) -> "Figure":
-    """Each fold's test precision with its Wilson interval, against the target and its base rate."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 4))
-    ax = fig.add_subplot()
-    x = np.arange(len(folds))
-    silent_labelled = False
-    for i, f in enumerate(folds):
-        color = "#2ca02c" if f["gate_passed"] else "#d62728"
-        lo, hi = f["precision_ci95"]
-        if f["precision"] is None:  # no signal: the interval is all of [0, 1]
-            # One legend entry for all of them: a dotted line is a fold that gave no signal.
-            ax.vlines(i, lo, hi, color=color, lw=1, linestyles="dotted",
-                      label=None if silent_labelled else "no signal (precision undefined, interval [0, 1])")
-            silent_labelled = True
-            continue
-        ax.errorbar([i], [f["precision"]], yerr=[[f["precision"] - lo], [hi - f["precision"]]], fmt="o",
-                    color=color, capsize=5)
-        ax.annotate(f"{f['n_signals']}", (i, hi), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-    ax.plot(x, [f["base_rate"] for f in folds], "_", color="grey", ms=18, mew=2, label="base rate")
-    ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:g}")
-    ax.set_xticks(x, [f"{f['fold']}\n{(f['test_start'] or '')[:10]}" for f in folds], fontsize=8)
-    ax.set(ylim=(0, 1), ylabel="test precision (95 % Wilson)",
-           title="Precision per fold (green: gate passed; number: signals)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
-def plot_stitched_equity(equity: pl.DataFrame, summary: dict[str, Any]) -> "Figure":
-    """The folds' test periods compounded in order: strategy against buy-and-hold."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 4.5))
-    ax = fig.add_subplot()
-    ts = equity["timestamp"].to_list()
-    ax.plot(ts, equity["strategy"].to_numpy(), color="#2ca02c", lw=1.6,
-            label=f"strategy ({summary['trades']} trades) {100 * summary['strategy_return']:+.1f} %")
-    ax.plot(ts, equity["buy_and_hold"].to_numpy(), color="grey", lw=1.2,
-            label=f"buy-and-hold {100 * summary['buy_and_hold_return']:+.1f} %")
-    for start in equity.group_by("fold", maintain_order=True).agg(pl.col("timestamp").first())["timestamp"][1:]:
-        ax.axvline(start, color="black", lw=0.4, ls=":")
-    ax.axhline(1.0, color="black", lw=0.6)
-    ax.set(ylabel="equity (start = 1)", title="Stitched out-of-sample equity (dotted: fold boundaries)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.autofmt_xdate()
-    return fig
-
-
-def _fmt(x: float | None, pattern: str) -> str:
-    return "n/a" if x is None else pattern.format(x)
-
-
 def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: list[tuple[str, str]], *,
                     title: str | None = None) -> str:
     """walk_forward.md: verdict, summary, one row per fold, then the plots (``(caption, src)``);
@@ -540,11 +482,11 @@ def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: l
         f"({100 * s['gate_pass_rate']:.0f} %; needs {100 * s['min_pass_rate']:.0f} %). Each fold retrains on the "
         f"data before its test period ({s['mode']} history) and trades the next stretch out of sample.",
         "",
-        f"- Pooled test precision {_fmt(s['precision'], '{:.3f}')} [{lo:.3f}, {hi:.3f}] on {s['n_signals']} "
+        f"- Pooled test precision {num(s['precision'], 3)} [{lo:.3f}, {hi:.3f}] on {s['n_signals']} "
         f"signals vs base rate {s['base_rate']:.3f} (target {s['target_precision']:g}).",
         f"- Stitched strategy {100 * s['strategy_return']:+.1f} % ({s['trades']} trades) vs buy-and-hold "
         f"{100 * s['buy_and_hold_return']:+.1f} %, {s['test_start'][:10]} → {s['test_end'][:10]}; random entries: "
-        f"strategy at percentile {_fmt(s['random_entry_percentile'], '{:.0f}')}.",
+        f"strategy at percentile {num(s['random_entry_percentile'], 0)}.",
         "",
         "| fold | train | test | threshold | signals | precision [95 % CI] | base rate | ROC AUC | strategy | "
         "buy & hold | gate |",
@@ -554,9 +496,9 @@ def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: l
         flo, fhi = f["precision_ci95"]
         lines.append(
             f"| {f['fold']} | {f['train_start'][:10]} → {f['train_end'][:10]} | {f['test_start'][:10]} → "
-            f"{f['test_end'][:10]} | {_fmt(f['threshold'], '{:.3f}') if f['threshold_reachable'] else 'abstain'} | "
-            f"{f['n_signals']} | {_fmt(f['precision'], '{:.3f}')} [{flo:.2f}, {fhi:.2f}] | {f['base_rate']:.3f} | "
-            f"{_fmt(f['roc_auc'], '{:.3f}')} | {100 * f['strategy_return']:+.1f} % | "
+            f"{f['test_end'][:10]} | {num(f['threshold'], 3) if f['threshold_reachable'] else 'abstain'} | "
+            f"{f['n_signals']} | {num(f['precision'], 3)} [{flo:.2f}, {fhi:.2f}] | {f['base_rate']:.3f} | "
+            f"{num(f['roc_auc'], 3)} | {100 * f['strategy_return']:+.1f} % | "
             f"{100 * f['buy_and_hold_return']:+.1f} % | {'pass' if f['gate_passed'] else 'fail'} |")
     lines.append("")
     for caption, src in images:
@@ -569,7 +511,7 @@ def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: Vari
     """walk_forward.json, walk_forward.md and its PNGs into ``report_dir`` (atomically); returns
     the markdown with the images inlined."""
     from patx_core.storage.artifacts import as_path, atomic_write_json, atomic_write_text
-    from patx_core.evaluation.report import write_figures
+    from patx_core.evaluation.figures import plot_fold_precision, plot_stitched_equity, write_figures
 
     out = as_path(report_dir)
     atomic_write_json(out / "walk_forward.json", result.to_json())

@@ -6,53 +6,30 @@ folder is one batch, and batches are taken in file-name order (so name daily dro
 ``2024-05-01.parquet``). Names starting with ``.`` and other suffixes are left alone, so an
 upload still in progress under a temporary name (``x.parquet.part``) is never taken half-written.
 
-Each batch:
-
-- is validated with the raw contract per symbol (:func:`patx_core.data.contract.validate_raw`);
-  messages name the file and the symbol. A rule that needs the whole series — a column must not
-  be constant — is checked on the symbol's stored candles plus the batch, since two candles of
-  a quiet market may well share a volume. A file carries a ``symbol`` column unless the dataset
-  holds exactly one symbol; then a file without one is that symbol's. The one symbol is the
-  store's only symbol; before the store exists, the only symbol of the ``source`` that seeds it;
-  rows without a ``symbol`` column (seed or batch) take the dataset's ``symbol`` field, else the
-  dataset's name (not a file's stem: ``eurusd_seed.parquet`` is no market's name).
-  A file without the column is refused while the dataset holds several symbols.
-- adds every candle whose (symbol, timestamp) is not stored. An identical repeat is a duplicate
-  and changes nothing. A *changed* value refuses the whole batch, naming symbol, timestamp,
-  column, stored and new value — unless the dataset sets ``allow_revisions = true``: then the
-  new value wins and the revision is reported.
-- then moves to ``<landing>/processed/``, or to ``<landing>/quarantine/`` beside a
-  ``<file name>.error.txt`` holding the message. A refused batch never stops the later ones. A
-  name already taken there gets a counter (``x.1.parquet``), so a vendor that always sends the
-  same name loses no earlier file.
-
-The curated store is one parquet file, ``<PATX_DATA_DIR>/<dataset>/curated/candles.parquet``,
-with the columns ``symbol, timestamp, open, high, low, close, volume``, one row per (symbol,
-timestamp), sorted by both. The first ingest seeds it with the dataset's ``source`` (if any),
-even with nothing in the landing folder; from then on the store, not the source, holds the
-dataset's candles.
+Each batch is validated and merged into the curated store by the rules of
+:mod:`patx_core.ingest.store` (duplicates skipped, revisions refused unless allowed), then moves
+to ``<landing>/processed/``, or to ``<landing>/quarantine/`` beside a ``<file name>.error.txt``
+holding the message. A refused batch never stops the later ones. A name already taken there
+gets a counter (``x.1.parquet``), so a vendor that always sends the same name loses no earlier file.
 
 Nothing is lost, even to a SIGKILL:
 
-1. Batches are merged in memory and the store is written once per ingest: to a temp file in the
-   same folder, named ``.candles.parquet.<random>.tmp`` so that ``curated/**/*.parquet`` never
-   matches it, then renamed over the old store (:func:`patx_core.storage.artifacts.atomic_write_bytes`).
-   A reader sees the old store or the new one, never a mix.
+1. Batches are merged in memory and the store is written once per ingest, atomically
+   (:func:`patx_core.ingest.store.write_store`): a reader sees the old store or the new one.
 2. Files leave the landing folder only after that rename. A kill before it leaves the old store
    and every file in place; the next ingest removes the stale temp file and redoes the work. A
-   kill after it leaves files that are already merged: the store's parquet metadata records the
-   name, size, mtime and sha256 of every file its write took, and the next ingest moves such a
-   file to processed/ without applying it again (a second copy dropped later has a new mtime and
-   is simply ingested, its candles being duplicates).
+   kill after it leaves files that are already merged: the store records the files its write
+   took, and the next ingest moves such a file to processed/ without applying it again (a second
+   copy dropped later has a new mtime and is simply ingested, its candles being duplicates).
 
 An ingest with nothing new to merge does not write the store, so it stays byte-identical. One
-ingest of a dataset runs at a time (a lock on ``<PATX_DATA_DIR>/<dataset>/ingest.lock``, released
-by the kernel when its process dies), so a sensor run and a cron job cannot each merge a batch
-and overwrite the other's store.
+ingest of a dataset runs at a time (a :class:`filelock.FileLock` on
+``<PATX_DATA_DIR>/<dataset>/ingest.lock``, released by the kernel when its process dies), so a
+sensor run and a cron job cannot each merge a batch and overwrite the other's store.
 
 ``python -m patx_core.ingest.landing <dataset>`` does the same without Dagster, for a cron box: it prints
-one line per dataset to stderr (:meth:`IngestReport.summary_line`), a JSON summary to stdout, and exits 0 when every batch merged or none was waiting, 1 when any batch was
-quarantined, 2 when the ingest could not run (usage, datasets file, unreadable store or source).
+one line per dataset to stderr (:meth:`IngestReport.summary_line`), a JSON summary to stdout,
+and exits 0 when every batch merged or none was waiting, 1 when any batch was quarantined, 2 when the ingest could not run (usage, datasets file, unreadable store or source).
 """
 
 from __future__ import annotations
@@ -60,36 +37,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import polars as pl
+from filelock import FileLock, Timeout
 
-from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text, atomic_write_with, is_local
-from patx_core.settings.datasets import DatasetConfig, load_datasets
-from patx_core.storage.paths import DatasetPaths
-from patx_core.data.universe import SYMBOL, UNIVERSE_COLUMNS, read_universe, symbol_frames, symbol_source
-from patx_core.data.contract import (
-    NUMERIC_COLUMNS,
-    RAW_COLUMNS,
-    RawDataError,
-    Violation,
-    normalize_structure,
-    read_candle_file,
-    validate_raw,
+from patx_core.data.contract import RawDataError
+from patx_core.data.universe import SYMBOL
+from patx_core.ingest.store import (
+    STORE_FILE,
+    BatchRefused,
+    IngestError,
+    Revision,
+    apply_batch,
+    existing_source_files,
+    fingerprint,
+    newest_candles,
+    read_store,
+    remove_stale_temps,
+    seed_frame,
+    taken_before,
+    write_store,
 )
+from patx_core.settings.datasets import DatasetConfig, load_datasets
+from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text, is_local
+from patx_core.storage.paths import DatasetPaths
 
 logger = logging.getLogger(__name__)
 
-STORE_FILE = "candles.parquet"
 PROCESSED_DIR = "processed"
 QUARANTINE_DIR = "quarantine"
 ERROR_SUFFIX = ".error.txt"
@@ -97,48 +78,12 @@ LOCK_FILE = "ingest.lock"
 BATCH_SUFFIXES = (".parquet", ".csv")
 # How long an ingest waits for another ingest of the same dataset before giving up.
 LOCK_TIMEOUT_S = 600.0
-# The store's parquet key-value metadata: the files its write took (see the module docstring).
-TAKEN_KEY = "patx.ingest.taken"
-# How many revisions a message or the metadata lists; the count of all of them is always given.
-MAX_SHOWN = 5
+# How many revisions the metadata lists; the count of all of them is always given.
 MAX_LISTED = 100
-# The one raw rule that is about a whole series rather than about the rows in front of it.
-_RULE_VARIES = "column varies"
-_OLD = "__stored"
-
-STORE_SCHEMA = pl.Schema({SYMBOL: pl.String, "timestamp": pl.Datetime("us", "UTC"),
-                          **{c: pl.Float64 for c in NUMERIC_COLUMNS}})
 
 EXIT_OK = 0
 EXIT_QUARANTINED = 1
 EXIT_FAILED = 2
-
-
-class IngestError(RuntimeError):
-    """The ingest of a dataset could not run at all (its files stay in the landing folder)."""
-
-
-class BatchRefused(ValueError):
-    """One batch breaks a merge rule (a revision, a missing ``symbol`` column); it is quarantined."""
-
-
-@dataclass(frozen=True)
-class Revision:
-    """A stored value that a batch changed (or would have changed)."""
-
-    symbol: str
-    timestamp: dt.datetime
-    column: str
-    old: float
-    new: float
-
-    def __str__(self) -> str:
-        return (f"symbol {self.symbol!r} at {self.timestamp.isoformat()}: {self.column} stored "
-                f"{self.old!r}, new {self.new!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "timestamp": self.timestamp.isoformat(), "column": self.column,
-                "old": self.old, "new": self.new}
 
 
 @dataclass(frozen=True)
@@ -220,18 +165,6 @@ def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-@dataclass(frozen=True)
-class _Merge:
-    rows_added: dict[str, int]
-    duplicates: int
-    revisions: list[Revision]
-
-
-def store_file(dataset: str, data_root: PathLike | None = None) -> Path:
-    """``<data_root>/<dataset>/curated/candles.parquet``: the dataset's curated store."""
-    return DatasetPaths.for_dataset(dataset, data_root).curated_dir / STORE_FILE
-
-
 def pending_files(dataset: DatasetConfig) -> list[Path]:
     """The batches waiting in the dataset's landing folder, in the order they will be taken."""
     if not dataset.landing:
@@ -282,27 +215,27 @@ def ingest_dataset(dataset: DatasetConfig, data_root: PathLike | None = None, *,
     if not as_path(dataset.landing).is_dir():
         logger.warning("dataset %r: landing folder %s does not exist; nothing to ingest", dataset.name,
                        dataset.landing)
-    if not pending_files(dataset) and (store.exists() or not _existing_source_files(dataset)):
+    if not pending_files(dataset) and (store.exists() or not existing_source_files(dataset)):
         # Nothing is written, not even the lock file: a dataset nobody fed stays untouched. Without
         # a store but with a source, the first ingest still seeds it (below), so that the store
         # exists and reads the same whether or not a batch has landed yet.
         report = IngestReport(dataset=dataset.name, store=str(store))
-        stored = _read_store(store)[0] if store.exists() else None
-        report.newest = _newest(stored) if stored is not None else {}
+        stored = read_store(store)[0] if store.exists() else None
+        report.newest = newest_candles(stored) if stored is not None else {}
         return report
     with _lock(paths.root / LOCK_FILE, dataset.name, lock_timeout_s):
-        _remove_stale_temps(paths.curated_dir)
+        remove_stale_temps(paths.curated_dir)
         return _ingest_locked(dataset, store)
 
 
 def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
     landing = as_path(dataset.landing)
     report = IngestReport(dataset=dataset.name, store=str(store))
-    stored, taken_by_store = _read_store(store) if store.exists() else (None, [])
+    stored, taken_by_store = read_store(store) if store.exists() else (None, [])
     waiting: list[Path] = []
     # Re-listed under the lock: an ingest that ran meanwhile may have taken them.
     for path in pending_files(dataset):
-        if _taken_before(path, taken_by_store):
+        if taken_before(path, taken_by_store):
             logger.info("dataset %r: %s was merged by an interrupted ingest; moving it to %s/",
                         dataset.name, path.name, PROCESSED_DIR)
             _move(path, landing / PROCESSED_DIR)
@@ -310,13 +243,13 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
         else:
             waiting.append(path)
 
-    frame, seed_files = (stored, []) if stored is not None else _seed(dataset)
+    frame, seed_files = (stored, []) if stored is not None else seed_frame(dataset)
     seed_rows = frame.height if stored is None else 0
     outcomes: list[tuple[Path, str | None]] = []
     taken: list[dict[str, Any]] = []
     for path in waiting:
         try:
-            frame, merge = _apply_batch(frame, path, dataset)
+            frame, merge = apply_batch(frame, path, dataset)
         # PolarsError: data polars cannot handle at all (e.g. a nested 'symbol' column).
         except (RawDataError, BatchRefused, pl.exceptions.PolarsError) as exc:
             logger.warning("dataset %r: quarantining %s: %s", dataset.name, path.name, exc)
@@ -329,14 +262,14 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
         report.duplicates += merge.duplicates
         report.revisions.extend(merge.revisions)
         report.merged.append(path.name)
-        taken.append(_fingerprint(path))
+        taken.append(fingerprint(path))
         outcomes.append((path, None))
 
     # A first merged batch creates the store even when it only repeats the source, so that the
     # dataset reads one place from then on; otherwise only new or revised candles rewrite it.
     report.changed = bool(report.rows_added or report.revisions or (stored is None and (report.merged or seed_files)))
     if report.changed:
-        _write_store(store, frame.sort(SYMBOL, "timestamp"), taken)
+        write_store(store, frame.sort(SYMBOL, "timestamp"), taken)
         report.seeded_from = [str(f) for f in seed_files]
         report.seeded_rows = seed_rows
     for path, message in outcomes:
@@ -345,167 +278,8 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
         else:
             report.quarantined.append(_quarantine(path, message, landing / QUARANTINE_DIR))
     report.rows_added = dict(sorted(report.rows_added.items()))
-    report.newest = _newest(frame) if (report.changed or stored is not None) else {}
+    report.newest = newest_candles(frame) if (report.changed or stored is not None) else {}
     return report
-
-
-def _existing_source_files(dataset: DatasetConfig) -> list[Path]:
-    return [f for f in dataset.source_files() if f.exists()]
-
-
-def _seed(dataset: DatasetConfig) -> tuple[pl.DataFrame, list[Path]]:
-    """The dataset's ``source`` as a first store (an empty one for a landing-only dataset), and
-    the files it came from. No ``min_rows``: the store only holds candles, the variants judge length."""
-    files = _existing_source_files(dataset)
-    if not files:
-        return STORE_SCHEMA.to_frame(), []
-    try:
-        # One column-less seed file is the dataset's one symbol; several are a universe named by stem.
-        universe = read_universe(files, symbol=dataset.symbol or (dataset.name if len(files) == 1 else None))
-    except RawDataError as exc:
-        raise IngestError(f"dataset {dataset.name!r}: its source cannot seed the curated store: {exc}") from exc
-    return universe.frame.select(UNIVERSE_COLUMNS), files
-
-
-def _apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tuple[pl.DataFrame, _Merge]:
-    """``frame`` with one landing file merged in, or :class:`RawDataError`/:class:`BatchRefused`."""
-    raw = read_candle_file(path)
-    if raw.is_empty():
-        validate_raw(raw, source=path.name)  # raises the "non-empty file" rule
-    if SYMBOL in raw.columns:
-        parts = symbol_frames(raw, path.name)
-    else:
-        sole = _sole_symbol(frame, dataset.symbol or dataset.name)
-        if sole is None:
-            held = frame.get_column(SYMBOL).unique().sort().to_list()
-            shown = ", ".join(repr(s) for s in held[:MAX_SHOWN]) + (", …" if len(held) > MAX_SHOWN else "")
-            raise BatchRefused(f"{path.name}: the file has no {SYMBOL!r} column, but dataset "
-                               f"{dataset.name!r} holds {len(held)} symbols ({shown}); add a {SYMBOL!r} "
-                               f"column naming each row's symbol (the file has {raw.columns})")
-        parts = symbol_frames(raw, sole)
-    batch = _validate_batch(parts, path, frame)
-    return _merge(frame, batch, path=path, dataset=dataset)
-
-
-def _sole_symbol(frame: pl.DataFrame, default: str) -> str | None:
-    """The symbol a file without a ``symbol`` column belongs to, or None when that is ambiguous."""
-    if frame.is_empty():
-        return default
-    symbols = frame.get_column(SYMBOL).unique()
-    return str(symbols[0]) if symbols.len() == 1 else None
-
-
-def _validate_batch(parts: dict[str, pl.DataFrame], path: Path, stored: pl.DataFrame) -> pl.DataFrame:
-    """Every symbol of one file validated (all violations of all symbols raised together)."""
-    frames: list[pl.DataFrame] = []
-    violations: list[Violation] = []
-    for symbol in sorted(parts):
-        source = symbol_source(symbol, [path.name])
-        try:
-            valid = _validate_part(parts[symbol], source=source, symbol=symbol, stored=stored)
-        except RawDataError as exc:
-            violations.extend(Violation(v.rule, v.column, v.count, v.rows, f"symbol {symbol!r}: {v.detail}")
-                              for v in exc.violations)
-            continue
-        frames.append(valid.select(pl.lit(symbol, dtype=pl.String).alias(SYMBOL), *RAW_COLUMNS))
-    if violations:
-        raise RawDataError(path.name, violations)
-    return pl.concat(frames)
-
-
-def _validate_part(part: pl.DataFrame, *, source: str, symbol: str, stored: pl.DataFrame) -> pl.DataFrame:
-    """One symbol's rows of a batch, validated; a constant column is judged on the whole series."""
-    try:
-        return validate_raw(part, source=source)
-    except RawDataError as exc:
-        if not all(v.rule == _RULE_VARIES for v in exc.violations):
-            raise
-        history = stored.filter(pl.col(SYMBOL) == symbol).drop(SYMBOL)
-        if history.is_empty():
-            raise
-        # Every other rule passed, so the batch normalizes cleanly to the stored dtypes (with the
-        # contract's own normalization, so that the rows match what validate_raw would return).
-        rows = normalize_structure(part, source)
-        series = pl.concat([history.join(rows.select("timestamp"), on="timestamp", how="anti"), rows])
-        try:
-            whole = validate_raw(series.sort("timestamp"), source=source)
-        except RawDataError:
-            raise exc from None
-        return whole.join(rows.select("timestamp"), on="timestamp", how="semi")
-
-
-def _merge(stored: pl.DataFrame, batch: pl.DataFrame, *, path: Path, dataset: DatasetConfig
-           ) -> tuple[pl.DataFrame, _Merge]:
-    keys = [SYMBOL, "timestamp"]
-    joined = batch.join(stored, on=keys, how="left", suffix=_OLD, maintain_order="left")
-    known = joined.filter(pl.col(f"open{_OLD}").is_not_null())  # stored candles have no nulls
-    revisions = sorted(
-        (Revision(s, ts, col, old, new)
-         for col in NUMERIC_COLUMNS
-         for s, ts, new, old in known.filter(pl.col(col) != pl.col(col + _OLD))
-         .select(SYMBOL, "timestamp", col, col + _OLD).iter_rows()),
-        key=lambda r: (r.symbol, r.timestamp, NUMERIC_COLUMNS.index(r.column)))
-    if revisions and not dataset.allow_revisions:
-        shown = "; ".join(str(r) for r in revisions[:MAX_SHOWN])
-        more = f" (first {MAX_SHOWN} of {len(revisions)} shown)" if len(revisions) > MAX_SHOWN else ""
-        raise BatchRefused(f"{path.name}: {len(revisions)} stored value(s) would change{more}: {shown}. "
-                           f"Dataset {dataset.name!r} does not take revisions, so nothing of this file "
-                           "was merged; set allow_revisions = true in the datasets file to let new "
-                           "values win")
-    revised_rows = len({(r.symbol, r.timestamp) for r in revisions})
-    fresh = joined.filter(pl.col(f"open{_OLD}").is_null())
-    rows_added = {str(s): int(n) for s, n in fresh.group_by(SYMBOL).len().sort(SYMBOL).iter_rows()}
-    merge = _Merge(rows_added=rows_added, duplicates=known.height - revised_rows, revisions=revisions)
-    if not rows_added and not revisions:
-        return stored, merge
-    kept = stored.join(batch.select(keys), on=keys, how="anti")
-    return pl.concat([kept, batch]).sort(keys), merge
-
-
-def _newest(frame: pl.DataFrame) -> dict[str, dt.datetime]:
-    newest = frame.group_by(SYMBOL).agg(pl.col("timestamp").max()).sort(SYMBOL)
-    return {str(s): ts for s, ts in newest.iter_rows()}
-
-
-def _read_store(store: Path) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """The curated store and the fingerprints of the files its write took."""
-    others = sorted(p for p in store.parent.glob("**/*.parquet") if p != store)
-    if others:
-        # Readers take every curated/**/*.parquet file: a stray one would be read as candles too.
-        raise IngestError(f"{store.parent} holds parquet files the ingest did not write: "
-                          f"{[str(p) for p in others]}; move them into the landing folder (or away)")
-    try:
-        frame = pl.read_parquet(store)
-        taken = json.loads(pl.read_parquet_metadata(store).get(TAKEN_KEY, "[]"))
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise IngestError(f"cannot read the curated store {store}: {type(exc).__name__}: {exc}") from exc
-    if frame.schema != STORE_SCHEMA:
-        raise IngestError(f"the curated store {store} has the schema {dict(frame.schema)}; expected "
-                          f"{dict(STORE_SCHEMA)}")
-    return frame, taken
-
-
-def _write_store(store: Path, frame: pl.DataFrame, taken: list[dict[str, Any]]) -> None:
-    metadata = {TAKEN_KEY: json.dumps(taken, sort_keys=True)}
-    atomic_write_with(store, lambda buf: frame.write_parquet(buf, metadata=metadata))
-    logger.info("wrote the curated store %s: %d candles of %d symbol(s)", store, frame.height,
-                frame.get_column(SYMBOL).n_unique())
-
-
-def _taken_before(path: Path, taken: list[dict[str, Any]]) -> bool:
-    """Whether the store's last write took this very file (the sha256 only read on a name match)."""
-    stat = path.stat()
-    if not any(t["name"] == path.name and t["size"] == stat.st_size and t["mtime_ns"] == stat.st_mtime_ns
-               for t in taken):
-        return False
-    return _fingerprint(path) in taken
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """What identifies one landing file across a crash: a move keeps name, size, mtime and bytes."""
-    stat = path.stat()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
 
 
 def _free_target(folder: Path, name: str) -> Path:
@@ -543,15 +317,6 @@ def _quarantine(path: Path, message: str, folder: Path) -> Quarantined:
     return Quarantined(file=path.name, message=message, moved_to=str(moved))
 
 
-def _remove_stale_temps(curated: Path) -> None:
-    """Temp files of a store write that was killed before its rename (only called under the lock)."""
-    if not curated.is_dir():
-        return
-    for tmp in curated.glob(f".{STORE_FILE}.*.tmp"):
-        logger.info("removing %s, left by an interrupted store write", tmp)
-        tmp.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def _lock(path: Path, dataset: str, timeout_s: float) -> Iterator[None]:
     """Hold an exclusive lock on ``path``; only one ingest of a dataset may read and write its store."""
@@ -561,21 +326,17 @@ def _lock(path: Path, dataset: str, timeout_s: float) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IngestError(f"dataset {dataset!r}: another ingest has held {path} for over "
-                                      f"{timeout_s:g} s; try again when it has finished") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    # An flock underneath: the kernel releases it when a killed ingest's process dies.
+    lock = FileLock(path, timeout=timeout_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise IngestError(f"dataset {dataset!r}: another ingest has held {path} for over "
+                          f"{timeout_s:g} s; try again when it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _parser() -> argparse.ArgumentParser:

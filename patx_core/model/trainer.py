@@ -1,25 +1,15 @@
 """The guide's training recipe as a GPU-first loop that is also correct (and deterministic) on CPU.
 
-Why the loop looks the way it does — the default model is ~0.4 M parameters and a batch is
-32×64×14 floats, so a step is bound by kernel launches and host syncs, not by arithmetic:
+The loop keeps the device busy: no host sync inside the step loop — the per-step loss sums and
+predictions are written into device buffers, and one transfer per epoch brings back the loss and
+confusion counts; a non-finite epoch loss is then located to its step from the per-step buffer.
+bf16 autocast and fused AdamW on CUDA; on CPU the same code runs in fp32 without autocast. The
+device-resident pieces it drives (windows gathered on the device, padded batches, the CUDA-graph
+step, the lr warm-up) are :mod:`patx_core.model.device_step`; if graph capture fails, the same
+step runs eagerly.
 
-* The normalized matrix and labels go to the device once; a batch is gathered there by index
-  arithmetic (rows ``end-W+1 … end`` of each window end), never materialized on the host.
-* Every batch has the same shape: the last one is padded with a repeated index and weight 0, so
-  ``torch.compile`` (CUDA graphs under ``reduce-overhead``) sees one training shape, not two.
-* No host sync inside the step loop: the per-step loss sums and predictions are written into
-  device buffers, and one transfer per epoch brings back the loss and confusion counts. A
-  non-finite epoch loss is then located to its step from the per-step buffer.
-* bf16 autocast and fused AdamW on CUDA; on CPU the same code runs in fp32 without autocast.
-* On CUDA without ``torch.compile`` the whole step (gather, forward, loss, backward, AdamW) is
-  captured once as a CUDA graph and replayed per batch: a batch-32 step is ~200 tiny kernels whose
-  Python launch cost exceeds their run time. If capture fails, the same step runs eagerly.
-
-An optional linear learning-rate warm-up (``TrainConfig.warmup_steps``) keeps the learning rate in
-a device tensor that the step reads, so the captured graph follows the schedule without being
-re-recorded; the value is refilled before each warm-up step (a device write, no sync).
-
-Early stopping watches the val loss (patience 5 by default) and the best weights are restored.
+Early stopping watches the val loss (patience 5 by default) and the best epoch's weights are kept
+in memory and restored at the end.
 """
 
 from __future__ import annotations
@@ -28,17 +18,17 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from patx_core.settings.config import ModelConfig, TrainConfig
+from patx_core.data.windows import WindowedData
+from patx_core.model.device_step import Batches, DeviceWindows, GraphedStep, WarmUp, confusion_counts
 from patx_core.model.progress import PROGRESS_INTERVAL_S, EpochProgress, ProgressCallback
 from patx_core.model.transformer import PriceActionTransformer, count_parameters
-from patx_core.data.windows import WindowedData
+from patx_core.settings.config import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,111 +53,6 @@ def resolve_device(name: str) -> torch.device:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module a ``torch.compile`` wrapper holds (state dict keys without ``_orig_mod.``)."""
     return getattr(model, "_orig_mod", model)
-
-
-class _DeviceWindows:
-    """Matrix and labels resident on the device; windows gathered from them by index arithmetic."""
-
-    def __init__(self, data: WindowedData, device: torch.device) -> None:
-        self.x = torch.from_numpy(data.matrix).to(device)  # (N, F)
-        self.y = torch.from_numpy(data.labels).to(device)  # (N,)
-        self.offsets = torch.arange(-(data.window_size - 1), 1, device=device)  # (W,)
-        self.ends = {split: torch.from_numpy(e).to(device) for split, e in data.ends.items()}
-
-    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Windows ending at rows ``idx`` and their labels: (B,) → (B, W, F), (B,)."""
-        rows = idx.unsqueeze(1) + self.offsets  # (B, W)
-        return self.x[rows], self.y[idx]  # (B, W, F), (B,)
-
-
-@dataclass(frozen=True)
-class _Batches:
-    """A split's sample ends padded to whole batches; ``weight`` is 0 on the padding."""
-
-    idx: torch.Tensor  # (steps * B,) int64 window end rows
-    weight: torch.Tensor  # (steps * B,) float32, 1 for real samples
-    count: torch.Tensor  # (steps,) float32 real samples per step
-    n: int
-    batch_size: int
-
-    @property
-    def steps(self) -> int:
-        return self.count.numel()
-
-    @classmethod
-    def pad(cls, ends: torch.Tensor, batch_size: int) -> "_Batches":
-        n = ends.numel()
-        steps = math.ceil(n / batch_size)
-        pad = steps * batch_size - n
-        idx = torch.cat([ends, ends[:1].expand(pad)]) if pad else ends  # (steps*B,)
-        weight = torch.ones(steps * batch_size, device=ends.device)
-        weight[n:] = 0.0
-        count = torch.full((steps,), float(batch_size), device=ends.device)
-        count[-1] = float(n - (steps - 1) * batch_size)
-        return cls(idx=idx, weight=weight, count=count, n=n, batch_size=batch_size)
-
-    def __iter__(self) -> Iterator[tuple[int, slice]]:
-        for step in range(self.steps):
-            yield step, slice(step * self.batch_size, (step + 1) * self.batch_size)
-
-
-class _GraphedStep:
-    """A training step captured as one CUDA graph over static input/output tensors."""
-
-    WARMUP_STEPS = 3  # side-stream iterations before capture (cuBLAS workspaces, lazy optimizer state)
-
-    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 example_idx: torch.Tensor, device: torch.device) -> None:
-        self.idx = example_idx  # (B,) static window end rows
-        self.weight = torch.ones(example_idx.numel(), device=device)  # (B,)
-        self.count = torch.tensor(float(example_idx.numel()), device=device)  # ()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP_STEPS):
-                step(self.idx, self.weight, self.count)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss_sum, self.pred = step(self.idx, self.weight, self.count)  # (), (B,)
-
-    def replay(self, idx: torch.Tensor, weight: torch.Tensor,
-               count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the step on new inputs (device-to-device copies, no sync); outputs are overwritten next call."""
-        self.idx.copy_(idx)
-        self.weight.copy_(weight)
-        self.count.copy_(count)
-        self.graph.replay()
-        return self.loss_sum, self.pred
-
-
-class _WarmUp:
-    """Linear warm-up: optimizer step ``k`` (1-based) runs at ``lr * min(1, k / steps)``.
-
-    Counted in optimizer steps, so after an out-of-memory retry at half the batch size it spans
-    half as many samples. (Not the graph capture's ``_GraphedStep.WARMUP_STEPS``, which are undone.)
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, steps: int) -> None:
-        self.lr, self.steps, self.done = lr, steps, 0
-        self.groups = optimizer.param_groups
-
-    def before_step(self) -> None:
-        if self.done >= self.steps:
-            return
-        self.done += 1
-        value = self.lr * (self.done / self.steps)  # ends exactly on lr at step `steps`
-        for group in self.groups:
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(value)  # read by the kernel (and the CUDA graph) at run time
-            else:
-                group["lr"] = value
-
-
-def _confusion(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(true positives, predicted positives, actual positives) as a float (3,) device tensor."""
-    t = target > 0.5
-    return torch.stack([(pred & t).sum(), pred.sum(), t.sum()]).float()  # (3,)
 
 
 def _metrics(loss_sum: float, tp: float, pred_pos: float, pos: float, n: int) -> dict[str, float]:
@@ -227,8 +112,8 @@ class Trainer:
         self.pos_weight = resolve_pos_weight(train_config.pos_weight, data.split_labels("train"))
         self.use_amp = train_config.amp and self.device.type == "cuda"
         self._model: nn.Module | None = None
-        self._graph: _GraphedStep | None = None
-        self._warmup: _WarmUp | None = None
+        self._graph: GraphedStep | None = None
+        self._warmup: WarmUp | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -239,7 +124,7 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Train to early stopping; on CUDA out-of-memory, retry once at half the batch size."""
-        dev = _DeviceWindows(self.data, self.device)
+        dev = DeviceWindows(self.data, self.device)
         batch, eval_batch = self.train_config.batch_size, self.train_config.eval_batch_size
         try:
             return self._fit(dev, batch, eval_batch)
@@ -261,7 +146,7 @@ class Trainer:
 
     # -- one complete training run -------------------------------------------------------------
 
-    def _fit(self, dev: _DeviceWindows, batch_size: int, eval_batch_size: int) -> dict[str, Any]:
+    def _fit(self, dev: DeviceWindows, batch_size: int, eval_batch_size: int) -> dict[str, Any]:
         cfg = self.train_config
         start = time.perf_counter()
         # Seed the global RNG (init, dropout) and a private one (shuffle): same inputs, same history.
@@ -281,11 +166,11 @@ class Trainer:
                                     else cfg.lr)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay,
                                       fused=True if fused else None, capturable=self.device.type == "cuda")
-        self._warmup = _WarmUp(optimizer, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else None
+        self._warmup = WarmUp(optimizer, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else None
         self._graph = None
         if self.device.type == "cuda" and not cfg.compile:
             self._graph = self._capture_step(model, optimizer, loss_fn, dev, batch_size)
-        val = _Batches.pad(dev.ends["val"], eval_batch_size)
+        val = Batches.pad(dev.ends["val"], eval_batch_size)
         train_ends = dev.ends["train"]
         history: dict[str, Any] = {f"{s}_{m}": [] for s in ("train", "val") for m in METRIC_NAMES}
         history["epoch_seconds"] = []
@@ -295,9 +180,9 @@ class Trainer:
             epoch_start = time.perf_counter()
             if cfg.shuffle:
                 order = torch.randperm(train_ends.numel(), generator=shuffle_gen).to(self.device)
-                train = _Batches.pad(train_ends[order], batch_size)
+                train = Batches.pad(train_ends[order], batch_size)
             else:
-                train = _Batches.pad(train_ends, batch_size)
+                train = Batches.pad(train_ends, batch_size)
             progress = EpochProgress(epoch, cfg.max_epochs, train.steps, callback=self.on_progress,
                                      interval_s=self.progress_interval_s)
             try:
@@ -307,9 +192,9 @@ class Trainer:
             val_loss, val_pred = self._eval_epoch(step_model, loss_fn, dev, val)
             # The epoch's single device→host transfer.
             stats = torch.cat([step_loss.sum().unsqueeze(0),
-                               _confusion(train_pred[: train.n], dev.y[train.idx[: train.n]]),
+                               confusion_counts(train_pred[: train.n], dev.y[train.idx[: train.n]]),
                                val_loss.unsqueeze(0),
-                               _confusion(val_pred[: val.n], dev.y[val.idx[: val.n]])]).tolist()
+                               confusion_counts(val_pred[: val.n], dev.y[val.idx[: val.n]])]).tolist()
             self._check_finite(stats[0], stats[4], epoch, step_loss, batch_size)
             tr, va = _metrics(*stats[:4], train.n), _metrics(*stats[4:], val.n)
             for m in METRIC_NAMES:
@@ -324,7 +209,7 @@ class Trainer:
             if improved:
                 best_loss, best_epoch, wait = va["loss"], epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                log.info("New best model saved!")
+                log.info("New best val loss %.4f at epoch %d; weights kept in memory", va["loss"], epoch)
             else:
                 wait += 1
             if self.on_epoch_end is not None:
@@ -363,7 +248,7 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()
 
     def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                     dev: _DeviceWindows, batches: _Batches,
+                     dev: DeviceWindows, batches: Batches,
                      progress: EpochProgress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the train batches. Nothing here waits for the device (tests pin this);
         ``progress`` counts issued steps (a clock read per step, no device read)."""
@@ -384,7 +269,7 @@ class Trainer:
                 progress.advance(step + 1)
         return step_loss, pred
 
-    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, dev: _DeviceWindows,
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, dev: DeviceWindows,
               idx: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather, forward, loss, backward, AdamW: returns the batch's summed loss and predictions."""
         xb, yb = dev.gather(idx)  # (B, W, F), (B,)
@@ -399,7 +284,7 @@ class Trainer:
         return loss_sum.detach(), logits.detach() > 0  # (), (B,)
 
     def _capture_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                      dev: _DeviceWindows, batch_size: int) -> "_GraphedStep | None":
+                      dev: DeviceWindows, batch_size: int) -> "GraphedStep | None":
         """Record one whole training step as a CUDA graph, or ``None`` (eager steps) if that fails.
 
         At batch 32 a step is ~200 tiny kernels: launching them from Python costs more than running
@@ -408,7 +293,7 @@ class Trainer:
         """
         saved = [p.detach().clone() for p in model.parameters()]
         try:
-            return _GraphedStep(lambda i, w, c: self._step(model, optimizer, loss_fn, dev, i, w, c),
+            return GraphedStep(lambda i, w, c: self._step(model, optimizer, loss_fn, dev, i, w, c),
                                 dev.ends["train"][:1].expand(batch_size).clone(), self.device)
         except torch.cuda.OutOfMemoryError:
             raise
@@ -425,8 +310,8 @@ class Trainer:
                             value.zero_()  # AdamW's fresh state: step 0, zero moments
 
     @torch.no_grad()
-    def _eval_epoch(self, model: nn.Module, loss_fn: nn.Module, dev: _DeviceWindows,
-                    batches: _Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eval_epoch(self, model: nn.Module, loss_fn: nn.Module, dev: DeviceWindows,
+                    batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed loss and predictions over a split, kept on the device."""
         model.eval()
         total = torch.zeros((), device=self.device)
@@ -475,7 +360,7 @@ def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_siz
     was_training = module.training
     module.eval()
     try:
-        dev = _DeviceWindows(data, target)
+        dev = DeviceWindows(data, target)
         ends = dev.ends[split]
         probs = [torch.sigmoid(module(dev.gather(ends[i:i + batch_size])[0]).float())  # (b,)
                  for i in range(0, ends.numel(), batch_size)]

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass, field
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar, get_args
 
 FeatureSet = Literal["seed", "relative"]
-FEATURE_SETS: tuple[str, ...] = ("seed", "relative")
+FEATURE_SETS: tuple[str, ...] = get_args(FeatureSet)
 
 # The guide's window: 64 candles ending at the labelled candle.
 DEFAULT_WINDOW = 64
@@ -48,7 +48,7 @@ def _finite(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open: b
 class DataConfig:
     """Which features are computed and how many candles one sample sees."""
 
-    feature_set: str = "seed"  # "seed" = the guide's 14 raw columns; "relative" = scale-free
+    feature_set: FeatureSet = "seed"  # "seed" = the guide's 14 raw columns; "relative" = scale-free
     window_size: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
@@ -207,7 +207,7 @@ class BacktestConfig:
 
 
 WalkForwardMode = Literal["expanding", "rolling"]
-WALK_FORWARD_MODES: tuple[str, ...] = ("expanding", "rolling")
+WALK_FORWARD_MODES: tuple[str, ...] = get_args(WalkForwardMode)
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ class WalkForwardConfig:
 
     folds: int = 6  # at most this many folds
     test_candles: int | None = None  # None: derived from base rate, symbols and eval.min_signals
-    mode: str = "expanding"
+    mode: WalkForwardMode = "expanding"
     train_candles: int | None = None  # rolling only; None: the first fold's history length
     min_history: float = 0.5  # share of the calendar before the first test period
     min_pass_rate: float = 0.75  # walk_forward_gate_stable passes at this share of folds passing

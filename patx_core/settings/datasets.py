@@ -132,10 +132,3 @@ def load_datasets(path: PathLike | None = None) -> dict[str, DatasetConfig]:
     base = Path(str(path)).parent if "://" not in str(path) else Path(".")
     return read_named_tables(path, "dataset", "PATX_DATASETS",
                              lambda name, values: dataset_from_dict(name, values, base=base))
-
-
-def get_dataset(name: str, path: PathLike | None = None) -> DatasetConfig:
-    datasets = load_datasets(path)
-    if name not in datasets:
-        raise KeyError(f"unknown dataset {name!r}; defined: {sorted(datasets)}")
-    return datasets[name]

@@ -16,11 +16,11 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_with
+from patx_core.storage.jsonsafe import json_safe
 from patx_core.settings.config import VariantConfig
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.data.scaler import UniverseScaler
@@ -40,27 +40,6 @@ class LoadedCheckpoint:
     window_size: int
     metrics: dict[str, Any]
     interval_seconds: float | None = None  # median candle spacing of the training data
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as built-in types only (numpy scalars/arrays, tuples → float/int/list)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    raise TypeError(f"checkpoint metrics must be plain numbers, strings or lists; got {type(value).__name__}")
 
 
 def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig, scaler: UniverseScaler,
@@ -92,7 +71,7 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, variant: VariantConfig,
         "variant": variant.name,
         "config": variant.to_dict(),
         "scaler": scaler.to_plain(),
-        "metrics": _plain(metrics),
+        "metrics": json_safe(metrics, strict=True),  # NaN → None, as in evaluation.json
         "interval_seconds": None if interval_seconds is None else float(interval_seconds),
         "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
     }

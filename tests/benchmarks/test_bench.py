@@ -115,3 +115,16 @@ def test_universe_bench_runs_the_data_path_of_a_ragged_universe_with_window_view
     assert result["seconds"] == pytest.approx(result["features_labels_s"] + result["splits_s"] + result["windows_s"],
                                               abs=0.02)
     assert result["peak_rss_mb"] > 0
+
+
+def test_step_seconds_reads_dagsters_durations_and_failed_steps_from_the_log() -> None:
+    from benchmarks.bench import _step_seconds
+
+    log = ('2024-05-01 10:00:00 +0000 - dagster - DEBUG - run - abc - features - STEP_START - Started\n'
+           'Finished execution of step "features" in 1m34s.\n'
+           'Finished execution of step "splits" in 120ms.\n'
+           'Finished execution of step "trained_model" in 1h2m3.5s.\n'
+           '2024-05-01 10:00:01 +0000 - dagster - DEBUG - run - abc - windows - STEP_START - Started\n'
+           '2024-05-01 10:00:04 +0000 - dagster - ERROR - run - abc - windows - STEP_FAILURE - Failed\n')
+    steps = _step_seconds(log)
+    assert steps == pytest.approx({"features": 94.0, "splits": 0.12, "trained_model": 3723.5, "windows": 3.0})

@@ -24,9 +24,11 @@ from patx_core.settings.config import (BacktestConfig, DataConfig, EvalConfig, L
                               TrainConfig, VariantConfig)
 from patx_core.data.splits import build_feature_table, split_dataset
 from patx_core.data.labels import triple_barrier
-from patx_core.evaluation.metrics import select_threshold, wilson_interval
+from patx_core.evaluation.metrics import wilson_interval
+from patx_core.evaluation.threshold import select_threshold
 from patx_core.settings.grid import GridCell
-from patx_core.model.trainer import Trainer, _DeviceWindows
+from patx_core.model.device_step import DeviceWindows
+from patx_core.model.trainer import Trainer
 from patx_core.data.contract import validate_raw
 from patx_core.data.windows import WindowedData
 from tests.cells import make_cell
@@ -193,14 +195,14 @@ def test_window_for_label_row_t_is_rows_t_minus_w_plus_1_to_t(monkeypatch: pytes
 
     # The trainer's own gather, on the device, as training calls it.
     seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    gather = _DeviceWindows.gather
+    gather = DeviceWindows.gather
 
-    def spy(self: _DeviceWindows, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def spy(self: DeviceWindows, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = gather(self, idx)
         seen.append((idx.numpy().copy(), x.numpy().copy(), y.numpy().copy()))
         return x, y
 
-    monkeypatch.setattr(_DeviceWindows, "gather", spy)
+    monkeypatch.setattr(DeviceWindows, "gather", spy)
     Trainer(TINY, TrainConfig(device="cpu", max_epochs=1, batch_size=16), data).train()
     assert {int(t) for idx, _, _ in seen for t in idx} == set(data.ends["train"]) | set(data.ends["val"])
     for idx, x, y in seen:

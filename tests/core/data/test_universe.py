@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from pandera.errors import SchemaErrors
 
 from patx_core import pipeline
 from patx_core.settings.config import DataConfig, LabelConfig, SplitConfig
 from patx_core.data.splits import build_feature_table, split_dataset
 from patx_core.data.scaler import Scaler
-from patx_core.data.universe import SYMBOL, validate_symbols
+from patx_core.data.universe import SYMBOL, UNIVERSE_PRICES_SCHEMA, validate_symbols
 from patx_core.data.contract import RawDataError, validate_raw
 from patx_core.settings.variants import get_variant
 from tests.cells import make_cell
@@ -149,6 +150,27 @@ def test_a_bad_symbol_is_named_in_the_message():
     message = str(err.value)
     assert "symbol 'BAD' (bad.parquet)" in message and "'low'" in message and "row 17" in message
     assert "GOOD" not in message
+
+
+def _failed_checks(frame: pl.DataFrame) -> set[tuple[str, int]]:
+    with pytest.raises(SchemaErrors) as err:
+        UNIVERSE_PRICES_SCHEMA.validate(frame, lazy=True)
+    cases = err.value.failure_cases.drop_nulls("index")
+    return {(str(c), int(i)) for c, i in cases.select("check", "index").iter_rows()}
+
+
+def test_the_universe_schema_holds_the_raw_rules_within_each_symbol():
+    """Time restarts at each new symbol and two symbols share timestamps; within one symbol the
+    single-series rules hold: a step back in time, a repeated timestamp, a price <= 0."""
+    frame = _universe({"A": make_candles(50, seed=1), "B": make_candles(50, seed=2)})
+    UNIVERSE_PRICES_SCHEMA.validate(frame)  # B's first row is 49 days before A's last
+    step_back = pl.concat([frame[:60], frame[61:62], frame[60:61], frame[62:]])  # rows 60, 61 of B swapped
+    assert _failed_checks(step_back) == {("timestamps in ascending order", 61)}
+    repeated = frame.with_columns(pl.when(pl.int_range(pl.len()) == 70).then(pl.col("timestamp").shift(1))
+                                  .otherwise(pl.col("timestamp")).alias("timestamp"))
+    assert {c for c, _ in _failed_checks(repeated)} == {"multiple_fields_uniqueness"}
+    negative = frame.with_columns(pl.when(pl.int_range(pl.len()) == 75).then(-1.0).otherwise(pl.col("low")).alias("low"))
+    assert _failed_checks(negative) == {("greater_than(0)", 75)}
 
 
 def _sha(a: np.ndarray) -> str:

@@ -78,7 +78,15 @@ def test_a_period_under_a_year_is_not_annualized() -> None:
     long_samples, long_prices = _hand_series(days=41)
     long = backtest(long_samples, signal, long_prices, BacktestConfig(n_random=20, periods_per_year=252))
     assert res.total_return == pytest.approx(long.total_return)  # the same trades, only the calendar differs
-    assert long.annualized_return is not None and long.sharpe is not None
+    # Trades 1->4, 4->6, 7->9, as in the hand series above, at the default 5 bps per side.
+    cost = 0.9995 / 1.0005
+    g1, g2, g3 = 110 / 102 * cost, 109 / 110 * cost, 112 / 111 * cost
+    assert long.annualized_return == pytest.approx((g1 * g2 * g3) ** (252 / 9) - 1, rel=1e-9)
+    curve = np.array([cost, cost * 101 / 102, cost * 105 / 102, g1 * cost, g1 * cost * 108 / 110, g1 * g2,
+                      g1 * g2 * cost, g1 * g2 * cost * 115 / 111, g1 * g2 * g3, g1 * g2 * g3])
+    steps = np.diff(np.r_[1.0, curve]) / np.r_[1.0, curve[:-1]]
+    assert long.sharpe == pytest.approx(steps.mean() / steps.std(ddof=1) * np.sqrt(252), rel=1e-9)
+    assert long.max_drawdown == res.max_drawdown == pytest.approx(1 - 112 / 115, rel=1e-9)
     assert not res.annualized and res.period_days == 9.0
     assert res.annualized_return is None and res.sharpe is None
     block = res.to_dict()

@@ -14,7 +14,8 @@ from patx_core.evaluation.diagnosis import (
     too_few_signals,
 )
 from patx_core.evaluation.record import evaluate_variant
-from patx_core.evaluation.metrics import ThresholdChoice, classification_metrics
+from patx_core.evaluation.metrics import classification_metrics
+from patx_core.evaluation.threshold import ThresholdChoice
 from patx_core.model.trainer import _metrics as epoch_metrics
 from tests.core.evaluation.test_record import SEED_SPLIT, synthetic
 

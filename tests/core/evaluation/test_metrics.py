@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from patx_core.settings.config import EvalConfig
-from patx_core.evaluation.metrics import (
-    RULE_ABSTAIN,
-    RULE_WILSON,
-    classification_metrics,
-    roc_auc_interval,
-    select_threshold,
-    wilson_interval,
-)
+from patx_core.evaluation.gate import judge
+from patx_core.evaluation.metrics import classification_metrics, roc_auc_interval, wilson_interval
+from patx_core.evaluation.threshold import RULE_ABSTAIN, RULE_WILSON, select_threshold
 
 
 @pytest.mark.parametrize(("k", "n", "lo", "hi"), [
@@ -164,6 +159,17 @@ def test_an_abstaining_threshold_gives_no_signals() -> None:
 
 def test_select_threshold_cannot_see_test() -> None:
     assert list(inspect.signature(select_threshold).parameters) == ["y_val", "p_val", "config"]
+    # The gate takes test too, and its threshold still comes from val alone. By hand: 20/20
+    # positives at 0.9 (Wilson lower bound 0.839 >= 0.7), 20/40 at 0.1, so 0.9 is the lowest.
+    y_val = np.r_[np.ones(20), np.zeros(20)].astype(np.int8)
+    p_val = np.r_[np.full(20, 0.9), np.full(20, 0.1)]
+    cfg = EvalConfig(min_signals=10)
+    y_test = np.random.default_rng(0).integers(0, 2, 50)
+    for p_test in (np.full(50, 0.95), np.zeros(50), np.random.default_rng(1).random(50)):
+        verdict = judge(y_val, p_val, y_test, p_test, cfg, split="test")
+        assert verdict.choice == select_threshold(y_val, p_val, cfg)
+        assert verdict.choice.threshold == 0.9 and verdict.choice.n_signals == 20
+        assert verdict.metrics["n_signals"] == int((p_test >= 0.9).sum())
 
 
 def _delong_by_pairs(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from patx_core.settings.config import VariantConfig
-from patx_core.evaluation.record import SplitPredictions, evaluate_variant, precision_gate
-from patx_core.evaluation.metrics import OperatingPoint, ThresholdChoice
+from patx_core.evaluation.gate import precision_gate
+from patx_core.evaluation.record import SplitPredictions, evaluate_variant
+from patx_core.evaluation.threshold import OperatingPoint, ThresholdChoice
 from patx_core.model.trainer import _metrics as epoch_metrics
 
 SEED_SPLIT = {"split": {"train": 0.8, "val": 0.2, "test": 0.0}}
@@ -126,9 +127,17 @@ def test_a_test_period_under_a_year_is_not_annualized() -> None:
     assert bt["period_days"] < 365 and bt["annualized"] is False
     assert bt["annualized_return"] is None and bt["sharpe"] is None
     assert bt["annualization"] == f"not annualized (test period {bt['period_days']:.0f} days)"
-    long = _evaluate(VariantConfig.from_dict("baseline", FAST), n=4000, skill=0.4).body["backtest"]
+    ev = _evaluate(VariantConfig.from_dict("baseline", FAST), n=4000, skill=0.4)
+    long = ev.body["backtest"]
     assert long["period_days"] >= 365 and long["annualized"] is True
-    assert long["annualized_return"] is not None and long["sharpe"] is not None
+    # Daily candles every calendar day: 365.25 per year. The figures restated from the equity curve.
+    assert long["periods_per_year"] == pytest.approx(365.25, rel=1e-12)
+    curve = ev.backtest.equity["strategy"].to_numpy()
+    assert long["total_return"] == pytest.approx(curve[-1] - 1, rel=1e-12)
+    assert long["annualized_return"] == pytest.approx(curve[-1] ** (365.25 / (curve.size - 1)) - 1, rel=1e-9)
+    steps = np.diff(np.r_[1.0, curve]) / np.r_[1.0, curve[:-1]]
+    assert long["sharpe"] == pytest.approx(steps.mean() / steps.std(ddof=1) * np.sqrt(365.25), rel=1e-9)
+    assert long["sharpe"] > 0 and long["total_return"] > 0  # the planted skill trades at a profit
     assert long["annualization"].startswith("annualized at ")
 
 

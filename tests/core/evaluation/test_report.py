@@ -12,13 +12,8 @@ from PIL import Image
 
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.record import Evaluation, evaluate_variant
-from patx_core.evaluation.report import (
-    plot_calibration,
-    plot_confusion,
-    plot_precision_recall,
-    write_leaderboard,
-    write_report,
-)
+from patx_core.evaluation.figures import plot_calibration, plot_confusion, plot_precision_recall
+from patx_core.evaluation.report import write_leaderboard, write_report
 from tests.core.evaluation.test_record import SEED_SPLIT, synthetic
 
 PNGS = ("training_curves.png", "precision_recall.png", "calibration.png", "confusion.png", "equity.png")

@@ -221,7 +221,7 @@ def test_a_fold_workers_warning_goes_through_the_parents_logging(caplog):
 
 
 def test_the_fold_precision_plot_explains_its_dotted_no_signal_lines_once_in_the_legend():
-    from patx_core.evaluation.walk_forward import plot_fold_precision
+    from patx_core.evaluation.figures import plot_fold_precision
 
     fold = {"gate_passed": False, "precision": None, "precision_ci95": [0.0, 1.0], "n_signals": 0,
             "base_rate": 0.3, "fold": 1, "test_start": "2015-01-01"}

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 
 from patx_core.ingest import landing as ingest
 from patx_core.settings.datasets import DatasetConfig
-from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, main, pending_files, store_file
+from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, main, pending_files
+from patx_core.ingest.store import store_file
 from tests.conftest import make_candles
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -283,6 +285,36 @@ def test_ingest_all_visits_only_datasets_with_a_landing_folder(tmp_path: Path, l
     reports = ingest_all(datasets, data_root)
     assert list(reports) == ["fx"] and isinstance(reports["fx"], IngestReport)
     assert not (data_root / "plain").exists()
+
+
+def test_a_second_ingest_of_the_same_dataset_waits_for_the_lock_then_names_it(
+        landing: Path, data_root: Path, candles: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _dataset(landing)
+    _drop(landing, "a.parquet", candles[:10])
+    inside, release = threading.Event(), threading.Event()
+    real_remove = ingest.remove_stale_temps
+
+    def hold(curated: Path) -> None:  # the first step an ingest takes under the lock
+        inside.set()
+        assert release.wait(30)
+        real_remove(curated)
+
+    monkeypatch.setattr(ingest, "remove_stale_temps", hold)
+    reports: list[ingest.IngestReport] = []
+    first = threading.Thread(target=lambda: reports.append(ingest_dataset(ds, data_root)))
+    first.start()
+    try:
+        assert inside.wait(30)
+        started = time.monotonic()
+        with pytest.raises(ingest.IngestError, match=r"dataset 'fx': another ingest has held .*ingest\.lock "
+                                                     r"for over 0\.2 s; try again when it has finished"):
+            ingest_dataset(ds, data_root, lock_timeout_s=0.2)
+        assert time.monotonic() - started >= 0.2  # it waited for the lock before giving up
+        assert _names(landing) == ["a.parquet"]  # the refused ingest touched nothing
+    finally:
+        release.set()
+        first.join(30)
+    assert reports[0].merged == ["a.parquet"] and _store(data_root).height == 10
 
 
 # Runs one ingest and hangs at a chosen os.replace until the test SIGKILLs it: "store" is inside the

@@ -72,7 +72,8 @@ def test_logs_each_epoch_in_the_guides_shape_and_calls_on_epoch_end(caplog: pyte
     with caplog.at_level(logging.INFO, logger="patx_core.model.trainer"):
         Trainer(TINY, cfg(max_epochs=2), make_data(), on_epoch_end=lambda e, m: seen.append((e, m))).train()
     text = caplog.text
-    assert "Epoch [1/2]" in text and "Epoch [2/2]" in text and "New best model saved!" in text
+    assert "Epoch [1/2]" in text and "Epoch [2/2]" in text
+    assert "New best val loss " in text and " at epoch 1; weights kept in memory" in text
     assert "Train Loss: " in text and " | Acc: " in text and " | F1: " in text and "Val Loss: " in text
     assert [e for e, _ in seen] == [1, 2]
     assert {"train_loss", "val_loss", "val_f1", "epoch_seconds"} <= set(seen[0][1])
@@ -346,11 +347,38 @@ def test_warmup_ramps_the_lr_linearly_then_holds_it(monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose(seen[15:], 3e-3, rtol=1e-6)
 
 
-def test_warmup_changes_training_and_must_not_be_negative() -> None:
+def _first_update(monkeypatch: pytest.MonkeyPatch, config: TrainConfig, data: WindowedData) -> list[torch.Tensor]:
+    """Each parameter's change made by the run's first optimizer step."""
+    updates: list[torch.Tensor] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        params = [p for group in self.param_groups for p in group["params"]]
+        before = [p.detach().clone() for p in params]
+        out = step(self, *args, **kwargs)
+        if not updates:
+            updates.extend(p.detach() - b for p, b in zip(params, before))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    Trainer(TINY, config, data).train()
+    monkeypatch.undo()
+    return updates
+
+
+def test_warmup_scales_the_first_update_by_one_over_its_steps_and_must_not_be_negative(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # AdamW's update (the Adam term and the decoupled weight decay alike) is linear in the lr, and
+    # both runs start from the same seeded weights and batch: a warm-up of N steps makes the first
+    # update exactly 1/N of the plain one. Off by one (lr 2/N, or the full lr) or not applied fails.
     data = make_data()
-    plain = Trainer(TINY, cfg(max_epochs=1), data).train()
-    warm = Trainer(TINY, cfg(max_epochs=1, warmup_steps=1000), data).train()
-    assert warm["train_loss"][0] != pytest.approx(plain["train_loss"][0], rel=1e-6)
+    plain = _first_update(monkeypatch, cfg(max_epochs=1, shuffle=False), data)
+    warm = _first_update(monkeypatch, cfg(max_epochs=1, shuffle=False, warmup_steps=4), data)
+    assert len(plain) == len(warm) and sum(int((u != 0).sum()) for u in plain) > 0
+    for p, w in zip(plain, warm):
+        # atol: the float32 spacing of the weights (~1e-8) the differences are taken at; an update
+        # is ~lr/4 = 7.5e-4, so 2/N or N/N instead of 1/N is off by four orders more than that.
+        torch.testing.assert_close(w, p / 4, rtol=1e-3, atol=1e-7)
     with pytest.raises(ValueError, match="warmup_steps"):
         TrainConfig(warmup_steps=-1)
 
