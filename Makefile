@@ -44,7 +44,7 @@ materialize: setup settings-check
 	@start=$$(date +%s); \
 	$(DAGSTER) asset materialize -m patx_dagster --select '*latest_signal,variant_leaderboard' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
-	$(PY) -m patx_dagster.verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
+	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
 
 walk-forward: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select '*walk_forward' \

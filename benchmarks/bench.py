@@ -1,4 +1,4 @@
-"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools``.
+"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools|fused``.
 
 Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
 ``benchmarks/RESULTS.md`` or compared by a script.
@@ -33,6 +33,10 @@ process (when ``talib`` imports; each after one untimed warm-up call, and the fi
 which loads or compiles the numba loop, reported apart), the labels' seconds, and the peak RSS of
 indicators + labels + window views. polars and the feature
 code are imported only there: the ``train`` command needs torch and numpy alone (GPU boxes).
+
+``fused`` — K = ``--ks`` baseline-shaped models trained in one fused step (``train_many``) against
+the same K trained one after another by ``Trainer``, one epoch each, best of 3 interleaved rounds
+in one process: seconds, samples/s and the ratio per K (on CUDA also FLOP/s against the peak).
 
 ``pools`` — the nightly fan-out (or ``--variants``) started at once, each variant's graph its own
 ``dagster asset materialize``, at each ``--limits`` value of the ``gpu`` pool: total wall time and
@@ -683,6 +687,56 @@ def bench_walk_forward(*, variant: str, folds: int, dataset: str | None = None, 
             "identical": same, "gate_pass_rate": par.summary["gate_pass_rate"]}
 
 
+def bench_fused(*, ks: Sequence[int], steps: int, device: str, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """K baseline-shaped models trained fused (``train_many``) against the same K trained one
+    after another (``Trainer``), one epoch each, best of ``repeats`` rounds interleaved.
+
+    An epoch is ``steps`` batches of 32 windows plus the val pass (the 80/20 split of
+    :func:`make_windows`); each model has its own seed, the same data. ``samples_per_s`` counts
+    train windows per second of epoch time (``history["epoch_seconds"]``, model build excluded).
+    On CUDA the fused step is CUDA-graphed and the JSON gives model FLOP/s against the card's peak.
+    """
+    from patx_core.model.fused import train_many
+
+    config = ModelConfig()
+    rows = math.ceil(steps * GUIDE_BATCH / 0.8) + config.window_size - 1
+    data = make_windows(rows, window=config.window_size, seed=seed)
+    n_train = data.n_sequences("train")
+    dev = resolve_device(device)
+
+    def cfg(k: int) -> TrainConfig:
+        return TrainConfig(device=str(dev), max_epochs=1, seed=seed + k, batch_size=GUIDE_BATCH)
+
+    def fused(k: int) -> float:
+        return train_many(config, [cfg(j) for j in range(k)], [data] * k)[0][1]["epoch_seconds"][0]
+
+    def one_by_one(k: int) -> float:
+        return sum(Trainer(config, cfg(j), data).train()["epoch_seconds"][0] for j in range(k))
+
+    times: dict[int, dict[str, list[float]]] = {k: {"fused": [], "sequential": []} for k in ks}
+    fused(1), one_by_one(1)  # untimed: first-call allocations and kernel selection
+    for _ in range(repeats):  # interleaved, so a load change hits both sides alike
+        for k in ks:
+            times[k]["fused"].append(fused(k))
+            times[k]["sequential"].append(one_by_one(k))
+    name = device_name(dev)
+    peak = bf16_peak_flops(name) if dev.type == "cuda" else None
+    flops = 3 * model_flops_per_sample(config)  # forward + backward per train window
+    rows_out = []
+    for k in ks:
+        f, q = min(times[k]["fused"]), min(times[k]["sequential"])
+        row = {"k": k, "fused_s": f, "sequential_s": q, "ratio": q / f,
+               "fused_samples_per_s": k * n_train / f, "sequential_samples_per_s": k * n_train / q,
+               "fused_runs_s": times[k]["fused"], "sequential_runs_s": times[k]["sequential"]}
+        if peak:
+            row["fused_flops_fraction_of_peak"] = k * n_train * flops / f / peak
+        rows_out.append(row)
+    return {"command": "fused", "device": str(dev), "device_name": name, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "steps_per_epoch": steps, "train_windows": n_train,
+            "val_windows": data.n_sequences("val"), "repeats": repeats, "bf16_peak_flops": peak,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "rows": rows_out}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -730,6 +784,11 @@ def _parser() -> argparse.ArgumentParser:
     wf.add_argument("--raw", default=None, help="candles (parquet file, folder or glob) instead of the dataset's")
     wf.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     wf.add_argument("--workers", type=int, default=None, help="default: one per core on CPU, up to 8 on a GPU")
+    fz = sub.add_parser("fused", help="K models fused in one step vs the same K one after another")
+    fz.add_argument("--ks", default="1,2,4,6,8", help="comma-separated model counts")
+    fz.add_argument("--steps", type=int, default=20, help="train batches of 32 per epoch")
+    fz.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each side counts")
+    fz.add_argument("--device", default="cpu", help="cpu, cuda[:N], auto")
     return parser
 
 
@@ -757,6 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    warmup_steps=args.warmup_steps, lr=args.lr, seed=args.seed)
     elif args.command == "universe":
         result = bench_universe(symbols=args.symbols, rows=args.rows, seed=args.seed, feature_set=args.feature_set)
+    elif args.command == "fused":
+        result = bench_fused(ks=[int(k) for k in args.ks.split(",")], steps=args.steps, device=args.device,
+                             repeats=args.repeats)
     elif args.command == "walk-forward":
         result = bench_walk_forward(variant=args.variant, folds=args.folds, dataset=args.dataset, raw=args.raw,
                                     device=args.device, workers=args.workers)

@@ -11,8 +11,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 "$py" -c "import torch; print(torch.__version__)" >> "$out/gpu.txt"
 # the CUDA-graph path with the lr warm-up (graph reads the lr tensor; no host sync in the loop)
 rc=0
-"$py" -m pytest -q --noconftest -m gpu tests/core/model/test_trainer.py > "$out/gpu_tests.txt" 2>&1 || rc=$?
+"$py" -m pytest -q --noconftest -m gpu tests/core/model/test_trainer.py tests/core/model/test_fused.py \
+  > "$out/gpu_tests.txt" 2>&1 || rc=$?
 echo "pytest exit code: $rc" >> "$out/gpu_tests.txt"  # recorded, and the timings still run
+# K baseline models fused in one CUDA-graphed step vs the same K one after another (Trainer,
+# CUDA-graphed too): samples/s, ratio and model FLOP/s against the bf16 peak (~2-3 min)
+"$py" -m benchmarks.bench fused --device cuda --ks 1,4,8,16 --steps 180 --repeats 3 > "$out/fused_k.json" \
+  || echo "fused bench failed: $?" >> "$out/gpu_tests.txt"
 # large batch vs batch 32, time to batch 32's best val loss: without and with warm-up, 3 seeds
 for seed in 1 2 3; do
   for warmup in 0 60; do

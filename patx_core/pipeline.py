@@ -277,20 +277,84 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
     scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
-    trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end, on_progress=on_progress)
-    history = trainer.train()
+    seeds = variant.train.seed_list
+    if len(seeds) == 1:
+        trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end,
+                          on_progress=on_progress)
+        history = trainer.train()
+        model, others = trainer.model, []
+    else:  # a seed study: every seed's model in one fused step; the first seed's is the candidate
+        model, history, others = _train_seeds(variant, data, on_epoch_end)
     best = history["best_epoch"] - 1
     best_metrics = {k: float(v[best]) for k, v in history.items() if isinstance(v, list) and len(v) > best}
     save_scaler(paths.scaler, scaler)
-    save_checkpoint(paths.checkpoint, model=trainer.model, variant=variant, scaler=scaler,
+    save_checkpoint(paths.checkpoint, model=model, variant=variant, scaler=scaler,
                     metrics={**best_metrics, "best_epoch": history["best_epoch"], "history": json_safe(history)},
                     feature_columns=data.feature_columns,
                     interval_seconds=read_input_info(cell)["median_spacing_seconds"])
+    _write_seed_predictions(paths, data, variant, [(seeds[0], model, history), *others])
     meta = {"epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "best_val_loss": best_metrics.get("val_loss"), "training_seconds": history["seconds"],
             "device": history["device"], "params": history["params"], "seed": variant.train.seed,
             "stopped_early": history.get("stopped_early"), "checkpoint": str(paths.checkpoint)}
+    if len(seeds) > 1:
+        meta["seeds"] = list(seeds)
+        meta["seed_best_val_loss"] = {str(s): h["best_val_loss"] for s, _, h in [(seeds[0], model, history), *others]}
     return StepResult(value=history, metadata=meta)
+
+
+def _seeds_path(paths: VariantPaths) -> Path:
+    """Each seed's val/test probabilities of a seed study, for the evaluation's per-seed gates."""
+    return paths.work_dir / "seed_predictions.npz"
+
+
+def _train_seeds(variant: VariantConfig, data: WindowedData,
+                 on_epoch_end: Callable[[int, dict[str, float]], None] | None) -> tuple[Any, dict[str, Any], list]:
+    """Train the cell's model under every seed of ``train.seeds``, fused; progress of the first seed."""
+    import dataclasses
+
+    from patx_core.model.fused import train_many
+
+    seeds = variant.train.seed_list
+    configs = [dataclasses.replace(variant.train, seeds=(), seed=s) for s in seeds]
+    forward = None if on_epoch_end is None else (lambda k, e, m: on_epoch_end(e, m) if k == 0 else None)
+    trained = train_many(variant.model, configs, [data] * len(seeds), on_epoch_end=forward)
+    (model, history), rest = trained[0], trained[1:]
+    return model, history, [(s, m, h) for s, (m, h) in zip(seeds[1:], rest)]
+
+
+def _write_seed_predictions(paths: VariantPaths, data: WindowedData, variant: VariantConfig,
+                            runs: list[tuple[int, Any, dict[str, Any]]]) -> None:
+    """Record each seed's probabilities on the evaluation splits with the checkpoint they belong to,
+    so an evaluation never mixes a seed study with another training run."""
+    import io
+
+    from patx_core.model.trainer import predict_proba
+    from patx_core.storage.artifacts import atomic_write_with
+
+    arrays: dict[str, np.ndarray] = {"seeds": np.asarray([s for s, _, _ in runs], dtype=np.int64),
+                                     "checkpoint_sha256": np.asarray(sha256_file(paths.checkpoint)),
+                                     "best_epoch": np.asarray([h["best_epoch"] for _, _, h in runs], dtype=np.int64)}
+    for split in variant.split.names:
+        if split != "train":
+            for seed, model, _ in runs:
+                arrays[f"{split}_{seed}"] = predict_proba(model, data, split, batch_size=variant.train.eval_batch_size)
+
+    def write(buf: io.BytesIO) -> None:
+        np.savez(buf, **arrays)
+
+    atomic_write_with(_seeds_path(paths), write)
+
+
+def read_seed_predictions(cell: GridCell) -> dict[str, Any]:
+    """The seed study ``trained_model`` recorded: seeds, best epochs and per-split probabilities."""
+    import io
+
+    path = _seeds_path(cell.paths)
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: re-materialize trained_model for {cell.key}")
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 # --------------------------------------------------------------------------------- evaluation
@@ -354,15 +418,17 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
                           prices=features.select(prices_cols), history=history, predictions=predictions,
                           dataset_info={k: info[k] for k in ("name", "symbols", "interval", "source_sha256",
                                                              "median_spacing_seconds", "skipped_symbols")})
-    body = {**ev.body, "checkpoint_sha256": sha256_file(paths.checkpoint),
+    body = {**ev.body, "seeds": _seed_block(cell, predictions, sha256_file(paths.checkpoint), history),
+            "checkpoint_sha256": sha256_file(paths.checkpoint),
             "generated_at": datetime.now(timezone.utc).isoformat()}
     atomic_write_json(paths.evaluation_json, body)
     markdown = write_report(paths.report_dir, body, history=history, predictions=ev.predictions,
                             equity=ev.backtest.equity)
     gate, f1 = body["checks"]["precision_gate"], body["checks"]["f1"]
-    gate_meta = {k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
-                                          "split", "min_signals", "reason")}
-    checks = [CheckOutcome("evaluation_report_precision_above_0_7", bool(gate["passed"]), gate_meta, gate["reason"]),
+    gate_meta = {"target_precision": variant.eval.target_precision,
+                 **{k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
+                                             "split", "min_signals", "reason")}}
+    checks = [CheckOutcome("evaluation_report_precision_gate", bool(gate["passed"]), gate_meta, gate["reason"]),
               CheckOutcome("evaluation_report_f1_above_0_5", bool(f1["passed"]), dict(f1),
                            f"F1 {f1.get('f1')} on {gate['split']}")]
     gate_metrics = body["metrics"].get(variant.gate_split, {})
@@ -375,6 +441,24 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
                for k in ("precision", "recall", "f1", "roc_auc", "n_signals", "base_rate", "lift")},
             "evaluation_json": str(paths.evaluation_json), "report_md": str(paths.report_md)}
     return StepResult(value=body, metadata=meta, checks=checks, markdown=markdown)
+
+
+def _seed_block(cell: GridCell, predictions: dict[str, Any], checkpoint_sha: str,
+                history: dict[str, Any]) -> dict[str, Any]:
+    """evaluation.json's ``seeds``: every seed's gate figures through the evaluation's own gate."""
+    from patx_core.evaluation.record import SplitPredictions, seed_study
+
+    variant = cell.variant
+    seeds = variant.train.seed_list
+    if len(seeds) == 1:
+        return seed_study(variant, {seeds[0]: predictions}, best_epochs={seeds[0]: history["best_epoch"]})
+    recorded = read_seed_predictions(cell)
+    if str(recorded["checkpoint_sha256"]) != checkpoint_sha or list(recorded["seeds"]) != list(seeds):
+        raise RuntimeError(f"{_seeds_path(cell.paths)} belongs to another training run than {cell.paths.checkpoint} "
+                           f"(seeds {list(recorded['seeds'])} vs {list(seeds)}); re-materialize trained_model")
+    per_seed = {s: {split: SplitPredictions(samples=p.samples, prob=recorded[f"{split}_{s}"])
+                    for split, p in predictions.items()} for s in seeds}
+    return seed_study(variant, per_seed, best_epochs=dict(zip(seeds, recorded["best_epoch"].tolist())))
 
 
 # ---------------------------------------------------------------------------------- promotion

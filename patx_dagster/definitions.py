@@ -3,13 +3,13 @@
 import dagster as dg
 
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.io_manager import parquet_io_manager
 from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, walk_forward_job
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 from patx_dagster.schedules import nightly_retrain, weekly_walk_forward
 from patx_dagster.sensors import leaderboard_after_run, new_candles
 
-storage = PatxStorage()
+grid = GridResource()
 
 defs = dg.Definitions(
     # Each cell's graph is a straight chain, so a process per step buys no parallelism and costs
@@ -20,5 +20,5 @@ defs = dg.Definitions(
     jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job],
     schedules=[nightly_retrain, weekly_walk_forward],
     sensors=[new_candles, leaderboard_after_run],
-    resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+    resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
 )

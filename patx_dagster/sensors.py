@@ -8,13 +8,13 @@ import dagster as dg
 
 from patx_core.ingest.landing import pending_files
 from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 
-def landing_fingerprint(storage: PatxStorage) -> str | None:
+def landing_fingerprint(grid: GridResource) -> str | None:
     """Names, sizes and mtimes of every file waiting in any landing folder (None: nothing waits)."""
     entries = []
-    for name, dataset in sorted(storage.grid().datasets.items()):
+    for name, dataset in sorted(grid.settings().datasets.items()):
         if dataset.landing:
             for path in pending_files(dataset):
                 st = path.stat()
@@ -24,8 +24,8 @@ def landing_fingerprint(storage: PatxStorage) -> str | None:
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Ingest new candle files as soon as they land in a dataset's landing folder.")
-def new_candles(context: dg.SensorEvaluationContext, storage: PatxStorage):
-    fingerprint = landing_fingerprint(storage)
+def new_candles(context: dg.SensorEvaluationContext, grid: GridResource):
+    fingerprint = landing_fingerprint(grid)
     if fingerprint is None:
         return dg.SkipReason("no files waiting in any landing folder")
     if context.cursor == fingerprint:

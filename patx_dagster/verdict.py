@@ -1,6 +1,10 @@
-"""What ``make materialize`` prints last: the cell's verdict, or the failing step's own error.
+"""``patx verdict``: what ``make materialize`` prints last, the cell's verdict or the failing step's error.
 
-    python -m patx_dagster.verdict nasdaq baseline --run-exit-code $? --since <unix time>
+    patx verdict nasdaq baseline --run-exit-code $? --since <unix time>
+
+A subcommand of ``patx`` (:mod:`patx_core.cli`) that lives here because it reads the Dagster
+instance, and ``patx_core`` never imports Dagster: pyproject.toml registers :func:`add_parser`
+in the ``patx.commands`` entry-point group.
 
 A refused model is an ordinary outcome: the run succeeded, so this prints the gate's verdict and
 the diagnosis and exits 0. A run that broke (bad input, crash, NaN loss) exits non-zero and ends
@@ -15,13 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import dagster as dg
 
 from patx_core.storage.artifacts import read_json
 from patx_core.settings.grid import cell_key
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 
 def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
@@ -80,35 +84,37 @@ def latest_run(instance: dg.DagsterInstance, key: str, since: float) -> dg.Dagst
     return runs[0] if runs else None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m patx_dagster.verdict", description=__doc__.split("\n")[0])
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("verdict", help="the verdict of a cell's latest run, or its failing step's error",
+                                   description="The verdict of a (dataset, variant)'s latest run: the precision gate, "
+                                               "the diagnosis and the backtest, or the failing step's own error.")
     parser.add_argument("dataset")
     parser.add_argument("variant")
     parser.add_argument("--run-exit-code", type=int, default=0, help="exit code of `dagster asset materialize`")
     parser.add_argument("--since", type=float, default=0.0, help="unix time the run started")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     key = cell_key(args.dataset, args.variant)
     instance = dg.DagsterInstance.get()
-    run = latest_run(instance, key, args.since)
-    broken = bool(args.run_exit_code) or run is None or run.status != dg.DagsterRunStatus.SUCCESS
+    latest = latest_run(instance, key, args.since)
+    broken = bool(args.run_exit_code) or latest is None or latest.status != dg.DagsterRunStatus.SUCCESS
     # On the stream of what follows, so a terminal shows them in order above it.
-    for line in failed_warnings(instance, run.run_id) if run is not None else []:
+    for line in failed_warnings(instance, latest.run_id) if latest is not None else []:
         print(line, file=sys.stderr if broken else sys.stdout)
     if broken:
-        failures = step_failures(instance, run.run_id) if run is not None else []
-        print(f"{key}: the run failed" + (f" (run {run.run_id})" if run else "") + "; README: 'When a run fails'",
+        failures = step_failures(instance, latest.run_id) if latest is not None else []
+        print(f"{key}: the run failed" + (f" (run {latest.run_id})" if latest else "") + "; README: 'When a run fails'",
               file=sys.stderr)
         for step, message in failures:
             print(f"error in step {step}: {message}", file=sys.stderr)
         if not failures:
             print("no step failure was recorded: the error is the last message above", file=sys.stderr)
         return args.run_exit_code or 1
-    paths = PatxStorage().cell(key).paths
+    paths = GridResource().cell(key).paths
     for line in verdict_lines(read_json(paths.evaluation_json)):
         print(line)
     print(f"report: {paths.report_md}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

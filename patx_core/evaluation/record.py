@@ -256,6 +256,29 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
     return json_safe(body)
 
 
+def seed_study(variant: VariantConfig, predictions: Mapping[int, Mapping[str, SplitPredictions]], *,
+               best_epochs: Mapping[int, int] | None) -> dict[str, Any]:
+    """The ``seeds`` block: each seed's model judged by the evaluation's own rules (threshold on
+    val, the precision gate on the gate split), and how many seeds pass.
+
+    ``predictions`` maps each seed (the champion candidate's first) to its val/test predictions.
+    Answers whether a pass was luck of the initialization; the candidate stays the first seed's.
+    """
+    gate_split, ev = variant.gate_split, variant.eval
+    rows = []
+    for seed, preds in predictions.items():
+        val, gate_preds = preds["val"], preds[gate_split]
+        verdict = judge(val.y, val.prob, gate_preds.y, gate_preds.prob, ev, split=gate_split)
+        metrics, gate = verdict.metrics, verdict.gate
+        rows.append({"seed": int(seed), "passed": gate["passed"], "precision": gate["precision"],
+                     "precision_ci95": gate["precision_ci95"], "n_signals": gate["n_signals"],
+                     "threshold": gate["threshold"], "roc_auc": metrics["roc_auc"],
+                     "best_epoch": None if best_epochs is None else int(best_epochs[seed]),
+                     "reason": gate["reason"]})
+    return json_safe({"split": gate_split, "champion_seed": rows[0]["seed"], "n_seeds": len(rows),
+                      "passed": sum(r["passed"] for r in rows), "per_seed": rows})
+
+
 def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: pl.DataFrame,
                      prices: pl.DataFrame, history: Mapping[str, Any],
                      predictions: Mapping[str, SplitPredictions],

@@ -201,6 +201,25 @@ def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
     return out + ["", "The backtest above is the equal-weight portfolio of the tested symbols.", ""]
 
 
+def _seeds_table(evaluation: Mapping[str, Any]) -> list[str]:
+    """A seed study's per-seed gates (nothing for a single seed: the verdict above says it all)."""
+    block = evaluation.get("seeds") or {}
+    if block.get("n_seeds", 1) < 2:
+        return []
+    out = [f"## Seeds — {block['passed']} of {block['n_seeds']} pass the gate ({block['split']} split)",
+           "",
+           "The same model and data under each seed; the champion candidate is seed "
+           f"{block['champion_seed']}'s, so promotion is judged on it alone.",
+           "",
+           "| seed | gate | precision [95 % CI] | signals | threshold | ROC AUC | best epoch |",
+           "|---:|---|---|---:|---:|---:|---:|"]
+    for r in block["per_seed"]:
+        lo, hi = r["precision_ci95"]
+        out.append(f"| {r['seed']} | {'pass' if r['passed'] else 'fail'} | {num(r['precision'])} [{lo:.3f}, {hi:.3f}] "
+                   f"| {r['n_signals']} | {num(r['threshold'], 4)} | {num(r['roc_auc'])} | {r['best_epoch']} |")
+    return out + [""]
+
+
 def _dataset_line(dataset: Mapping[str, Any]) -> str:
     name = dataset.get("name")
     symbols = dataset.get("symbols") or []
@@ -237,6 +256,7 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
         *_backtest_table(bt),
         "",
         *_symbols_table(evaluation),
+        *_seeds_table(evaluation),
         "## Plots",
         "",
     ]

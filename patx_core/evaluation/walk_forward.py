@@ -29,9 +29,12 @@ that flags half of the positives still reaches ``eval.min_signals``; ``walk_forw
 upper bound, and fewer folds are planned when fewer such periods fit after ``min_history``.
 
 Concurrency: folds are independent, so they can train side by side in worker processes
-(:func:`run_walk_forward`). Each fold is seeded with the variant's own ``train.seed`` (what the
-nightly retrain at that date would have used) and runs with the same torch thread count in every
-mode, so sequential and concurrent runs give identical numbers.
+(:func:`run_walk_forward`), or in this process with their models fused into one training step
+(:func:`run_fold_group`, the sequential path). Each fold is seeded with the variant's own
+``train.seed`` (what the nightly retrain at that date would have used) and runs with the same
+torch thread count in every mode. Fused and one-by-one training differ only by float rounding
+(each fused model sees its own data, batch order and dropout masks), which training can amplify
+on real data: figures then differ slightly between the two, as between two CPUs.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from patx_core.model.trainer import Trainer, predict_proba, resolve_device
 from patx_core.data.universe import SYMBOL
 
 __all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_table", "plan_folds", "run_fold",
-           "run_walk_forward", "write_walk_forward", "SIGNAL_MARGIN"]
+           "run_fold_group", "run_walk_forward", "write_walk_forward", "SIGNAL_MARGIN"]
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +233,67 @@ def _weights_sha(model: torch.nn.Module) -> str:
     return _sha(*(v.detach().cpu().numpy() for v in model.state_dict().values()))
 
 
+@dataclass(frozen=True)
+class _FoldData:
+    """What a fold trains and trades on: its table, purged splits and windows."""
+
+    plan: FoldPlan
+    table: pl.DataFrame
+    ds: Any  # patx_core.data.splits.SplitDataset
+    windows: Any  # patx_core.data.windows.WindowedData
+
+
+def _fold_data(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig) -> _FoldData:
+    table = fold_table(features, plan, variant.labels.horizon)
+    ds = split_at_cutoffs(table, plan.cutoffs(), variant.labels, variant.data)
+    return _FoldData(plan=plan, table=table, ds=ds, windows=ds.to_windows())
+
+
 def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, device: str = "cpu") -> FoldResult:
     """Train, threshold, trade and judge one fold (see the module docstring for the rules)."""
     start = time.perf_counter()
-    table = fold_table(features, plan, variant.labels.horizon)
-    ds = split_at_cutoffs(table, plan.cutoffs(), variant.labels, variant.data)
-    windows = ds.to_windows()
-    trainer = Trainer(variant.model, dataclasses.replace(variant.train, device=device), windows)
+    fold = _fold_data(features, plan, variant)
+    trainer = Trainer(variant.model, dataclasses.replace(variant.train, device=device), fold.windows)
     history = trainer.train()
-    model = trainer.model
+    return _judge_fold(fold, variant, trainer.model, history, time.perf_counter() - start)
+
+
+def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: VariantConfig, *,
+                   device: str = "cpu",
+                   on_fold_end: Callable[[dict[str, Any]], None] | None = None) -> list[FoldResult]:
+    """Every fold of one group, their models trained together in one fused step
+    (:func:`~patx_core.model.fused.train_many`); threshold, gate and backtest per fold as
+    :func:`run_fold` does. Each fold keeps its own data, batch stream, early stopping and seed
+    (the variant's ``train.seed``), so it trains as :func:`run_fold` would, up to float rounding
+    (which long runs on real data can amplify; see :mod:`patx_core.model.fused`).
+    ``on_fold_end(row)`` after each fold.
+
+    A row's ``seconds`` is the fold's own data preparation and judging plus an equal share of the
+    group's fused training time.
+    """
+    from patx_core.model.fused import train_many
+
+    start = time.perf_counter()
+    folds = [_fold_data(features, plan, variant) for plan in plans]
+    config = dataclasses.replace(variant.train, device=device)
+    trained = train_many(variant.model, [config] * len(folds), [f.windows for f in folds])
+    share = (time.perf_counter() - start) / max(1, len(folds))
+    results = []
+    for fold, (model, history) in zip(folds, trained):
+        judged = time.perf_counter()
+        result = _judge_fold(fold, variant, model, history, share)
+        result.row["seconds"] += time.perf_counter() - judged
+        results.append(dataclasses.replace(result, seconds=result.row["seconds"]))
+        if on_fold_end is not None:
+            on_fold_end(result.row)
+    return results
+
+
+def _judge_fold(fold: _FoldData, variant: VariantConfig, model: torch.nn.Module, history: dict[str, Any],
+                seconds: float) -> FoldResult:
+    """Threshold on val, signals, metrics, gate and backtest on test of one trained fold."""
+    start = time.perf_counter()
+    plan, table, ds, windows = fold.plan, fold.table, fold.ds, fold.windows
     p_val = predict_proba(model, windows, "val")
     p_test = predict_proba(model, windows, "test")
     val_y = windows.split_labels("val").astype(np.int8)
@@ -264,7 +319,7 @@ def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, 
         "train_samples": int(windows.n_sequences("train")), "val_samples": int(windows.n_sequences("val")),
         "epochs": history["epochs_run"], "best_epoch": history["best_epoch"],
     }
-    seconds = time.perf_counter() - start
+    seconds += time.perf_counter() - start
     row["seconds"] = seconds
     log.info("walk-forward fold %d (%s → %s): %s", plan.index, row["test_start"], row["test_end"], gate["reason"])
     return FoldResult(row=row, equity=bt.equity.select("timestamp", "strategy", "buy_and_hold"), random=bt.random,
@@ -372,9 +427,10 @@ class _Redispatch(logging.Handler):
 
 def _fold_worker(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, device: str,
                  threads: int) -> FoldResult:
-    """A fold in a worker process, at the thread count the parent chose for every fold."""
+    """A fold in a worker process, at the thread count the parent chose for every fold (trained
+    by the fused step as a group of one, so a worker's numbers are the sequential group's)."""
     torch.set_num_threads(threads)
-    return run_fold(features, plan, variant, device=device)
+    return run_fold_group(features, [plan], variant, device=device)[0]
 
 
 def default_workers(device: torch.device, n_folds: int) -> int:
@@ -446,10 +502,9 @@ def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, concurre
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            for plan in plans:
-                results[plan.index] = run_fold(features, plan, variant, device=str(dev))
-                if on_fold_end is not None:
-                    on_fold_end(results[plan.index].row)  # type: ignore[union-attr]
+            # One group of every fold: their models train fused, one step for all of them.
+            for result in run_fold_group(features, plans, variant, device=str(dev), on_fold_end=on_fold_end):
+                results[result.row["fold"]] = result
         finally:
             torch.set_num_threads(previous)
     else:

@@ -27,23 +27,19 @@ ingest of a dataset runs at a time (a :class:`filelock.FileLock` on
 ``<PATX_DATA_DIR>/<dataset>/ingest.lock``, released by the kernel when its process dies), so a
 sensor run and a cron job cannot each merge a batch and overwrite the other's store.
 
-``python -m patx_core.ingest.landing <dataset>`` does the same without Dagster, for a cron box: it prints
-one line per dataset to stderr (:meth:`IngestReport.summary_line`), a JSON summary to stdout,
-and exits 0 when every batch merged or none was waiting, 1 when any batch was quarantined, 2 when the ingest could not run (usage, datasets file, unreadable store or source).
+``patx ingest <dataset>`` (:mod:`patx_core.cli.ingest`) does the same without Dagster, for a cron box,
+printing :meth:`IngestReport.summary_line` for each dataset on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import polars as pl
 from filelock import FileLock, Timeout
@@ -65,7 +61,7 @@ from patx_core.ingest.store import (
     taken_before,
     write_store,
 )
-from patx_core.settings.datasets import DatasetConfig, load_datasets
+from patx_core.settings.datasets import DatasetConfig
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text, is_local
 from patx_core.storage.paths import DatasetPaths
 
@@ -80,11 +76,6 @@ BATCH_SUFFIXES = (".parquet", ".csv")
 LOCK_TIMEOUT_S = 600.0
 # How many revisions the metadata lists; the count of all of them is always given.
 MAX_LISTED = 100
-
-EXIT_OK = 0
-EXIT_QUARANTINED = 1
-EXIT_FAILED = 2
-
 
 @dataclass(frozen=True)
 class Quarantined:
@@ -337,50 +328,3 @@ def _lock(path: Path, dataset: str, timeout_s: float) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m patx_core.ingest.landing",
-        description="Merge the candle files waiting in a dataset's landing folder into its curated store. "
-                    "Prints a JSON summary; exit status 0: all merged or nothing waiting, 1: a batch was "
-                    "quarantined, 2: the ingest could not run.")
-    parser.add_argument("dataset", nargs="+", help="dataset name(s) from the datasets file")
-    parser.add_argument("--datasets", default=None,
-                        help="the datasets file (default: $PATX_DATASETS, else datasets.toml at the repo root)")
-    parser.add_argument("--data-dir", default=None, help="the data dir (default: $PATX_DATA_DIR, else ./data)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        datasets = load_datasets(args.datasets)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    bad = [n for n in args.dataset if n not in datasets or not datasets[n].landing]
-    if bad:
-        fed = sorted(n for n, d in datasets.items() if d.landing)
-        print(f"error: {bad} are not datasets with a landing folder; those are {fed}", file=sys.stderr)
-        return EXIT_FAILED
-    summary: dict[str, Any] = {}
-    code = EXIT_OK
-    for name in args.dataset:
-        try:
-            report = ingest_dataset(datasets[name], args.data_dir)
-        except IngestError as exc:
-            summary[name] = {"dataset": name, "error": str(exc)}
-            code = EXIT_FAILED
-            continue
-        summary[name] = report.metadata()
-        print(report.summary_line(), file=sys.stderr)  # for a person; stdout keeps the JSON
-        if not report.ok and code == EXIT_OK:
-            code = EXIT_QUARANTINED
-    print(json.dumps(summary, indent=2))
-    return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,13 +1,13 @@
 """Inference without Dagster: the buy probability for the newest candles of a raw parquet.
 
-    python -m patx_core.serving.predict --checkpoint data/models/baseline/best_model.pth \\
+    patx predict --checkpoint data/nasdaq/models/baseline/best_model.pth \\
         --raw data/raw/nasdaq_daily_1999_2018.parquet --last 5
 
-Prints one JSON line per candle (oldest first). Features, scaler, window and model shape all come
-from the checkpoint; the raw file is validated exactly like the pipeline's input. Pass the full
-history you have, not only the last few candles: EMA200 and the Wilder averages are seeded at the
-start of the file, so a short file (under ~1,000 candles) gives features the model never saw
-during training.
+prints one JSON line per candle, oldest first (:mod:`patx_core.cli.predict`). Features, scaler,
+window and model shape all come from the checkpoint; the raw file is validated exactly like the
+pipeline's input. Pass the full history you have, not only the last few candles: EMA200 and the
+Wilder averages are seeded at the start of the file, so a short file (under ~1,000 candles) gives
+features the model never saw during training.
 
 The decision threshold comes from ``--threshold``, else from an ``evaluation.json`` passed with
 ``--evaluation``, else from the ``manifest.json`` beside a promoted checkpoint. Without any of
@@ -19,11 +19,8 @@ scored, with a warning naming both, since the probabilities then mean little.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -187,43 +184,3 @@ def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: i
         threshold, reason = _recorded_threshold_for(checkpoint_path, evaluation_path)
     universe = read_universe([raw_path]).frame
     return predict_universe(checkpoint, universe, last=last, threshold=threshold, hold_reason=reason)
-
-
-EPILOG = """\
-decision threshold, first found wins:
-  --threshold P          buy when probability >= P (e.g. --threshold 0.62)
-  --evaluation PATH      an evaluation.json of this checkpoint (reports/<variant>/evaluation.json)
-  manifest.json          beside a promoted checkpoint (data/models/<variant>/)
-without any of them, or when that evaluation says the model abstains, every row prints
-"signal": "hold" with a "reason". An evaluation's threshold is under threshold.value.
-"""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m patx_core.serving.predict", description=__doc__.split("\n")[0],
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="best_model.pth (e.g. data/models/<variant>/)")
-    parser.add_argument("--raw", required=True, help="raw candles parquet (timestamp, open, high, low, close, volume; "
-                                                     "an optional symbol column gives one line per symbol)")
-    parser.add_argument("--last", type=int, default=1, help="how many of the newest candles to score")
-    parser.add_argument("--threshold", type=float, default=None, metavar="P",
-                        help="decision threshold in [0, 1]: buy when probability >= P (default: see below)")
-    parser.add_argument("--evaluation", default=None, metavar="PATH",
-                        help="evaluation.json of this checkpoint to read the threshold from")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    try:
-        rows = predict_from_paths(args.checkpoint, args.raw, last=args.last, threshold=args.threshold,
-                                  evaluation_path=args.evaluation)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for row in rows:
-        print(json.dumps(row))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

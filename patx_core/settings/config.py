@@ -139,6 +139,11 @@ class TrainConfig:
     pos_weight: float | str | None = None
     shuffle: bool = True  # the seed variant keeps the guide's shuffle=False
     seed: int = 42
+    # A seed study: the cell's model trained under each of these seeds, fused in one step; the
+    # evaluation reports every seed's gate. Empty = just ``seed``. When set, its first entry is
+    # the champion candidate's seed and ``seed`` follows it (a different explicit ``seed`` is
+    # refused), so promotion and checkpoints never change meaning.
+    seeds: tuple[int, ...] = ()
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA; never used on CPU
     compile: bool = False
@@ -146,6 +151,11 @@ class TrainConfig:
     # val/test forward passes only; does not change results. Measured on 2 CPU cores: 256 beats
     # 1024 by ~10 % per epoch (attention over 1024 windows falls out of cache).
     eval_batch_size: int = 256
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds a cell trains under: ``seeds``, or ``(seed,)``; the first is the champion's."""
+        return self.seeds or (self.seed,)
 
     def __post_init__(self) -> None:
         _finite("TrainConfig", "lr", self.lr, 0.0, 10.0, lo_open=True)
@@ -161,6 +171,16 @@ class TrainConfig:
                  "TrainConfig", "pos_weight", 'None, "auto" or a positive number', pw)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                  "TrainConfig", "seed", "a non-negative integer", self.seed)
+        _require(isinstance(self.seeds, (tuple, list)) and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.seeds)
+            and len(set(self.seeds)) == len(self.seeds), "TrainConfig", "seeds",
+            "a list of distinct non-negative integers", self.seeds)
+        if self.seeds:
+            object.__setattr__(self, "seeds", tuple(self.seeds))  # TOML and JSON give lists
+            default_seed = next(f.default for f in dataclasses.fields(self) if f.name == "seed")
+            _require(self.seed in (default_seed, self.seeds[0]), "TrainConfig", "seed",
+                     f"unset or seeds[0]={self.seeds[0]} when seeds is set", self.seed)
+            object.__setattr__(self, "seed", self.seeds[0])
         _require(isinstance(self.device, str), "TrainConfig", "device", "a string", self.device)
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
                  or self.device == "mps", "TrainConfig", "device", '"auto", "cpu", "cuda[:N]" or "mps"',

@@ -7,16 +7,16 @@ from patx_core import pipeline
 from patx_dagster.assets.training import trained_model
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
           deps=[trained_model], check_specs=specs_for("evaluation_report"))
-def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame,
+def evaluation_report(context: dg.AssetExecutionContext, grid: GridResource, features: pl.DataFrame,
                       splits: pl.DataFrame) -> dg.MaterializeResult:
     """``<dataset>/reports/<variant>/evaluation.json`` + ``report.md``. A completed evaluation is a
     successful step whatever its verdict; the gate's check records the verdict."""
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
     context.log.info(f"[{cell.key}] evaluation_report: threshold on val, metrics, backtest, report")
     step = pipeline.evaluate_model(features, splits, cell)
     gate = step.value["checks"]["precision_gate"]
@@ -28,10 +28,10 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: PatxStorage, f
 
 @dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"pytorch"},
           deps=[evaluation_report])
-def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+def champion_model(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """``<dataset>/models/<variant>/``: the checkpoint, promoted only when this evaluation's gate
     passed; otherwise ``promoted: false`` with the reason, and the earlier champion stays."""
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
     context.log.info(f"[{cell.key}] champion_model: promoting only if the precision gate passed")
     step = pipeline.promote_champion(cell)
     if not step.metadata["promoted"]:
@@ -41,24 +41,24 @@ def champion_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> d
 
 @dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"json"},
           deps=[champion_model])
-def latest_signal(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+def latest_signal(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
     newest candle, or "hold" with the reason "no champion"."""
     context.log.info(f"[{context.partition_key}] latest_signal: scoring each symbol's newest candle")
-    step = pipeline.latest_signal(storage.cell(context.partition_key))
+    step = pipeline.latest_signal(grid.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},
           check_specs=specs_for("walk_forward"), pool="gpu")
-def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, features: pl.DataFrame) -> dg.MaterializeResult:
+def walk_forward(context: dg.AssetExecutionContext, grid: GridResource, features: pl.DataFrame) -> dg.MaterializeResult:
     """``<dataset>/reports/<variant>/walk_forward.json`` + ``.md``: the nightly retrain replayed at
     past cutoffs, each fold trading the stretch after its cutoff (folds train side by side).
 
     Not part of the nightly retrain or ``make baseline``: it trains one model per fold, so it has
     its own job (``walk_forward``) and a weekly schedule.
     """
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
     context.log.info(f"[{cell.key}] walk_forward: one model per fold, folds side by side")
     step = pipeline.walk_forward(features, cell)
     context.log.info(f"[{cell.key}] walk-forward: {step.checks[0].description}")
@@ -67,12 +67,12 @@ def walk_forward(context: dg.AssetExecutionContext, storage: PatxStorage, featur
 
 
 @dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report])
-def variant_leaderboard(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+def variant_leaderboard(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""
     context.log.info("variant_leaderboard: every evaluation.json under the data root")
-    grid = storage.grid()
-    cells = [grid.cell(d, v) for d in grid.datasets for v in grid.variants]
-    step = pipeline.build_leaderboard(storage.root(), cells)
+    settings = grid.settings()
+    cells = [settings.cell(d, v) for d in settings.datasets for v in settings.variants]
+    step = pipeline.build_leaderboard(grid.root(), cells)
     columns = [dg.TableColumn(c, "string") for c in step.value["columns"]]
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({c: "" if r.get(c) is None else str(r[c]) for c in step.value["columns"]})

@@ -8,12 +8,12 @@ import dagster as dg
 from patx_core import pipeline
 from patx_dagster.assets.data import windows
 from patx_dagster.partitions import grid_partitions
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="model", kinds={"pytorch"}, deps=[windows],
           pool="gpu")
-def trained_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg.MaterializeResult:
+def trained_model(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """``<dataset>/checkpoints/<variant>/best_model.pth`` + ``scaler.pkl``, trained with early stopping
     on the pooled windows of every symbol.
 
@@ -21,7 +21,7 @@ def trained_model(context: dg.AssetExecutionContext, storage: PatxStorage) -> dg
     N``). No RetryPolicy: training is deterministic, so a retry would fail the same way; CUDA OOM
     is handled inside the trainer by one retry at half the batch size.
     """
-    cell = storage.cell(context.partition_key)
+    cell = grid.cell(context.partition_key)
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         context.log.info(f"[{cell.key}] epoch {epoch}: "

@@ -92,6 +92,7 @@ def test_early_stopping_and_best_epoch_read_val_never_test() -> None:
     runs = {flip: Trainer(TINY, config, _train_val_test(flip_test=flip)) for flip in (False, True)}
     history = {flip: trainer.train() for flip, trainer in runs.items()}
     plain, flipped = history[False], history[True]
+    # exact: both trainings run in this process; test labels must not move a single bit
     for key in ("train_loss", "val_loss", "val_accuracy", "val_f1", "best_epoch", "best_val_loss",
                 "epochs_run", "stopped_early"):
         assert plain[key] == flipped[key], key
@@ -248,3 +249,46 @@ def test_splits_are_chronological_train_before_val_before_test() -> None:
     assert all(span.len() > 0 for span in spans.values())
     assert spans["train"].max() < spans["val"].min()
     assert spans["val"].max() < spans["test"].min()
+
+
+# ------------------------------------------------------------------ promotion: the gate, this file
+
+
+def _judged_cell(tmp_path: Path, *, passed: bool, reachable: bool = True, judged: bytes | None = None) -> GridCell:
+    """A cell whose checkpoint file and evaluation.json are on disk: the gate's verdict, and the
+    sha256 of the checkpoint bytes the evaluation judged (default: the file's own)."""
+    from patx_core.storage.artifacts import atomic_write_json, sha256_file
+
+    cell = make_cell(tmp_path, make_candles(300, seed=1), _guard_variant())
+    paths = cell.paths
+    paths.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    paths.checkpoint.write_bytes(b"the trained checkpoint")
+    if judged is not None:
+        (tmp_path / "judged.pth").write_bytes(judged)
+    sha = sha256_file(tmp_path / "judged.pth" if judged is not None else paths.checkpoint)
+    gate = {"passed": passed, "split": "test", "precision": 0.9 if passed else 0.6, "n_signals": 40,
+            "threshold": 0.6 if reachable else None, "threshold_reachable": reachable,
+            "reason": "test precision 0.90 on 40 signals" if passed else "test precision 0.60 — not above 0.7"}
+    paths.evaluation_json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.evaluation_json, {
+        "checks": {"precision_gate": gate}, "checkpoint_sha256": sha, "dataset": {}, "splits": {}, "metrics": {},
+        "threshold": {"value": gate["threshold"], "rule": "wilson_lower_bound" if reachable else "abstain"}})
+    return cell
+
+
+def test_a_model_that_signals_but_fails_the_gate_is_not_promoted(tmp_path: Path) -> None:
+    cell = _judged_cell(tmp_path, passed=False, reachable=True)  # a threshold, but precision 0.6
+    step = pipeline.promote_champion(cell)
+    assert step.metadata["promoted"] is False and "precision gate failed" in step.metadata["reason"]
+    assert not cell.paths.champion_checkpoint.exists() and not cell.paths.champion_manifest.exists()
+    # the same files with a passed gate are promoted: the refusal above is the gate's alone
+    passing = _judged_cell(tmp_path / "pass", passed=True)
+    assert pipeline.promote_champion(passing).metadata["promoted"] is True
+    assert passing.paths.champion_checkpoint.read_bytes() == b"the trained checkpoint"
+
+
+def test_promotion_requires_the_evaluation_to_have_judged_this_very_checkpoint(tmp_path: Path) -> None:
+    cell = _judged_cell(tmp_path, passed=True, judged=b"an earlier checkpoint")  # retrained since
+    step = pipeline.promote_champion(cell)
+    assert step.metadata["promoted"] is False and "changed since it was evaluated" in step.metadata["reason"]
+    assert not cell.paths.champion_checkpoint.exists()

@@ -1,4 +1,4 @@
-"""Issue 9's motivating case: a planted pattern on a strongly trending price.
+"""Why the scale-free features exist: a planted pattern on a strongly trending price.
 
 With the guide's raw price columns the test period's z-scores fall far outside anything seen in
 training, and the pattern learned on train is lost on test; with the scale-free features the

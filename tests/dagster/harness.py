@@ -1,4 +1,4 @@
-"""Run the real graph in-process against tmp dirs: the test implementation of the storage resource."""
+"""Run the real graph in-process against tmp dirs: the test implementation of the grid resource."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import polars as pl
 
 from patx_core.storage.paths import DatasetPaths, VariantPaths
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.io_manager import parquet_io_manager
 from patx_dagster.partitions import partition_key
-from patx_dagster.resources import PatxStorage
+from patx_dagster.resources import GridResource
 from tests.cells import write_datasets_file
 
 # What `--select '*' --partition <dataset>|<variant>` runs, leaderboard aside.
@@ -32,24 +32,24 @@ def cell_paths(data_dir: Path, variant: str = "smoke", dataset: str = DATASET) -
     return DatasetPaths.for_dataset(dataset, data_dir).variant(variant)
 
 
-def storage_for(raw_path: Path, data_dir: Path, *, variants_file: Path | None = None,
-                **dataset_fields) -> PatxStorage:
-    """The test implementation of the storage resource: dataset ``nasdaq`` reads ``raw_path``."""
+def grid_for(raw_path: Path, data_dir: Path, *, variants_file: Path | None = None,
+                **dataset_fields) -> GridResource:
+    """The test implementation of the grid resource: dataset ``nasdaq`` reads ``raw_path``."""
     datasets = write_datasets_file(data_dir.parent / f"{data_dir.name}.datasets.toml",
                                    {DATASET: {"source": str(raw_path), "interval": "1d", **dataset_fields}})
-    return PatxStorage(datasets_file=str(datasets), data_dir=str(data_dir),
+    return GridResource(datasets_file=str(datasets), data_dir=str(data_dir),
                        variants_file=str(variants_file) if variants_file else "")
 
 
 def materialize(raw_path: Path, data_dir: Path, variant: str = "smoke", *,
                 selection: list[str] | None = None, **dataset_fields) -> dg.ExecuteInProcessResult:
-    storage = storage_for(raw_path, data_dir, **dataset_fields)
+    grid = grid_for(raw_path, data_dir, **dataset_fields)
     unpartitioned = selection in (["variant_leaderboard"], ["ingested_candles"])
     return dg.materialize(
         ALL_ASSETS,
         partition_key=None if unpartitioned else partition_key(DATASET, variant),
         selection=selection or PER_VARIANT,
-        resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+        resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
         raise_on_error=False,
     )
 

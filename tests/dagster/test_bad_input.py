@@ -13,7 +13,7 @@ import pytest
 from patx_core.data.contract import required_rows
 from patx_core.settings.variants import get_variant
 from tests.dagster.harness import (DATASET, PER_VARIANT, failure_text, materialize, materialized, snapshot,
-                                   storage_for)
+                                   grid_for)
 from tests.synthetic import planted_candles
 
 
@@ -100,18 +100,18 @@ def test_a_window_longer_than_the_data_allows_names_the_field(tmp_path, user_dat
     variants = tmp_path / "variants.toml"
     variants.write_text('[smoke]\n[smoke.data]\nwindow_size = 4000\n')
     from patx_dagster.assets import ALL_ASSETS
-    from patx_dagster.io_manager import PolarsParquetIOManager
+    from patx_dagster.io_manager import parquet_io_manager
     from patx_dagster.partitions import partition_key
     import dagster as dg
 
     raw = tmp_path / "raw.parquet"
     BASE.write_parquet(raw)
-    storage = storage_for(raw, user_data, variants_file=variants)
+    grid = grid_for(raw, user_data, variants_file=variants)
     before = snapshot(user_data)
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=PER_VARIANT,
                             raise_on_error=False,
-                            resources={"storage": storage,
-                                       "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                            resources={"grid": grid,
+                                       "parquet_io_manager": parquet_io_manager})
     assert result.get_failed_step_keys() == {"raw_prices"}
     assert "window_size" in failure_text(result)
     assert snapshot(user_data) == before

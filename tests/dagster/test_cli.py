@@ -3,6 +3,7 @@ materialize`, whose last lines are the verdict or the failing step's own error."
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -94,3 +95,68 @@ def test_make_materialize_ends_with_a_variant_typo_and_its_near_match_before_dag
     assert ours[-1].startswith(f"variants file {variants}: variant 'my_smoke' [train]: unknown field(s) "
                                "['max_epoch']; did you mean 'max_epochs'?"), ours[-5:]
     assert "Traceback" not in out.stdout + out.stderr, "one line, not pages of tracebacks"
+
+
+def _readme_python_block() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Use it from Python", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path, good_run, monkeypatch, capsys):
+    # The example's relative paths, under a tmp working dir: the bundled sample, and the smoke
+    # checkpoint that `make materialize VARIANT=smoke` leaves (here: the graph tests' run).
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw").symlink_to(REPO / "data" / "raw")
+    checkpoint = tmp_path / "data" / "nasdaq" / "checkpoints" / "smoke" / "best_model.pth"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(cell_paths(good_run[0]).checkpoint, checkpoint)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_python_block(), "README.md", "exec"), {"__name__": "readme"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "406785" in lines, "the guide's parameter count"
+    best_epoch, best_loss = lines[-2].split()
+    assert best_epoch in ("1", "2") and float(best_loss) > 0
+    rows = ast.literal_eval(lines[-1])  # the printed list of row dicts
+    assert len(rows) == 2 and {r["signal"] for r in rows} <= {"buy", "hold"}
+    assert all(0.0 <= r["probability"] <= 1.0 for r in rows)
+
+
+def _patx_verdict(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    # `patx verdict` comes from patx_dagster through the `patx.commands` entry point, as installed.
+    from tests.cli_entry_points import installed_env
+
+    return subprocess.run([sys.executable, "-m", "patx_core.cli", "verdict", "nasdaq", "smoke", *args], cwd=REPO,
+                          env=installed_env(tmp_path / "site", **env), capture_output=True, text=True, timeout=300)
+
+
+def test_patx_verdict_of_a_successful_run_prints_the_gate_diagnosis_and_report(tmp_path, good_run, planted_raw):
+    import dagster as dg
+
+    from patx_dagster.assets import ALL_ASSETS
+    from patx_dagster.io_manager import parquet_io_manager
+    from patx_dagster.partitions import partition_key
+    from tests.dagster.harness import grid_for
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(good_run[0], data_dir)
+    env = _shell_env(tmp_path, planted_raw)
+    grid = grid_for(planted_raw, data_dir)
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        run = dg.materialize(ALL_ASSETS, selection=["latest_signal"], partition_key=partition_key("nasdaq", "smoke"),
+                             resources={"grid": grid, "parquet_io_manager": parquet_io_manager}, instance=instance)
+    assert run.success
+    out = _patx_verdict(tmp_path, {**env, "PATX_DATA_DIR": str(data_dir)}, "--run-exit-code", "0", "--since", "0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("nasdaq|smoke: precision gate PASSED on test — ")
+    assert lines[1] == "diagnosis: none" and lines[2].startswith("backtest: ")
+    assert lines[-1] == f"report: {cell_paths(data_dir).report_md}"
+
+
+def test_patx_verdict_of_a_failed_run_exits_with_its_code_and_says_where_to_look(tmp_path, planted_raw):
+    out = _patx_verdict(tmp_path, _shell_env(tmp_path, planted_raw), "--run-exit-code", "3", "--since", "0")
+    assert out.returncode == 3
+    assert out.stderr.splitlines()[-2:] == [
+        "nasdaq|smoke: the run failed; README: 'When a run fails'",
+        "no step failure was recorded: the error is the last message above"]

@@ -27,7 +27,7 @@ def test_definitions_load_with_every_asset_and_check():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == EXPECTED_ASSETS
     checks = {k.name: k for k in graph.asset_check_keys}
-    gate = checks["evaluation_report_precision_above_0_7"]
+    gate = checks["evaluation_report_precision_gate"]
     assert gate.asset_key == dg.AssetKey("evaluation_report")
     assert not graph.get_check_spec(gate).blocking, "a refused model must not fail the run"
     assert {"raw_prices_schema", "raw_prices_fresh", "features_finite", "features_label_positive_rate",
@@ -50,12 +50,6 @@ def test_every_dataset_and_variant_pair_is_a_partition_of_the_per_cell_assets():
         assert graph.get(dg.AssetKey(key)).partitions_def is None
 
 
-def test_training_runs_in_the_gpu_pool():
-    graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey("trained_model")).pools == {"gpu"}
-    assert graph.get(dg.AssetKey("walk_forward")).pools == {"gpu"}
-
-
 def test_the_nightly_job_leaves_walk_forward_and_the_leaderboard_out():
     job = defs.resolve_job_def("retrain_variant")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
@@ -65,14 +59,16 @@ def test_the_nightly_job_leaves_walk_forward_and_the_leaderboard_out():
         "ingested_candles", "raw_prices", "features", "walk_forward"}
 
 
-def test_weekly_walk_forward_is_off_by_default_and_covers_the_nightly_pairs():
-    assert weekly_walk_forward.default_status == dg.DefaultScheduleStatus.STOPPED
+def test_weekly_walk_forward_requests_one_run_per_nightly_pair_and_week():
     when = datetime(2026, 11, 28, 4, 0, tzinfo=timezone.utc)
-    with dg.build_schedule_context(scheduled_execution_time=when, resources={"storage": defs.resources["storage"]}) \
+    with dg.build_schedule_context(scheduled_execution_time=when, resources={"grid": defs.resources["grid"]}) \
             as context:
         requests = weekly_walk_forward(context)
     keys = {str(r.partition_key) for r in requests}
-    assert "nasdaq|baseline" in keys and not any(k.endswith("|smoke") for k in keys)
+    nightly = {c.key for c in defs.resources["grid"].settings().nightly_cells()}
+    assert keys == nightly and "nasdaq|baseline" in keys and not any(k.endswith("|smoke") for k in keys)
+    assert {r.run_key for r in requests} == {f"walk-forward-{k}-2026-W48" for k in keys}, "once per pair and ISO week"
+    assert all(r.tags == {"patx/trigger": "weekly-walk-forward"} for r in requests)
 
 
 def _partition_keys_as_loaded(env: dict[str, str], asset: str) -> list[str]:

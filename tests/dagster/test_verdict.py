@@ -9,11 +9,11 @@ import polars as pl
 import yaml
 
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import PolarsParquetIOManager
+from patx_dagster.io_manager import parquet_io_manager
 from patx_dagster.partitions import partition_key
 from patx_dagster.verdict import failed_warnings, verdict_lines
 from tests.conftest import make_candles
-from tests.dagster.harness import DATASET, storage_for
+from tests.dagster.harness import DATASET, grid_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,10 +22,9 @@ def test_a_failed_warn_check_of_the_run_is_one_readable_line(tmp_path, planted_r
     instance = dg.DagsterInstance.ephemeral()
 
     def run(max_staleness: str) -> str:
-        storage = storage_for(planted_raw, tmp_path / max_staleness, max_staleness=max_staleness)
+        grid = grid_for(planted_raw, tmp_path / max_staleness, max_staleness=max_staleness)
         result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=["raw_prices"],
-                                resources={"storage": storage,
-                                           "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+                                resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
                                 instance=instance)
         assert result.success, "a failed WARN check does not fail the run"
         return result.run_id
@@ -56,9 +55,9 @@ def test_patx_core_warnings_are_run_events_and_each_stage_is_announced(tmp_path,
     folder.mkdir()
     pl.read_parquet(planted_raw).write_parquet(folder / "long.parquet")
     make_candles(60, seed=3).write_parquet(folder / "short.parquet")  # too few rows: skipped with a warning
-    storage = storage_for(folder, tmp_path / "data")
+    grid = grid_for(folder, tmp_path / "data")
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=["raw_prices"],
-                            resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
+                            resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
                             instance=instance)
     assert result.success
     messages = [(r.level, r.user_message) for r in instance.all_logs(result.run_id) if r.dagster_event is None]

@@ -22,15 +22,15 @@ from upath import UPath
 from patx_core.storage.artifacts import (as_path, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  atomic_write_with, is_local, read_json)
 from patx_core.storage.paths import DatasetPaths
-from patx_dagster.io_manager import PolarsParquetIOManager
-from patx_dagster.resources import PatxStorage
+from patx_dagster.io_manager import parquet_io_manager
+from patx_dagster.resources import GridResource
 from tests.cells import write_datasets_file
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "raw" / "nasdaq_daily_1999_2018.parquet"
 DATASETS_FILE = REPO / "datasets.toml"  # defines `nasdaq` (the bundled sample)
 DATASET, VARIANT = "nasdaq", "smoke"
-GATE = "evaluation_report_precision_above_0_7"
+GATE = "evaluation_report_precision_gate"
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_cell_paths_stay_on_the_store(store_root):
     for p in (dataset.curated_dir, paths.checkpoint, paths.scaler, paths.evaluation_json, paths.report_md,
               paths.champion_checkpoint, paths.champion_manifest, paths.signal_json, paths.work_dir):
         assert isinstance(p, UPath) and str(p).startswith(f"{store_root}/{DATASET}/"), p
-    storage = PatxStorage(datasets_file=str(DATASETS_FILE), data_dir=store_root)
-    assert storage.cell(f"{DATASET}|{VARIANT}").paths == paths
+    grid = GridResource(datasets_file=str(DATASETS_FILE), data_dir=store_root)
+    assert grid.cell(f"{DATASET}|{VARIANT}").paths == paths
 
 
 def test_parquet_io_manager_round_trips_through_the_store(store_root):
@@ -98,10 +98,10 @@ def test_parquet_io_manager_round_trips_through_the_store(store_root):
     def downstream(upstream: pl.DataFrame) -> pl.DataFrame:
         return upstream.with_columns(y=pl.col("x") * 2)
 
-    storage = PatxStorage(datasets_file=str(DATASETS_FILE), data_dir=store_root)
+    grid = GridResource(datasets_file=str(DATASETS_FILE), data_dir=store_root)
     result = dg.materialize([upstream, downstream], partition_key=dg.MultiPartitionKey({"dataset": DATASET,
                                                                                         "variant": VARIANT}),
-                            resources={"parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                            resources={"grid": grid, "parquet_io_manager": parquet_io_manager})
     assert result.success
     work = f"{DATASET}/work/{VARIANT}"
     assert store_files(store_root) == {f"{work}/upstream.parquet", f"{work}/downstream.parquet"}
@@ -132,12 +132,12 @@ def test_smoke_cell_runs_entirely_on_the_store(store_root, one_torch_thread, tmp
     atomic_write_bytes(f"{store_root}/raw/sample.parquet", SAMPLE.read_bytes())
     datasets = write_datasets_file(tmp_path / "config" / "datasets.toml",
                                    {DATASET: {"source": f"{store_root}/raw/sample.parquet", "interval": "1d"}})
-    storage = PatxStorage(datasets_file=str(datasets), data_dir=store_root)
+    grid = GridResource(datasets_file=str(datasets), data_dir=store_root)
     # One cell's run: the retrain job's assets (not the leaderboard, nor the walk-forward).
     cell = [k.to_user_string() for k in defs.resolve_job_def("retrain_variant").asset_layer.selected_asset_keys]
     result = dg.materialize(ALL_ASSETS, selection=cell, raise_on_error=False,
                             partition_key=dg.MultiPartitionKey({"dataset": DATASET, "variant": VARIANT}),
-                            resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)})
+                            resources={"grid": grid, "parquet_io_manager": parquet_io_manager})
 
     failures = {e.step_key: e.event_specific_data.error.message
                 for e in result.all_events if e.event_type_value == "STEP_FAILURE"}

@@ -24,7 +24,7 @@ from patx_core.storage.paths import DatasetPaths
 REPO = Path(__file__).resolve().parents[2]
 DATASET, VARIANT = "nasdaq", "smoke"
 PARTITION = f"{DATASET}|{VARIANT}"
-GATE = "evaluation_report_precision_above_0_7"
+GATE = "evaluation_report_precision_gate"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

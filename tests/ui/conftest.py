@@ -34,7 +34,7 @@ VARIANTS_FILE = REPO / "variants.toml"
 DATASET, VARIANT = "nasdaq", "smoke"
 # A multi-partition key: "<dataset>|<variant>" (Dagster orders the dimensions by name).
 PARTITION = f"{DATASET}|{VARIANT}"
-GATE = "evaluation_report_precision_above_0_7"
+GATE = "evaluation_report_precision_gate"
 GATE_ASSET = "evaluation_report"
 START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 420

@@ -150,3 +150,30 @@ def test_refused_smoke_model_is_a_successful_run_with_its_gate_check_failed(dags
     report = {m["label"]: m for m in mats[0]["metadataEntries"]}["report"]["mdStr"]
     assert report.startswith(f"# {DATASET} | {VARIANT} — gate FAILED · diagnosis: "), report[:500]
     assert "Gate FAILED" in report, report[:500]
+
+
+AUTOMATION_QUERY = """
+query Automation($from: Float) { repositoriesOrError { __typename ... on RepositoryConnection { nodes {
+    schedules { name scheduleState { status } futureTicks(cursor: $from, limit: 2) { results { timestamp } } }
+    sensors { name sensorState { status } } } } } }
+"""
+
+
+def test_schedules_and_sensors_are_served_off_until_switched_on_with_their_utc_ticks(dagster_server):
+    from datetime import datetime, timezone
+
+    midnight = datetime(2026, 11, 28, tzinfo=timezone.utc)  # a Saturday
+    result = dagster_server.server.graphql(AUTOMATION_QUERY, {"from": midnight.timestamp()})["repositoriesOrError"]
+    (repo,) = result["nodes"]
+    schedules = {s["name"]: s for s in repo["schedules"]}
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
+    assert {n: s["scheduleState"]["status"] for n, s in schedules.items()} == {
+        "nightly_retrain": "STOPPED", "weekly_walk_forward": "STOPPED"}
+    assert sensors == {"new_candles": "STOPPED", "leaderboard_after_run": "STOPPED"}
+
+    def ticks(name: str) -> list[str]:
+        return [datetime.fromtimestamp(t["timestamp"], timezone.utc).isoformat()
+                for t in schedules[name]["futureTicks"]["results"]]
+
+    assert ticks("nightly_retrain") == ["2026-11-28T02:00:00+00:00", "2026-11-29T02:00:00+00:00"]
+    assert ticks("weekly_walk_forward") == ["2026-11-28T04:00:00+00:00", "2026-12-05T04:00:00+00:00"]

@@ -135,6 +135,7 @@ def test_scaler_is_fitted_on_train_rows_only(table: pl.DataFrame, baseline: Spli
     shocked = table.with_columns(pl.when(later).then(pl.col(c) * 10).otherwise(pl.col(c)).alias(c)
                                  for c in FEATURE_COLUMNS)
     after = split_dataset(shocked, SplitConfig(), LABELS, SEED_DATA)
+    # exact: the same rows through the same code in this process; any later row reaching the fit would show
     np.testing.assert_array_equal(after.scaler.mean, baseline.scaler.mean)
     np.testing.assert_array_equal(after.scaler.std, baseline.scaler.std)
     np.testing.assert_array_equal(after.matrix[:hi], baseline.matrix[:hi])

@@ -56,6 +56,7 @@ def test_labels_and_indicators_are_computed_per_symbol(ragged):
     for symbol in ("A", "B", "C"):
         alone = build_feature_table(ragged.filter(pl.col(SYMBOL) == symbol).drop(SYMBOL), DATA, LABELS)
         inside = table.filter(pl.col(SYMBOL) == symbol).drop(SYMBOL)
+        # exact: the same candles through the same per-symbol code in this process
         assert inside.equals(alone), f"{symbol}: features or labels changed by the symbols around it"
         # the last `horizon` candles of every symbol have no label: their horizon would need the next symbol
         assert inside["label"].tail(LABELS.horizon).null_count() == LABELS.horizon
@@ -177,10 +178,23 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+# How close "the same numbers" are on another CPU. The fixture was recorded on one machine;
+# numpy and polars sum float64 in a SIMD-width-dependent order, so a reduction over ~700 rows
+# moves in its last bits (seen: 2e-14 relative, AVX-512 against AVX2). rtol 1e-12 leaves a 50x
+# margin and is still a million times tighter than one train row more or less (~1e-3 on a mean).
+SCALER_RTOL = 1e-12
+# The window matrix is float32: a scaler bit that moved can flip an entry's last float32 bit
+# (6e-8 relative); a row's weighted sum of 14 such entries (|value| < ~10) moves by < 1e-6.
+MATRIX_RTOL, MATRIX_ATOL = 1e-6, 1e-5
+
+
 @pytest.mark.parametrize("with_symbol", [False, True], ids=["no-symbol-column", "one-symbol"])
 def test_a_single_symbol_dataset_gives_exactly_the_numbers_of_a_single_series(with_symbol):
     """The fixture holds the data path's numbers as computed by the single-series code before
-    datasets existed (row arithmetic per split); one symbol must reproduce them bit for bit."""
+    datasets existed (row arithmetic per split); one symbol must reproduce them. What is exact
+    (bounds, sample counts, the windows' end rows, the 0/1 labels) is compared bit for bit; the
+    float statistics and the z-scored matrix (as one weighted sum per row, which moves if any
+    entry or column order does) within the tolerances above, so the test passes on any CPU."""
     golden = json.loads((FIXTURES / "single_symbol_golden.json").read_text())
     raw = validate_raw(planted_candles(1200, seed=5))
     if with_symbol:
@@ -193,10 +207,17 @@ def test_a_single_symbol_dataset_gives_exactly_the_numbers_of_a_single_series(wi
         w = ds.to_windows()
         assert {k: list(v) for k, v in ds.bounds.items()} == expected["bounds"], key
         assert {s: int(w.ends[s].size) for s in w.ends} == expected["samples"], key
-        assert {s: _sha(w.ends[s]) for s in w.ends} == expected["ends_sha256"], key
-        assert _sha(w.matrix) == expected["matrix_sha256"], key
-        assert _sha(w.labels) == expected["labels_sha256"], key
-        assert ds.scaler.mean.tolist() == expected["scaler_mean"] and ds.scaler.std.tolist() == expected["scaler_std"]
+        assert {s: _sha(w.ends[s]) for s in w.ends} == expected["ends_sha256"], key  # int64 rows
+        # 0/1/NaN as int8 (-1: no label): a NaN's bit pattern is not the same on every CPU
+        assert _sha(np.nan_to_num(w.labels, nan=-1).astype(np.int8)) == expected["labels_int8_sha256"], key
+        assert list(w.matrix.shape) == expected["matrix_shape"], key
+        weights = 1.0 + np.arange(w.matrix.shape[1]) / w.matrix.shape[1]  # distinct: a column swap shows
+        np.testing.assert_allclose(w.matrix.astype(np.float64) @ weights, expected["matrix_row_projection"],
+                                   rtol=MATRIX_RTOL, atol=MATRIX_ATOL, err_msg=key)
+        np.testing.assert_allclose(w.matrix.astype(np.float64).mean(axis=0), expected["matrix_column_mean"],
+                                   rtol=MATRIX_RTOL, atol=MATRIX_ATOL, err_msg=key)
+        np.testing.assert_allclose(ds.scaler.mean, expected["scaler_mean"], rtol=SCALER_RTOL, atol=0, err_msg=key)
+        np.testing.assert_allclose(ds.scaler.std, expected["scaler_std"], rtol=SCALER_RTOL, atol=0, err_msg=key)
         assert ds.scaler.to_dict().keys() == {"mean", "std", "feature_columns"}  # the guide's scaler.pkl
 
 
@@ -262,3 +283,62 @@ def test_a_symbol_that_ends_before_the_test_period_is_listed_untested_with_its_r
     assert f"B: its last candle ({b_last[:10]}) is before the test split starts" in md[2]
     table = md[md.index("## Per symbol — test split"):]
     assert table[4].startswith("| A | ") and table[5].startswith("| B | 0 | — | not tested: its last candle")
+
+
+def test_calendar_cutoffs_cut_the_distinct_calendar_not_the_pooled_rows(ragged):
+    """Symbols overlap on most days: the pooled rows repeat a day once per symbol that has it, so
+    cutting them would put the cutoffs where the symbols are many, not at the split fractions of time."""
+    from patx_core.data.contract import split_sizes
+
+    split = SplitConfig()
+    ds = split_dataset(build_feature_table(ragged, DATA, LABELS), split, LABELS, DATA)
+    calendar = ds.frame["timestamp"].unique().sort()
+    assert calendar.len() < ds.frame.height  # the pooled rows do repeat days
+    sizes = split_sizes(calendar.len(), split)
+    assert (calendar < ds.cutoffs["val"][0]).sum() == sizes["train"]
+    assert (calendar < ds.cutoffs["test"][0]).sum() == sizes["train"] + sizes["val"]
+
+
+def test_each_symbols_random_entry_baseline_draws_its_own_entries():
+    """Two symbols with identical samples trade identically, but their random-entry baselines are
+    independent draws; the first keeps the configured seed (a single series is unchanged)."""
+    from patx_core.evaluation.backtest import backtest
+    from patx_core.evaluation.record import SplitPredictions, symbol_backtests
+    from patx_core.settings.config import BacktestConfig
+
+    rng = np.random.default_rng(5)
+    n = 600
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    ts = make_candles(n)["timestamp"]
+    entry = np.arange(n - 12)
+    holding = rng.integers(1, 11, entry.size)
+    one = pl.DataFrame({"timestamp": ts.gather(entry), "exit_index": entry + holding, "holding": holding,
+                        "trade_return": close[entry + holding] / close[entry] - 1,
+                        "label": (rng.random(entry.size) < 0.3).astype(np.int8)})
+    prices = pl.DataFrame({"timestamp": ts, "entry_price": close})
+    both = ("A", "B")
+    samples = pl.concat([one.select(pl.lit(s).alias(SYMBOL), pl.all()) for s in both])
+    long_prices = pl.concat([prices.select(pl.lit(s).alias(SYMBOL), pl.all()) for s in both])
+    signal = rng.random(one.height) < 0.05
+    config = BacktestConfig(n_random=200, seed=11)
+    out = symbol_backtests(SplitPredictions(samples=samples, prob=np.zeros(samples.height)), np.tile(signal, 2),
+                           long_prices, config)
+    assert out["A"].trades == out["B"].trades > 0 and out["A"].total_return == out["B"].total_return
+    assert not np.array_equal(out["A"].random.returns, out["B"].random.returns), "one seed shared by two symbols"
+    alone = backtest(one, signal, prices, config)
+    # exact: one seed, the same inputs, in this process
+    np.testing.assert_array_equal(out["A"].random.returns, alone.random.returns)
+
+
+def test_the_input_digest_of_many_files_changes_when_a_file_is_renamed(tmp_path):
+    from patx_core.data.universe import source_digest
+
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    make_candles(50, seed=1).write_parquet(folder / "AAA.parquet")
+    make_candles(50, seed=2).write_parquet(folder / "BBB.parquet")
+    before = source_digest(sorted(folder.glob("*.parquet")))
+    (folder / "BBB.parquet").rename(folder / "CCC.parquet")  # same bytes, another symbol
+    assert source_digest(sorted(folder.glob("*.parquet"))) != before
+    (folder / "CCC.parquet").rename(folder / "BBB.parquet")
+    assert source_digest(sorted(folder.glob("*.parquet"))) == before

@@ -105,3 +105,23 @@ def test_too_few_signals_is_not_repeated_for_an_abstaining_model() -> None:
     assert too_few_signals(chosen, "test", few, 30).code == "too_few_signals"
     assert too_few_signals(chosen, "test", {"n_signals": 30}, 30) is None
     assert too_few_signals(abstain, "test", {"n_signals": 0}, 30) is None
+
+
+def test_no_ranking_skill_is_judged_on_the_gate_split_not_on_val() -> None:
+    """Val ranks well and test is a coin (or the reverse): only the gate split's interval decides."""
+    from patx_core.evaluation.diagnosis import diagnose
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(400) < 0.3).astype(int)
+    coin = rng.random(400)
+    skilled = np.clip(0.3 + 0.3 * y + 0.1 * rng.standard_normal(400), 0, 1)
+    choice = ThresholdChoice(threshold=0.5, explanation="x", val_precision=0.8, val_precision_lower=0.72, n_signals=40)
+
+    def codes(val: np.ndarray, test: np.ndarray) -> list[str]:
+        probs = {"val": val, "test": test}
+        metrics = {s: classification_metrics(y, p, 0.5) for s, p in probs.items()}
+        return [d.code for d in diagnose(threshold=choice, metrics=metrics, probabilities=probs, gate_split="test",
+                                         min_signals=1, history={}, train_base_rate=None, train_samples=None)]
+
+    assert "no_ranking_skill" not in codes(val=coin, test=skilled)
+    assert "no_ranking_skill" in codes(val=skilled, test=coin)

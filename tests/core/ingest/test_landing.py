@@ -16,7 +16,8 @@ import pytest
 
 from patx_core.ingest import landing as ingest
 from patx_core.settings.datasets import DatasetConfig
-from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, main, pending_files
+from patx_core.cli import main as patx
+from patx_core.ingest.landing import IngestReport, ingest_all, ingest_dataset, pending_files
 from patx_core.ingest.store import store_file
 from tests.conftest import make_candles
 
@@ -401,22 +402,22 @@ def test_cli_exit_codes(tmp_path: Path, landing: Path, data_root: Path, candles:
     args = ["fx", "--datasets", str(datasets), "--data-dir", str(data_root)]
 
     _drop(landing, "a.parquet", candles[:10])
-    assert main(args) == 0
+    assert patx(["ingest", *args]) == 0
     assert json.loads(capsys.readouterr().out)["fx"]["rows_added"] == {"fx": 10}
-    assert main(args) == 0  # nothing waiting
+    assert patx(["ingest", *args]) == 0  # nothing waiting
     assert json.loads(capsys.readouterr().out)["fx"]["batches_taken"] == 0
 
     _drop(landing, "b.parquet", candles[10:20].with_columns(pl.lit(-1.0).alias("low")))
     _drop(landing, "c.parquet", candles[20:30])
-    assert main(args) == 1
+    assert patx(["ingest", *args]) == 1
     summary = json.loads(capsys.readouterr().out)["fx"]
     assert summary["merged_files"] == ["c.parquet"] and summary["quarantined"][0]["file"] == "b.parquet"
 
-    assert main(["nope", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
-    assert main(["plain", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
-    assert main(["fx", "--datasets", str(tmp_path / "missing.toml")]) == 2
+    assert patx(["ingest", "nope", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
+    assert patx(["ingest", "plain", "--datasets", str(datasets), "--data-dir", str(data_root)]) == 2
+    assert patx(["ingest", "fx", "--datasets", str(tmp_path / "missing.toml")]) == 2
     with pytest.raises(SystemExit) as usage:
-        main([])
+        patx(["ingest"])
     assert usage.value.code == 2
 
 
@@ -425,7 +426,7 @@ def test_cli_runs_as_a_module_with_env_defaults(tmp_path: Path, landing: Path, d
     _drop(landing, "a.parquet", candles[:10])
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PATX_DATASETS": str(_datasets_file(tmp_path, landing)),
            "PATX_DATA_DIR": str(data_root)}
-    proc = subprocess.run([sys.executable, "-m", "patx_core.ingest.landing", "fx"], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "patx_core.cli", "ingest", "fx"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fx"]["rows_added"] == {"fx": 10}
@@ -441,3 +442,32 @@ def test_stray_parquet_in_curated_stops_the_ingest(landing: Path, data_root: Pat
     with pytest.raises(ingest.IngestError, match="extra.parquet"):
         ingest_dataset(ds, data_root)
     assert _names(landing) == ["b.parquet"]  # still waiting
+
+
+class _Killed(BaseException):
+    """Stands in for a SIGKILL at one point of the ingest: nothing after it runs."""
+
+
+def test_a_kill_before_the_reason_is_written_leaves_the_refused_file_in_the_landing_folder(
+        landing: Path, data_root: Path, candles: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused file never sits in quarantine without its reason: the reason is written first, so
+    a kill while writing it leaves the file where it was, to be refused (and explained) again."""
+    ds = _dataset(landing)
+    _drop(landing, "bad.parquet", candles[:10].with_columns(pl.lit(-1.0).alias("low")))
+    real_write = ingest.atomic_write_text
+
+    def killed_writing_the_reason(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith(ingest.ERROR_SUFFIX):
+            raise _Killed
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "atomic_write_text", killed_writing_the_reason)
+    with pytest.raises(_Killed):
+        ingest_dataset(ds, data_root)
+    assert _names(landing) == ["bad.parquet"]
+    assert "bad.parquet" not in _names(landing / "quarantine")
+
+    monkeypatch.setattr(ingest, "atomic_write_text", real_write)
+    report = ingest_dataset(ds, data_root)
+    assert [q.file for q in report.quarantined] == ["bad.parquet"]
+    assert _names(landing / "quarantine") == ["bad.parquet", "bad.parquet.error.txt"]

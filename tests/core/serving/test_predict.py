@@ -12,7 +12,8 @@ import pytest
 from patx_core import pipeline
 from patx_core.storage.artifacts import sha256_file
 from patx_core.storage.checkpoint import load_checkpoint
-from patx_core.serving.predict import NO_THRESHOLD, SHORT_HISTORY, main, predict_frame, recorded_threshold
+from patx_core.cli import main as patx
+from patx_core.serving.predict import NO_THRESHOLD, SHORT_HISTORY, predict_frame, recorded_threshold
 from patx_core.model.trainer import predict_proba
 from patx_core.data.contract import validate_raw
 from patx_core.settings.variants import get_variant
@@ -50,7 +51,7 @@ def test_cli_prints_one_json_line_per_candle_with_a_threshold(trained, tmp_path,
     raw, _, paths = trained
     raw_path = tmp_path / "raw.parquet"
     raw.write_parquet(raw_path)
-    assert main(["--checkpoint", str(paths.checkpoint), "--raw", str(raw_path), "--last", "4",
+    assert patx(["predict", "--checkpoint", str(paths.checkpoint), "--raw", str(raw_path), "--last", "4",
                  "--threshold", "0.5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 4 and [x["timestamp"] for x in lines] == sorted(x["timestamp"] for x in lines)
@@ -63,7 +64,8 @@ def _cli_rows(paths, tmp_path, capsys, *extra: str) -> list[dict]:
     if not raw_path.exists():
         trained_raw = planted_candles(1500, seed=3)
         trained_raw.write_parquet(raw_path)
-    assert main(["--checkpoint", str(paths.checkpoint), "--raw", str(raw_path), "--last", "3", *extra]) == 0
+    assert patx(["predict", "--checkpoint", str(paths.checkpoint), "--raw", str(raw_path), "--last", "3",
+                 *extra]) == 0
     return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
 
 
@@ -104,7 +106,8 @@ def test_an_evaluation_of_another_checkpoint_is_refused(trained, tmp_path, capsy
     path.write_text(json.dumps({"threshold": {"value": 0.5}, "checkpoint_sha256": "0" * 64}))
     raw_path = tmp_path / "raw.parquet"
     planted_candles(1500, seed=3).write_parquet(raw_path)
-    assert main(["--checkpoint", str(paths.checkpoint), "--raw", str(raw_path), "--evaluation", str(path)]) == 2
+    assert patx(["predict", "--checkpoint", str(paths.checkpoint), "--raw", str(raw_path),
+                 "--evaluation", str(path)]) == 2
     assert "does not match" in capsys.readouterr().err
 
 
@@ -118,7 +121,7 @@ def test_recorded_threshold_reads_both_manifest_shapes():
 
 def test_help_says_how_to_pass_a_threshold(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        patx(["predict", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "--threshold P" in text and "buy when probability >= P" in text
@@ -140,7 +143,7 @@ def test_a_manifest_that_does_not_match_the_checkpoint_is_refused(trained, tmp_p
     raw.write_parquet(raw_path)
     (paths.checkpoint_dir / "manifest.json").write_text(json.dumps({"threshold": 0.4, "checkpoint_sha256": "0" * 64}))
     try:
-        assert main(["--checkpoint", str(paths.checkpoint), "--raw", str(raw_path)]) == 2
+        assert patx(["predict", "--checkpoint", str(paths.checkpoint), "--raw", str(raw_path)]) == 2
         assert "does not match" in capsys.readouterr().err
     finally:
         (paths.checkpoint_dir / "manifest.json").unlink()
@@ -171,3 +174,27 @@ def test_a_symbol_the_model_cannot_score_holds_with_the_reason_and_the_others_st
     assert rows[0]["probability"] is not None and rows[0]["signal"] in ("buy", "hold") and rows[0]["reason"] is None
     assert rows[1]["signal"] == "hold" and rows[1]["probability"] is None
     assert "no scaler for symbol 'B'" in rows[1]["reason"]
+
+
+def test_each_symbol_is_scored_on_its_own_candles_only(trained):
+    """A symbol's features come from its own rows: a universe scores B exactly as B alone, so no
+    indicator (EMA200 and the Wilder averages remember their whole input) runs across symbols."""
+    import polars as pl
+
+    from patx_core.serving.predict import predict_universe
+    from tests.conftest import make_candles
+
+    raw, _, paths = trained
+    checkpoint = load_checkpoint(paths.checkpoint)
+    # B: a short history at ~100; A before it in the frame, at ~1000, ending the day before B
+    # starts (so A's rows followed by B's would even pass as one valid series)
+    b = raw.tail(400)
+    a = make_candles(1500, seed=11, start_price=1000.0)
+    a = a.with_columns(pl.col("timestamp") + (b["timestamp"][0] - a["timestamp"][-1] - pl.duration(days=1)))
+    universe = pl.concat([part.select(pl.lit(s).alias("symbol"), pl.all()) for s, part in (("A", a), ("B", b))])
+    rows = predict_universe(checkpoint, universe, last=150, threshold=0.5)
+    got = np.array([r["probability"] for r in rows if r["symbol"] == "B"], dtype=float)
+    alone = np.array([r["probability"] for r in predict_frame(checkpoint, b, last=150, threshold=0.5)])
+    assert got.shape == alone.shape == (150,)
+    # same process, same model: float32 outputs within 1e-6
+    np.testing.assert_allclose(got, alone, rtol=0, atol=1e-6)

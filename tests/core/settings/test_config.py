@@ -55,7 +55,7 @@ def test_variant_from_dict_rejects_unknown_fields_and_mismatched_windows():
     assert v.model.window_size == 32 and VariantConfig.from_dict("v", v.to_dict()) == v
 
 
-def test_shipped_variants_follow_the_issues():
+def test_shipped_variants_keep_their_documented_settings():
     variants = load_variants()
     assert {"seed", "baseline", "smoke", "long_context", "large", "relative", "relative_smoke"} <= set(variants)
     seed = variants["seed"]

@@ -62,6 +62,7 @@ def test_round_trip_through_weights_only_load_gives_identical_predictions(tmp_pa
     np.testing.assert_array_equal(loaded.scaler.mean, SCALER.mean)
     np.testing.assert_array_equal(loaded.scaler.std, SCALER.std)
     assert loaded.metrics["best_epoch"] == 3
+    # exact: the same weights (a lossless round trip) scoring the same windows in this process
     np.testing.assert_array_equal(predict_proba(loaded.model, data, "val"), predict_proba(model, data, "val"))
 
 
