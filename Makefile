@@ -15,7 +15,7 @@ RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "$(LOG_LEVEL)"}}}
 # it is still the documented shell entry point, so that one warning is kept off the screen.
 export PYTHONWARNINGS = ignore:Function `asset_materialize_command` is superseded
 
-.PHONY: setup settings-check baseline materialize walk-forward ingest test test-ui ui leaderboard clean-outputs
+.PHONY: setup settings-check baseline materialize score walk-forward ingest test test-ui ui leaderboard clean-outputs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -45,6 +45,14 @@ materialize: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select '*latest_signal,variant_leaderboard' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
 	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --run-exit-code $$? --since $$start
+
+# Score one cell without retraining: ingest, latest signal, the ledger (resolution, the monitor's
+# decision, new rows) and the track record. Ends with one verdict line, like `make materialize`.
+score: setup settings-check
+	@start=$$(date +%s); \
+	$(DAGSTER) asset materialize -m patx_dagster --select 'ingested_candles,latest_signal,signal_ledger,track_record' \
+		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
+	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --score --run-exit-code $$? --since $$start
 
 walk-forward: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select '*walk_forward' \

@@ -27,6 +27,7 @@ from patx_core.storage.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.data.scaler import UniverseScaler
 from patx_core.data.universe import SYMBOL
 from patx_core.data.windows import WindowedData
+from patx_core.serving.ledger import SUSPENDED_PREFIX
 
 if TYPE_CHECKING:
     from patx_core.storage.checkpoint import LoadedCheckpoint
@@ -476,7 +477,12 @@ def promote_champion(cell: GridCell) -> StepResult:
     gate = evaluation["checks"]["precision_gate"]
     checkpoint_sha = sha256_file(paths.checkpoint)
     refusal = None
-    if not gate["passed"]:
+    previous = read_json(paths.champion_manifest) if paths.champion_manifest.exists() else None
+    if previous is not None and previous.get("suspended"):
+        sus = previous["suspended"]
+        refusal = (f"champion suspended at {sus['at']} ({sus['reason']}); no model is promoted in {cell.key} until "
+                   f"a person reinstates it: patx ledger reinstate {cell.dataset.name} {variant.name} --reason TEXT")
+    elif not gate["passed"]:
         refusal = f"precision gate failed: {gate['reason']}"
     elif evaluation.get("checkpoint_sha256") != checkpoint_sha:
         refusal = (f"{paths.checkpoint} changed since it was evaluated (sha256 "
@@ -500,6 +506,9 @@ def promote_champion(cell: GridCell) -> StepResult:
         "variant_config": variant.to_dict(),
         "code_version": code_version(),
     }
+    if previous is not None and previous.get("checkpoint_sha256") == checkpoint_sha and previous.get("reinstated"):
+        # the same model promoted again keeps its history: the monitor restarts where it was reinstated
+        manifest["reinstated"] = previous["reinstated"]
     atomic_copy(paths.checkpoint, paths.champion_checkpoint)
     atomic_write_json(paths.champion_manifest, manifest)
     meta = {"promoted": True, "reason": gate["reason"], "champion": str(paths.champion_checkpoint),
@@ -531,19 +540,294 @@ def latest_signal(cell: GridCell) -> StepResult:
                                "was interrupted between the two files); re-run champion_model")
         from patx_core.storage.checkpoint import load_checkpoint
 
+        # Resolution and the monitor's decision come before tonight's signal: the night the
+        # champion is suspended, it issues no buy.
+        manifest = review_champion(cell).manifest or manifest
         threshold, reason = recorded_threshold(manifest, str(paths.champion_manifest))
         lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
                                  threshold=threshold, hold_reason=reason)
+        if manifest.get("suspended"):
+            held = f"{SUSPENDED_PREFIX}: {manifest['suspended']['reason']}"
+            lines = [{**line, "signal": "hold", "reason": held} for line in lines]
         model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
-                                              "precision_gate")}
+                                              "precision_gate", "suspended")}
+    reason = None if model else "no champion"
+    if model and model.get("suspended"):
+        reason = f"{SUSPENDED_PREFIX}: {model['suspended']['reason']}"
     signal = {"dataset": cell.dataset.name, "variant": cell.variant.name,
               "generated_at": datetime.now(timezone.utc).isoformat(), "model": model,
-              "reason": None if model else "no champion", "signals": lines}
+              "reason": reason, "signals": lines}
     atomic_write_json(paths.signal_json, signal)
     meta = {"champion": model is not None, "reason": signal["reason"], "path": str(paths.signal_json),
             "signals": {line["symbol"]: line["signal"] for line in lines},
             "newest_candle": {line["symbol"]: line["timestamp"] for line in lines}}
     return StepResult(value=signal, metadata=meta)
+
+
+# ------------------------------------------------------------------------ ledger and monitor
+
+
+@dataclass
+class LedgerState:
+    """The ledger resolved against the store as it is now (in memory until ``signal_ledger`` writes it)."""
+
+    ledger: Any  # patx_core.serving.ledger.Ledger
+    universe: pl.DataFrame
+    outcomes: dict[str, Any]
+    seen_now: pl.DataFrame  # the store's candles the rows depend on, to keep beside the ledger
+    resolved: int
+    revisions: list[dict[str, Any]]
+    manifest: dict[str, Any] | None
+    monitor: Any  # MonitorResult | None
+
+
+def _champion_manifest(paths: VariantPaths) -> dict[str, Any] | None:
+    if not (paths.champion_checkpoint.exists() and paths.champion_manifest.exists()):
+        return None
+    return read_json(paths.champion_manifest)
+
+
+def _monitor_stream(rows: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
+    """The champion's out-of-sample resolved buys in the order their outcomes were decided, from
+    the last reinstatement on."""
+    from patx_core.serving.ledger import CHAMPION, RESOLVED, counted_rows
+
+    stream = counted_rows(rows, CHAMPION).filter(
+        (pl.col("model_sha256") == manifest["checkpoint_sha256"]) & (pl.col("signal") == "buy")
+        & (pl.col("status") == RESOLVED))
+    restart = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
+    if restart:
+        stream = stream.filter(pl.col("resolved_at") > datetime.fromisoformat(restart))
+    return stream.sort("resolved_at", "timestamp", "symbol")
+
+
+def champion_monitor(cell: GridCell, rows: pl.DataFrame, manifest: dict[str, Any] | None):
+    """The monitor (:mod:`patx_core.serving.monitor`) over the champion's stream, or None without one."""
+    from patx_core.serving.monitor import CusumDesign, run_cusum
+
+    if manifest is None:
+        return None
+    design = CusumDesign.build(cell.variant.eval.target_precision, cell.variant.monitor)
+    return run_cusum(_monitor_stream(rows, manifest)["label"].to_numpy() == 1, design)
+
+
+def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
+    """Resolve the ledger against the store, score the new candles (in memory), run the monitor and,
+    when it decides, suspend the champion.
+
+    ``latest_signal`` calls it before issuing tonight's signal and ``signal_ledger`` before
+    writing, so the night the monitor suspends, no buy is issued. The suspension goes into the
+    champion's manifest (its checkpoint stays) with ``from``, the candle its outcome was decided
+    on: champion rows of later candles hold. Writes nothing else.
+    """
+    from patx_core.data.universe import read_universe
+    from patx_core.evaluation.metrics import wilson_interval
+    from patx_core.serving.ledger import (Ledger, dependent_candles, find_revisions, merge_rows, read_ledger,
+                                          resolve_rows, score_rows, symbol_outcomes)
+    from patx_core.serving.monitor import SUSPENDED
+
+    paths, variant = cell.paths, cell.variant
+    universe = read_universe(cell.input_files()).frame
+    outcomes = symbol_outcomes(universe, variant.labels)
+    ledger = read_ledger(paths.ledger)
+    seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    revisions = find_revisions(seen, dependent_candles(universe, ledger.rows))
+    if revisions:
+        log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
+                    cell.key, len(revisions), revisions[0])
+    stored = ledger
+    ledger, resolved = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps, revisions=revisions)
+    manifest = _champion_manifest(paths)
+    if score:
+        # rows scored tonight whose outcome the store already decides (scored late) resolve at once
+        for scorer in _scorers(cell, manifest):
+            new = score_rows(ledger, scorer, universe, outcomes, max_backfill=variant.monitor.max_backfill,
+                             recorded_at=datetime.now(timezone.utc))
+            ledger, _ = merge_rows(ledger, new)
+        ledger, late = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps)
+        resolved += late
+    monitor = champion_monitor(cell, ledger.rows, manifest)
+    if manifest is not None and monitor is not None and monitor.decision == SUSPENDED and not manifest.get("suspended"):
+        decided_at = _monitor_stream(ledger.rows, manifest)["resolved_at"][monitor.alarm_index]
+        hits, n = monitor.hits, monitor.n
+        lo, hi = wilson_interval(hits, n, variant.eval.confidence)
+        live = hits / n
+        manifest["suspended"] = {
+            "at": datetime.now(timezone.utc).isoformat(),
+            "reason": (f"live precision {live:.3f} [{lo:.3f}, {hi:.3f}] on {n} resolved buy signals; CUSUM statistic "
+                       f"{monitor.statistic:.1f} reached {monitor.threshold:.1f} (p0={variant.eval.target_precision}, "
+                       f"p1={variant.monitor.p1})"),
+            "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
+            "live_precision_ci": [lo, hi], "from": decided_at.isoformat()}
+        atomic_write_json(paths.champion_manifest, manifest)
+        ledger = Ledger(_hold_from(ledger.rows, stored.rows, manifest), ledger.revisions)
+        log.warning("%s: champion suspended: %s", cell.key, manifest["suspended"]["reason"])
+    return LedgerState(ledger, universe, outcomes, dependent_candles(universe, ledger.rows), resolved, revisions,
+                       manifest, monitor)
+
+
+def _hold_from(rows: pl.DataFrame, stored: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
+    """The champion's rows not yet written, from the suspension's candle on, turned into holds."""
+    from patx_core.serving.ledger import CHAMPION, KEY, SUSPENDED_PREFIX as PREFIX
+
+    sus = manifest["suspended"]
+    fresh = rows.join(stored.select(*KEY).with_columns(pl.lit(False).alias("_fresh")), on=list(KEY), how="left",
+                      maintain_order="left")["_fresh"].fill_null(True)
+    hold = (fresh & (rows["role"] == CHAMPION) & (rows["model_sha256"] == manifest["checkpoint_sha256"])
+            & (rows["timestamp"] >= datetime.fromisoformat(sus["from"])))
+    return rows.with_columns(
+        pl.when(hold).then(pl.lit("hold")).otherwise(pl.col("signal")).alias("signal"),
+        pl.when(hold).then(pl.lit(f"{PREFIX}: {sus['reason']}")).otherwise(pl.col("reason")).alias("reason"))
+
+
+def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
+    """The champion (when there is one) and the shadow (the cell's latest trained checkpoint)."""
+    from patx_core.serving.ledger import CHAMPION, SHADOW, Scorer
+    from patx_core.serving.predict import recorded_threshold
+    from patx_core.storage.checkpoint import load_checkpoint
+
+    paths = cell.paths
+    out = []
+    if manifest is not None:
+        threshold, why = recorded_threshold(manifest, str(paths.champion_manifest))
+        sus = manifest.get("suspended")
+        out.append(Scorer(CHAMPION, manifest["checkpoint_sha256"], load_checkpoint(paths.champion_checkpoint),
+                          threshold, why, datetime.fromisoformat(manifest["data"]["last_timestamp"]),
+                          suspended=sus["reason"] if sus else None,
+                          suspended_from=datetime.fromisoformat(sus["from"]) if sus and sus.get("from") else None))
+    if paths.checkpoint.exists():
+        sha = sha256_file(paths.checkpoint)
+        evaluation = read_json(paths.evaluation_json) if paths.evaluation_json.exists() else {}
+        if evaluation.get("checkpoint_sha256") == sha:
+            threshold, why = recorded_threshold(evaluation, str(paths.evaluation_json))
+            data_end = evaluation["dataset"]["last_timestamp"]
+        else:
+            threshold, why = None, f"{paths.checkpoint} has no evaluation yet: its signals hold"
+            data_end = read_input_info(cell)["last_timestamp"]
+        out.append(Scorer(SHADOW, sha, load_checkpoint(paths.checkpoint), threshold, why,
+                          datetime.fromisoformat(data_end)))
+    return out
+
+
+def _stored_counts(paths: VariantPaths) -> dict[str, int]:
+    from patx_core.serving.ledger import read_ledger
+
+    rows = read_ledger(paths.ledger).rows
+    return {role: int((rows["role"] == role).sum()) for role in ("champion", "shadow")}
+
+
+def _stored_revisions(paths: VariantPaths) -> list[dict[str, Any]]:
+    from patx_core.serving.ledger import read_ledger
+
+    return read_ledger(paths.ledger).revisions
+
+
+def signal_ledger(cell: GridCell) -> StepResult:
+    """``<dataset>/ledger/<variant>/signals.parquet``, as :func:`review_champion` computes it.
+
+    Open rows are resolved from the store, every candle newer than each (symbol, model, role)'s
+    last row is scored (at most ``monitor.max_backfill``), and the monitor decides on the
+    champion. Nothing new: nothing is written, the file stays byte-identical.
+    """
+    from patx_core.serving.ledger import dependent_candles, write_ledger
+    from patx_core.storage.artifacts import atomic_write_with
+
+    paths = cell.paths
+    state = review_champion(cell, score=True)
+    ledger = state.ledger
+    added = {role: int((ledger.rows["role"] == role).sum()) for role in ("champion", "shadow")}
+    before = _stored_counts(paths)
+    added = {role: n - before.get(role, 0) for role, n in added.items()}
+    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != _stored_revisions(paths)
+                   or not paths.ledger.exists())
+    if changed and not ledger.rows.is_empty():
+        write_ledger(paths.ledger, ledger)
+    seen = dependent_candles(state.universe, ledger.rows)
+    old_seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    if not ledger.rows.is_empty() and (old_seen is None or not old_seen.equals(seen)):
+        atomic_write_with(paths.ledger_candles, lambda buf: seen.write_parquet(buf))
+    rows = ledger.rows
+    meta = {"path": str(paths.ledger), "rows": rows.height, "added": added, "resolved": state.resolved,
+            "open": int((rows["status"] == "open").sum()), "revisions": len(state.revisions), "written": changed,
+            "champion": state.manifest is not None,
+            "suspended": bool(state.manifest and state.manifest.get("suspended"))}
+    return StepResult(value=rows, metadata=meta)
+
+
+def track_record(cell: GridCell) -> StepResult:
+    """``track_record.json`` + ``.md`` + plots from the ledger; the check ``track_record_live_precision``."""
+    from patx_core.evaluation.figures import write_figures
+    from patx_core.serving import track_record as tr
+    from patx_core.serving.ledger import CHAMPION, counted_rows
+    from patx_core.serving.monitor import SUSPENDED
+    from patx_core.storage.artifacts import atomic_write_text
+
+    paths, variant = cell.paths, cell.variant
+    state = review_champion(cell, score=False)
+    rows = state.ledger.rows
+    record = tr.build_track_record(rows, state.outcomes, cost_bps=variant.backtest.cost_bps,
+                                   confidence=variant.eval.confidence, manifest=state.manifest,
+                                   monitor=state.monitor, revisions=state.ledger.revisions, cell_key=cell.key,
+                                   generated_at=datetime.now(timezone.utc).isoformat())
+    champ_rows = counted_rows(rows, CHAMPION)
+    if state.manifest is not None:
+        champ_rows = champ_rows.filter(pl.col("model_sha256") == state.manifest["checkpoint_sha256"])
+    role_rows = champ_rows if state.manifest is not None else counted_rows(rows, "shadow")
+    figures = [
+        ("live_precision.png", "Cumulative live precision",
+         tr.plot_precision(role_rows, target=variant.eval.target_precision,
+                           backtest_ci=record["roles"][CHAMPION].get("backtest_ci"), confidence=variant.eval.confidence)),
+        ("live_equity.png", "Live equity against buy-and-hold",
+         tr.plot_equity(role_rows, state.outcomes, variant.backtest.cost_bps)),
+        ("monitor.png", "Monitor statistic", tr.plot_monitor(state.monitor)),
+    ]
+    on_disk, inline = write_figures(paths.ledger_dir, figures)
+    atomic_write_json(paths.track_record_json, json_safe(record))
+    atomic_write_text(paths.track_record_md, tr.render_markdown(record, on_disk))
+    champ = record["roles"][CHAMPION]
+    suspended = bool(state.manifest and state.manifest.get("suspended")) or (
+        state.monitor is not None and state.monitor.decision == SUSPENDED)
+    mon = record["monitor"] or {}
+    lo, hi = champ["precision_ci"]
+    check_meta = {"statistic": mon.get("statistic"), "threshold": mon.get("threshold"),
+                  "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_resolved"],
+                  "decision": mon.get("decision", "no champion")}
+    live = "n/a" if champ["precision"] is None else f"{champ['precision']:.3f}"
+    desc = (f"no champion: nothing to monitor" if state.manifest is None else
+            f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
+            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_resolved']}")
+    check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
+    meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
+            "monitor": check_meta["decision"],
+            **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
+               for k in ("n_scored", "n_signals", "n_resolved", "precision")}}
+    return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
+
+
+def reinstate_champion(cell: GridCell, reason: str) -> dict[str, Any]:
+    """Lift a suspension by hand: recorded in the manifest; the monitor restarts from zero on the
+    outcomes decided after the newest one it had read. Ledger rows are never rewritten."""
+    from patx_core.serving.ledger import read_ledger
+
+    paths = cell.paths
+    if not reason.strip():
+        raise ValueError("reinstating needs a --reason saying why the champion may signal again")
+    manifest = _champion_manifest(paths)
+    if manifest is None:
+        raise RuntimeError(f"{cell.key} has no champion ({paths.champion_manifest} is missing): nothing to reinstate")
+    if not manifest.get("suspended"):
+        raise RuntimeError(f"the champion of {cell.key} is not suspended: nothing to reinstate")
+    stream = _monitor_stream(read_ledger(paths.ledger).rows, manifest)
+    restart = stream["resolved_at"].max() if stream.height else None
+    previous = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
+    entry = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason.strip(),
+             "suspension": manifest.pop("suspended"),
+             "monitor_restarts_after": restart.isoformat() if restart is not None else previous}
+    manifest["reinstated"] = entry
+    manifest.setdefault("reinstatements", []).append(entry)
+    atomic_write_json(paths.champion_manifest, manifest)
+    log.info("%s: champion reinstated: %s", cell.key, reason)
+    return manifest
 
 
 # -------------------------------------------------------------------------------- leaderboard
@@ -557,14 +841,20 @@ def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
     result on disk never vanishes from the leaderboard.
     """
     from patx_core.evaluation.report import write_leaderboard
-    from patx_core.settings.grid import cell_key
-    from patx_core.storage.paths import evaluations_on_disk
+    from patx_core.settings.grid import cell_key, parse_key
+    from patx_core.storage.paths import DatasetPaths, evaluations_on_disk
 
     on_disk = {cell_key(d, v): path for (d, v), path in evaluations_on_disk(root).items()}
     in_grid = [cell.key for cell in cells if cell.key in on_disk]
     outside = [key for key in on_disk if key not in set(in_grid)]
-    evaluations = {key: read_json(on_disk[key]) for key in [*in_grid, *outside]}
-    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), outside_grid=outside)
+    evaluations, live = {}, {}
+    for key in [*in_grid, *outside]:
+        evaluations[key] = read_json(on_disk[key])
+        dataset, variant = parse_key(key)
+        track = DatasetPaths.for_dataset(dataset, root).variant(variant).track_record_json
+        if track.exists():
+            live[key] = read_json(track)
+    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), live, outside_grid=outside)
     columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
                       metadata={"cells": list(evaluations), "outside_grid": outside,

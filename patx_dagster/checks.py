@@ -42,6 +42,11 @@ CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
         "Gate-split precision above the variant's target_precision (metadata; 0.7 by default) with at least "
         "min_signals buy signals (test; val for `seed`). A failure refuses promotion; the run still succeeds."),
     "evaluation_report_f1_above_0_5": ("evaluation_report", False, WARN, "Gate-split F1 >= 0.5."),
+    # Not blocking either: a suspension is the monitor doing its job, recorded in the manifest.
+    "track_record_live_precision": (
+        "track_record", False, ERROR,
+        "The champion's live precision has not fallen below the target: fails when the monitor's "
+        "sequential test (a Bernoulli CUSUM) suspends the champion."),
     "walk_forward_gate_stable": ("walk_forward", False, WARN,
                                  "The precision gate passed in at least walk_forward.min_pass_rate of the folds."),
 }

@@ -4,7 +4,7 @@ import dagster as dg
 
 from patx_dagster.assets import ALL_ASSETS
 from patx_dagster.io_manager import parquet_io_manager
-from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, walk_forward_job
+from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, score_job, walk_forward_job
 from patx_dagster.resources import GridResource
 from patx_dagster.schedules import nightly_retrain, weekly_walk_forward
 from patx_dagster.sensors import leaderboard_after_run, new_candles
@@ -17,7 +17,7 @@ defs = dg.Definitions(
     # cores). Cells still run in parallel as separate runs (queue + `gpu` pool).
     executor=dg.in_process_executor,
     assets=ALL_ASSETS,
-    jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job],
+    jobs=[retrain_job, ingest_job, refresh_leaderboard_job, walk_forward_job, score_job],
     schedules=[nightly_retrain, weekly_walk_forward],
     sensors=[new_candles, leaderboard_after_run],
     resources={"grid": grid, "parquet_io_manager": parquet_io_manager},

@@ -8,7 +8,8 @@ retrain_job = dg.define_asset_job(
     "retrain_variant",
     selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard", "walk_forward"),
     description="Rebuild one (dataset, variant) cell end to end: ingest landed candles → raw → features → "
-                "splits → windows → model → report → champion (behind the precision gate) → latest signal.",
+                "splits → windows → model → report → champion (behind the precision gate) → latest signal → "
+                "signal ledger → track record.",
 )
 
 ingest_job = dg.define_asset_job(
@@ -18,6 +19,12 @@ ingest_job = dg.define_asset_job(
 refresh_leaderboard_job = dg.define_asset_job(
     "refresh_leaderboard", selection=dg.AssetSelection.assets("variant_leaderboard"),
     description="Re-read every cell's evaluation.json into the leaderboard.")
+
+# Scoring has its own cadence: every ingest, no retraining (the champion and the shadow score the
+# new candles; the ledger resolves and the monitor decides).
+score_job = dg.define_asset_job(
+    "score", selection=dg.AssetSelection.assets("ingested_candles", "latest_signal", "signal_ledger", "track_record"),
+    description="Score one (dataset, variant) cell without retraining: ingest → latest signal → ledger → track record.")
 
 walk_forward_job = dg.define_asset_job(
     "walk_forward_job", selection=dg.AssetSelection.assets("walk_forward").upstream(),

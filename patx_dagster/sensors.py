@@ -1,4 +1,4 @@
-"""Unattended operation: ingest candles when files land; refresh the leaderboard after retrains."""
+"""Unattended operation: ingest and score candles when files land; refresh the leaderboard after retrains."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import hashlib
 import dagster as dg
 
 from patx_core.ingest.landing import pending_files
-from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job
+from patx_dagster.jobs import ingest_job, refresh_leaderboard_job, retrain_job, score_job
+from patx_dagster.partitions import partition_key
 from patx_dagster.resources import GridResource
 
 
@@ -22,8 +23,10 @@ def landing_fingerprint(grid: GridResource) -> str | None:
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16] if entries else None
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Ingest new candle files as soon as they land in a dataset's landing folder.")
+@dg.sensor(jobs=[ingest_job, score_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="When candle files land: a `score` run for every nightly cell of that dataset (each "
+                       "ingests the files first, then scores without retraining); datasets without a nightly "
+                       "cell are only ingested.")
 def new_candles(context: dg.SensorEvaluationContext, grid: GridResource):
     fingerprint = landing_fingerprint(grid)
     if fingerprint is None:
@@ -31,7 +34,18 @@ def new_candles(context: dg.SensorEvaluationContext, grid: GridResource):
     if context.cursor == fingerprint:
         return dg.SkipReason("the waiting files were already requested")
     context.update_cursor(fingerprint)
-    return dg.RunRequest(run_key=f"ingest-{fingerprint}", tags={"patx/trigger": "new-candles"})
+    settings = grid.settings()
+    waiting = {name for name, ds in settings.datasets.items() if ds.landing and pending_files(ds)}
+    cells = [c for c in settings.nightly_cells() if c.dataset.name in waiting]
+    # A score run's first step ingests under the dataset's lock, so its scoring reads the store
+    # with these files merged, whichever of the dataset's runs took them.
+    requests = [dg.RunRequest(run_key=f"score-{c.key}-{fingerprint}", job_name=score_job.name,
+                              partition_key=partition_key(c.dataset.name, c.variant.name),
+                              tags={"patx/trigger": "new-candles"}) for c in cells]
+    if waiting - {c.dataset.name for c in cells}:
+        requests.append(dg.RunRequest(run_key=f"ingest-{fingerprint}", job_name=ingest_job.name,
+                                      tags={"patx/trigger": "new-candles"}))
+    return requests
 
 
 @dg.run_status_sensor(name="leaderboard_after_run", run_status=dg.DagsterRunStatus.SUCCESS,

@@ -50,6 +50,19 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
+def track_record_line(record: dict[str, Any]) -> str:
+    """``make score``'s verdict: the monitor's decision and each role's live figures, in one line."""
+    parts = []
+    for role, f in record["roles"].items():
+        precision = "n/a" if f["precision"] is None else f"{f['precision']:.3f}"
+        parts.append(f"{role} {f['n_scored']} scored, {f['n_signals']} signals, {f['n_resolved']} resolved, "
+                     f"precision {precision}")
+    mon = record.get("monitor")
+    state = ("no champion" if not record["champion_present"] else
+             f"monitor {mon['decision']} ({mon['statistic']:.1f}/{mon['threshold']:.1f})")
+    return f"{record['cell']}: {state}; " + "; ".join(parts)
+
+
 def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
     """(step, message) of every failed step of a run; the message is the user code's own error
     (the innermost cause), without Dagster's wrapper and traceback."""
@@ -92,6 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("variant")
     parser.add_argument("--run-exit-code", type=int, default=0, help="exit code of `dagster asset materialize`")
     parser.add_argument("--since", type=float, default=0.0, help="unix time the run started")
+    parser.add_argument("--score", action="store_true", help="a `make score` run: print the track record's line")
     parser.set_defaults(run=run)
     return parser
 
@@ -114,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
             print("no step failure was recorded: the error is the last message above", file=sys.stderr)
         return args.run_exit_code or 1
     paths = GridResource().cell(key).paths
+    if args.score:
+        print(track_record_line(read_json(paths.track_record_json)))
+        print(f"track record: {paths.track_record_md}")
+        return 0
     for line in verdict_lines(read_json(paths.evaluation_json)):
         print(line)
     print(f"report: {paths.report_md}")

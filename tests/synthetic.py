@@ -23,12 +23,16 @@ def _frame(open_, high, low, close, volume) -> pl.DataFrame:
 
 
 def planted_candles(n: int = 3000, *, seed: int = 0, every: int = 12, trend: float = 0.0,
-                    volume_signal: bool = True, noise_only: bool = False) -> pl.DataFrame:
+                    volume_signal: bool = True, noise_only: bool = False,
+                    stops_at: int | None = None) -> pl.DataFrame:
     """Daily candles: a random walk (1 % daily vol) with a pattern roughly every ``every`` candles.
 
     ``trend`` is the total log-price drift over the series (e.g. ``np.log(20)`` for a 20x rise),
     which puts test-period price levels far outside the train range. ``noise_only`` keeps the
-    same random walk without any pattern.
+    same random walk without any pattern. From candle ``stops_at`` on the pattern stops working:
+    the wick and the volume spike still come, but the three candles after fall ~2 % each through
+    the stop (and win it back after), so the label there is 0. The draws are the same either
+    way, so the candles before ``stops_at`` equal those of the series where it never stops.
     """
     rng = np.random.default_rng(seed)
     rets = 0.01 * rng.standard_normal(n) + trend / n
@@ -39,8 +43,9 @@ def planted_candles(n: int = 3000, *, seed: int = 0, every: int = 12, trend: flo
             patterns.append(t)
             t += every + int(rng.integers(0, every // 2 + 1))
         for p in patterns:
-            rets[p + 1: p + 4] = 0.02 + 0.002 * rng.standard_normal(3)  # the rally
-            rets[p + 4: p + 7] = -0.02 + 0.002 * rng.standard_normal(3)  # given back: no net drift
+            sign = -1.0 if stops_at is not None and p >= stops_at else 1.0
+            rets[p + 1: p + 4] = sign * (0.02 + 0.002 * rng.standard_normal(3))  # the rally (or the fall)
+            rets[p + 4: p + 7] = sign * (-0.02 + 0.002 * rng.standard_normal(3))  # given back: no net drift
     close = 100.0 * np.exp(np.cumsum(rets))
     open_ = np.concatenate([[100.0], close[:-1]])
     body_hi, body_lo = np.maximum(open_, close), np.minimum(open_, close)
@@ -51,7 +56,8 @@ def planted_candles(n: int = 3000, *, seed: int = 0, every: int = 12, trend: flo
         low[p] = close[p] * 0.95
         if volume_signal:
             volume[p] *= 6.0
-        low[p + 1: p + 4] = body_lo[p + 1: p + 4] * 0.999  # the rally never tests the stop
+        if stops_at is None or p < stops_at:
+            low[p + 1: p + 4] = body_lo[p + 1: p + 4] * 0.999  # the rally never tests the stop
     return _frame(open_, high, low, close, volume)
 
 

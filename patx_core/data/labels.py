@@ -114,3 +114,29 @@ def triple_barrier(open: np.ndarray, high: np.ndarray, low: np.ndarray, close: n
                      timeout.size)
     return LabelResult(label=label, exit_index=exit_index, exit_price=exit_price, trade_return=trade_return,
                        holding=holding, exit_reason=exit_reason)
+
+
+def known_outcomes(open: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                   atr: np.ndarray, config: LabelConfig) -> LabelResult:
+    """:func:`triple_barrier` for the rows whose outcome these candles already decide.
+
+    A live signal is decided before its ``horizon`` candles have all arrived when a barrier is
+    touched early, so the rule is the training one applied to the candles so far followed by
+    ``horizon`` placeholder candles that touch no barrier (high -inf, low +inf, no close): a row
+    is labelled exactly when a real candle hit a barrier or its horizon ended inside the data,
+    and then with the label the full history gives it (nothing after the exit is ever read).
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in (open, high, low, close, atr)]
+    n, horizon = arrays[0].shape[0], config.horizon
+    pad = np.full(horizon, np.nan)
+    padded = [np.concatenate([a, fill]) for a, fill in
+              zip(arrays, (pad, np.full(horizon, -np.inf), np.full(horizon, np.inf), pad, pad))]
+    full = triple_barrier(*padded, config)
+    decided = (full.exit_index >= 0) & (full.exit_index < n)
+    decided = decided[:n]
+    return LabelResult(label=np.where(decided, full.label[:n], np.nan),
+                       exit_index=np.where(decided, full.exit_index[:n], -1),
+                       exit_price=np.where(decided, full.exit_price[:n], np.nan),
+                       trade_return=np.where(decided, full.trade_return[:n], np.nan),
+                       holding=np.where(decided, full.holding[:n], 0),
+                       exit_reason=np.where(decided, full.exit_reason[:n], 0).astype(np.int8))

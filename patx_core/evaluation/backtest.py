@@ -154,6 +154,12 @@ class BacktestResult:
         }
 
 
+def round_trip_factor(cost_bps: float) -> float:
+    """What one round trip keeps of a trade's gross growth: ``(1 - c) / (1 + c)``, ``c = cost_bps / 1e4``."""
+    c = cost_bps / 1e4
+    return (1.0 - c) / (1.0 + c)
+
+
 def _require_columns(frame: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -255,8 +261,7 @@ def backtest(samples: pl.DataFrame, signal: np.ndarray, prices: pl.DataFrame,
         raise ValueError("backtest: sample timestamps differ from the price table at exit_index - "
                          "holding; pass the whole feature table as prices")
 
-    c = config.cost_bps / 1e4
-    cost = (1.0 - c) / (1.0 + c)
+    cost = round_trip_factor(config.cost_bps)
     growth = (1.0 + gross) * cost
     kept = _take_non_overlapping(entry[signal], exit_[signal])
     t_entry, t_exit = entry[signal][kept], exit_[signal][kept]

@@ -307,10 +307,26 @@ def write_report(report_dir: PathLike, evaluation: Mapping[str, Any], *, history
 
 # ---------------------------------------------------------------- leaderboard
 
+def live_columns(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The leaderboard's live columns from a cell's ``track_record.json`` (the champion's, else the
+    shadow's record; all None without one)."""
+    if record is None:
+        return {"live_role": None, "live_precision": None, "live_ci": None, "live_resolved": None, "monitor": None}
+    role = "champion" if record.get("champion_present") else "shadow"
+    figures = record["roles"][role]
+    monitor = record.get("monitor") or {}
+    return {"live_role": role, "live_precision": figures["precision"], "live_ci": figures["precision_ci"],
+            "live_resolved": figures["n_resolved"], "monitor": monitor.get("decision", "no champion")}
+
+
 def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
+                     live: Mapping[str, Mapping[str, Any]] | None = None,
                      outside_grid: Collection[str] = ()) -> list[dict[str, Any]]:
-    """One flat row per (dataset, variant), gate passers first, then by the precision lower bound."""
+    """One flat row per (dataset, variant), gate passers first, then by the precision lower bound.
+
+    ``live`` maps a cell key to its ``track_record.json`` body, for the cells that have one."""
     rows = []
+    live = live or {}
     for key, ev in evaluations.items():
         gate, bt = ev["checks"]["precision_gate"], ev["backtest"]
         m = ev["metrics"][gate["split"]]
@@ -332,6 +348,7 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
             "gate": "passed" if gate["passed"] else "failed",
             "diagnosis": [d["code"] for d in ev.get("diagnosis", [])],  # absent from older evaluation.json
             "in_grid": key not in outside_grid,
+            **live_columns(live.get(key)),
         })
     rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
     return rows
@@ -341,25 +358,36 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
 OUTSIDE_GRID_MARK = "†"
 
 
+def _live(row: Mapping[str, Any]) -> str:
+    if row["live_role"] is None:
+        return "n/a"
+    lo, hi = row["live_ci"]
+    return f"{num(row['live_precision'])} [{lo:.3f}, {hi:.3f}] ({row['live_role']})"
+
+
 def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike,
+                      live: Mapping[str, Mapping[str, Any]] | None = None,
                       outside_grid: Collection[str] = ()) -> tuple[str, list[dict[str, Any]]]:
     """Write the leaderboard markdown to ``path`` (atomically); return it and its rows.
 
     ``evaluations`` maps a cell key (``dataset|variant``) → its evaluation.json body, only for
     the cells that have one; the keys in ``outside_grid`` are marked as not in the current grid.
     """
-    rows = leaderboard_rows(evaluations, outside_grid)
+    rows = leaderboard_rows(evaluations, live, outside_grid)
     lines = [
         "# Leaderboard",
         "",
         "One row per (dataset, variant). Precision is on each variant's gate split (test; val for variants without one), with its "
         "Wilson 95 % interval. Random pct = the strategy's percentile among random-entry draws "
         "with as many trades (50 = luck). Training wall time = the wall-clock seconds that variant's "
-        "last run spent training, on whatever device and load it had: not a speed benchmark.",
+        "last run spent training, on whatever device and load it had: not a speed benchmark. Live = the "
+        "forward ledger's out-of-sample resolved signals (the champion's; the shadow's where there is "
+        "no champion) and the monitor's state.",
         "",
         "| dataset | variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
-        "buy-and-hold | random pct | training wall time (s) | gate | diagnosis |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "buy-and-hold | random pct | training wall time (s) | gate | diagnosis | live precision [95 % CI] | "
+        "live resolved signals | monitor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -368,9 +396,10 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
             f"{r['precision_hi']:.3f}] | {r['signals']} | {num(r['lift'], 2)} | {num(r['f1'])} | "
             f"{num(r['roc_auc'])} | {pct(r['strategy_return'], signed=True)} | "
             f"{pct(r['buy_and_hold_return'], signed=True)} | {num(r['random_percentile'], 0)} | "
-            f"{r['training_seconds']:.0f} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} |")
+            f"{r['training_seconds']:.0f} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} | "
+            f"{_live(r)} | {'n/a' if r['live_resolved'] is None else r['live_resolved']} | {r['monitor'] or 'n/a'} |")
     if not rows:
-        lines.append("| (no evaluated variants yet) |" + " |" * 13)
+        lines.append("| (no evaluated variants yet) |" + " |" * 16)
     if not all(r["in_grid"] for r in rows):
         lines += ["", f"{OUTSIDE_GRID_MARK} not in the current grid: the datasets or variants file in use "
                       "(`PATX_DATASETS`, `PATX_VARIANTS`) no longer defines this cell; its evaluation.json "

@@ -226,6 +226,32 @@ class BacktestConfig:
             _finite("BacktestConfig", "periods_per_year", self.periods_per_year, 0.0, 1e7, lo_open=True)
 
 
+@dataclass(frozen=True)
+class MonitorConfig:
+    """After promotion: the forward ledger and the sequential test that suspends a champion.
+
+    The champion's resolved out-of-sample buy signals feed a Bernoulli CUSUM
+    (:mod:`patx_core.serving.monitor`) of ``p0 = eval.target_precision`` against ``p1``; it
+    suspends the champion when its statistic reaches ``threshold``. The defaults, at p0 = 0.7:
+    the average run to a false suspension is ~1,940 resolved signals (>= 1,000 required), and at
+    a true precision of 0.35 ~97 % of streams are suspended within 40 (>= 90 % required); both
+    are computed exactly from the CUSUM's Markov chain and checked by simulation in the tests.
+    A variant with another target precision should re-derive ``threshold`` the same way.
+    """
+
+    p1: float = 0.5  # the precision the test is tuned to detect (below p0)
+    threshold: float = 5.6  # CUSUM decision limit, in failure units (see patx_core.serving.monitor)
+    # At most this many of a symbol's newest candles are scored per run and model; older ones are
+    # skipped (logged), so a model first scored on a long history does not score all of it.
+    max_backfill: int = 500
+
+    def __post_init__(self) -> None:
+        _finite("MonitorConfig", "p1", self.p1, 0.0, 1.0, lo_open=True)
+        _require(self.p1 < 1.0, "MonitorConfig", "p1", "< 1", self.p1)
+        _finite("MonitorConfig", "threshold", self.threshold, 0.0, 1e6, lo_open=True)
+        _positive_int("MonitorConfig", "max_backfill", self.max_backfill)
+
+
 WalkForwardMode = Literal["expanding", "rolling"]
 WALK_FORWARD_MODES: tuple[str, ...] = get_args(WalkForwardMode)
 
@@ -274,6 +300,7 @@ _SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "backtest": BacktestConfig,
     "walk_forward": WalkForwardConfig,
+    "monitor": MonitorConfig,
 }
 
 T = TypeVar("T")
@@ -342,6 +369,7 @@ class VariantConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
@@ -352,6 +380,9 @@ class VariantConfig:
                  self.model.window_size)
         _require(self.model.input_dim == N_FEATURES, "VariantConfig", "model.input_dim",
                  f"{N_FEATURES} (the feature count)", self.model.input_dim)
+        # The monitor tests "precision fell from the target to p1": p1 must lie below the target.
+        _require(self.monitor.p1 < self.eval.target_precision, "VariantConfig", "monitor.p1",
+                 f"below eval.target_precision={self.eval.target_precision}", self.monitor.p1)
 
     @property
     def gate_split(self) -> str:

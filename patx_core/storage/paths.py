@@ -7,6 +7,8 @@
     <dataset>/reports/<variant>/evaluation.json, report.md, *.png
     <dataset>/models/<variant>/best_model.pth, manifest.json     the promoted champion
     <dataset>/signals/<variant>/latest.json                      newest inference
+    <dataset>/ledger/<variant>/signals.parquet                   every signal, recorded before its outcome
+    <dataset>/ledger/<variant>/track_record.json, .md, *.png     live figures of the ledger, the monitor
     <dataset>/work/<variant>/...                                 intermediate data (features, windows)
     <dataset>/curated/                                           ingested candles (landing datasets)
     leaderboard.md                                               every (dataset, variant)
@@ -104,6 +106,28 @@ class VariantPaths:
     @property
     def signal_json(self) -> Path:
         return self.root / "signals" / self.variant / "latest.json"
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.root / "ledger" / self.variant
+
+    @property
+    def ledger(self) -> Path:
+        """``signals.parquet``: one row per (symbol, candle, model, role), never rewritten."""
+        return self.ledger_dir / "signals.parquet"
+
+    @property
+    def ledger_candles(self) -> Path:
+        """The candles the ledger's rows depend on, as last seen: how a store revision is noticed."""
+        return self.ledger_dir / "candles.parquet"
+
+    @property
+    def track_record_json(self) -> Path:
+        return self.ledger_dir / "track_record.json"
+
+    @property
+    def track_record_md(self) -> Path:
+        return self.ledger_dir / "track_record.md"
 
     @property
     def work_dir(self) -> Path:

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from patx_core import pipeline
+from patx_dagster.assets.data import ingested_candles
 from patx_dagster.assets.training import trained_model
 from patx_dagster.checks import results, specs_for
 from patx_dagster.partitions import grid_partitions
@@ -40,13 +41,33 @@ def champion_model(context: dg.AssetExecutionContext, grid: GridResource) -> dg.
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"json"},
-          deps=[champion_model])
+          deps=[champion_model, ingested_candles])
 def latest_signal(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
     newest candle, or "hold" with the reason "no champion"."""
     context.log.info(f"[{context.partition_key}] latest_signal: scoring each symbol's newest candle")
     step = pipeline.latest_signal(grid.cell(context.partition_key))
     return dg.MaterializeResult(metadata=step.metadata)
+
+
+@dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"parquet"}, deps=[latest_signal])
+def signal_ledger(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
+    """``<dataset>/ledger/<variant>/signals.parquet``: open rows resolved from the store, the monitor's
+    decision on the champion, then every new candle scored by the champion and the shadow."""
+    step = pipeline.signal_ledger(grid.cell(context.partition_key))
+    if step.metadata["suspended"]:
+        context.log.warning(f"[{context.partition_key}] the champion is suspended: its rows hold")
+    return dg.MaterializeResult(metadata=step.metadata)
+
+
+@dg.asset(partitions_def=grid_partitions, group_name="serving", kinds={"json", "markdown"}, deps=[signal_ledger],
+          check_specs=specs_for("track_record"))
+def track_record(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
+    """``<dataset>/ledger/<variant>/track_record.json`` + ``.md``: live precision per role against the
+    backtest, and the monitor's statistic."""
+    step = pipeline.track_record(grid.cell(context.partition_key))
+    return dg.MaterializeResult(metadata={**step.metadata, "track_record": dg.MetadataValue.md(step.markdown)},
+                                check_results=results(step.checks))
 
 
 @dg.asset(partitions_def=grid_partitions, group_name="evaluation", kinds={"json", "markdown"},

@@ -116,18 +116,34 @@ def test_the_nightly_schedule_at_its_tick_skips_with_the_reasons_then_requests_o
     assert request.tags["patx/input_change"] == "1 file(s) waiting in the landing folder"
 
 
-def test_new_candles_sensor_requests_one_ingestion_per_set_of_landed_files(tmp_path, planted_raw):
+def test_new_candles_sensor_starts_score_for_every_nightly_cell_of_the_dataset_once_per_set_of_files(
+        tmp_path, planted_raw):
     landing = tmp_path / "landing"
     landing.mkdir()
     grid = grid_for(planted_raw, tmp_path / "data", landing=str(landing))
+    nightly = {c.key for c in grid.settings().nightly_cells() if c.dataset.name == DATASET}
+    assert nightly and f"{DATASET}|smoke" not in nightly
+    assert new_candles.default_status == dg.DefaultSensorStatus.STOPPED
     with dg.build_sensor_context(resources={"grid": grid}) as context:
         first = new_candles(context)
         assert isinstance(first, dg.SkipReason) and "no files" in first.skip_message
         make_candles(5).write_parquet(landing / "a.parquet")
-        request = new_candles(context)
-        assert isinstance(request, dg.RunRequest) and request.tags == {"patx/trigger": "new-candles"}
+        requests = new_candles(context)
+        assert {r.job_name for r in requests} == {"score"}, "each score run ingests the files before scoring"
+        assert {str(r.partition_key) for r in requests} == nightly
+        assert all(r.tags == {"patx/trigger": "new-candles"} for r in requests)
         context.update_cursor(context.cursor)
         again = new_candles(context)
         assert isinstance(again, dg.SkipReason), "the same waiting files are requested once"
         make_candles(5, seed=2).write_parquet(landing / "b.parquet")
-        assert isinstance(new_candles(context), dg.RunRequest)
+        assert {str(r.partition_key) for r in new_candles(context)} == nightly
+
+
+def test_new_candles_sensor_only_ingests_a_dataset_without_a_nightly_cell(tmp_path, planted_raw):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    grid = grid_for(planted_raw, tmp_path / "data", landing=str(landing), nightly=False)
+    with dg.build_sensor_context(resources={"grid": grid}) as context:
+        make_candles(5).write_parquet(landing / "a.parquet")
+        [request] = new_candles(context)
+        assert request.job_name == "ingest_candles" and request.partition_key is None

@@ -19,7 +19,8 @@ from patx_dagster.schedules import weekly_walk_forward
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED_ASSETS = {"ingested_candles", "raw_prices", "features", "splits", "windows", "trained_model",
-                   "evaluation_report", "champion_model", "latest_signal", "walk_forward", "variant_leaderboard"}
+                   "evaluation_report", "champion_model", "latest_signal", "signal_ledger", "track_record", "walk_forward",
+                   "variant_leaderboard"}
 UNPARTITIONED = {"ingested_candles", "variant_leaderboard"}
 
 
@@ -32,8 +33,11 @@ def test_definitions_load_with_every_asset_and_check():
     assert not graph.get_check_spec(gate).blocking, "a refused model must not fail the run"
     assert {"raw_prices_schema", "raw_prices_fresh", "features_finite", "features_label_positive_rate",
             "splits_purged_disjoint", "splits_scaler_std_positive", "evaluation_report_f1_above_0_5",
-            "walk_forward_gate_stable"} <= set(checks)
+            "walk_forward_gate_stable", "track_record_live_precision"} <= set(checks)
     assert not graph.get_check_spec(checks["raw_prices_fresh"]).blocking
+    live = checks["track_record_live_precision"]
+    assert live.asset_key == dg.AssetKey("track_record")
+    assert not graph.get_check_spec(live).blocking, "a suspension is recorded, not a failed run"
 
 
 def test_every_dataset_and_variant_pair_is_a_partition_of_the_per_cell_assets():
@@ -54,6 +58,9 @@ def test_the_nightly_job_leaves_walk_forward_and_the_leaderboard_out():
     job = defs.resolve_job_def("retrain_variant")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert selected == EXPECTED_ASSETS - {"walk_forward", "variant_leaderboard"}
+    score = defs.resolve_job_def("score")
+    assert {k.to_user_string() for k in score.asset_layer.executable_asset_keys} == {
+        "ingested_candles", "latest_signal", "signal_ledger", "track_record"}, "scoring retrains nothing"
     walk = defs.resolve_job_def("walk_forward_job")
     assert {k.to_user_string() for k in walk.asset_layer.executable_asset_keys} == {
         "ingested_candles", "raw_prices", "features", "walk_forward"}

@@ -146,4 +146,20 @@ def test_leaderboard_lists_exactly_the_given_variants(tmp_path: Path, report: tu
     assert len(table) == 3 and "| baseline | test |" in table[1]
     assert "| training wall time (s) |" in table[0]
     assert "wall-clock seconds that variant's last run spent training" in text
-    assert table[1].endswith("| passed | none |") and table[2].endswith("| failed | abstained, no_ranking_skill |")
+    # no track record yet: the live columns say so
+    assert table[1].endswith("| passed | none | n/a | n/a | n/a |")
+    assert table[2].endswith("| failed | abstained, no_ranking_skill | n/a | n/a | n/a |")
+
+
+def test_leaderboard_live_columns_come_from_the_track_record(tmp_path: Path, report: tuple[Path, str, Evaluation]) -> None:
+    _, _, good = report
+    record = {"champion_present": True, "monitor": {"decision": "suspended"},
+              "roles": {"champion": {"precision": 0.4, "precision_ci": [0.3, 0.5], "n_resolved": 42},
+                        "shadow": {"precision": 0.9, "precision_ci": [0.8, 0.95], "n_resolved": 7}}}
+    text, [row] = write_leaderboard({"baseline": good.body}, tmp_path / "leaderboard.md", {"baseline": record})
+    assert (row["live_precision"], row["live_ci"], row["live_resolved"], row["monitor"]) == (0.4, [0.3, 0.5], 42,
+                                                                                             "suspended")
+    assert "| 0.400 [0.300, 0.500] (champion) | 42 | suspended |" in text
+    shadow_only = {**record, "champion_present": False, "monitor": None}
+    _, [row] = write_leaderboard({"baseline": good.body}, tmp_path / "l2.md", {"baseline": shadow_only})
+    assert (row["live_role"], row["live_resolved"], row["monitor"]) == ("shadow", 7, "no champion")

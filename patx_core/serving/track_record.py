@@ -1,0 +1,213 @@
+"""The track record: what the ledger's out-of-sample rows say, per role, against the backtest.
+
+``track_record.json`` (:func:`build_track_record`) holds, per role (``champion``, ``shadow``),
+over the rows :func:`patx_core.serving.ledger.counted_rows` counts:
+
+- ``n_scored`` (out-of-sample rows), ``n_signals`` (buys among them), ``n_resolved`` / ``n_open``
+  (resolved and still open buys), ``precision`` (hits / resolved buys) and its Wilson
+  ``precision_ci``; ``base_rate`` (positives among every resolved scored row) and ``lift``;
+- ``strategy_return``: the resolved buys traded as their barrier outcomes after costs, one
+  position at a time per symbol (a buy inside an open trade is skipped, as in the backtest),
+  equal-weighted over symbols; ``buy_and_hold_return`` over the same candles with one round trip;
+- ``forward``: the same figures over the ``forward`` rows only (signals scored before anything
+  about their outcome could be known);
+- for the champion, its gate's figures (``backtest_precision``, ``backtest_ci``) and
+  ``consistent_with_backtest`` (the two intervals overlap), and the monitor's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+
+from patx_core.evaluation.backtest import round_trip_factor
+from patx_core.evaluation.formatting import num, pct
+from patx_core.evaluation.metrics import wilson_interval
+from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, counted_rows
+from patx_core.serving.monitor import MonitorResult
+
+ROLES = (CHAMPION, SHADOW)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _returns(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], cost_bps: float) -> tuple[float | None,
+                                                                                                    float | None]:
+    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED))
+    if buys.is_empty():
+        return None, None
+    keep = round_trip_factor(cost_bps)
+    strategy, market = [], []
+    for (symbol,), part in buys.sort("timestamp").group_by("symbol", maintain_order=True):
+        growth, busy_until = 1.0, None
+        for ts, end, r in part.select("timestamp", "resolved_at", "trade_return").iter_rows():
+            if busy_until is not None and ts < busy_until:
+                continue  # one position at a time
+            growth *= 1.0 + r
+            busy_until = end
+        strategy.append(growth - 1.0)
+        oc = outcomes.get(str(symbol))
+        if oc is not None:
+            first = rows.filter(pl.col("symbol") == symbol)["timestamp"].min()
+            i, j = oc.index_of(pl.Series([first, part["resolved_at"].max()]))
+            if i >= 0 and j >= 0:
+                market.append(float(oc.close[j] / oc.close[i] * keep - 1.0))
+    return float(np.mean(strategy)), (float(np.mean(market)) if market else None)
+
+
+def role_figures(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], *, cost_bps: float,
+                 confidence: float) -> dict[str, Any]:
+    """The figures of one role's counted rows (see the module docstring)."""
+    buys = rows.filter(pl.col("signal") == "buy")
+    resolved = buys.filter(pl.col("status") == RESOLVED)
+    hits = int(resolved["label"].sum() or 0)
+    all_resolved = rows.filter(pl.col("status") == RESOLVED)
+    base = float(all_resolved["label"].mean()) if all_resolved.height else None
+    precision = hits / resolved.height if resolved.height else None
+    strategy, bh = _returns(rows, outcomes, cost_bps)
+    return {"n_scored": rows.height, "n_signals": buys.height, "n_resolved": resolved.height,
+            "n_open": buys.height - resolved.height, "hits": hits, "precision": precision,
+            "precision_ci": list(wilson_interval(hits, resolved.height, confidence)),
+            "base_rate": base, "lift": _ratio(precision, base),
+            "strategy_return": strategy, "buy_and_hold_return": bh}
+
+
+def build_track_record(ledger_rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], *,
+                       cost_bps: float, confidence: float, manifest: Mapping[str, Any] | None,
+                       monitor: MonitorResult | None, revisions: list[dict[str, Any]],
+                       cell_key: str, generated_at: str) -> dict[str, Any]:
+    """The ``track_record.json`` body."""
+    roles: dict[str, Any] = {}
+    for role in ROLES:
+        rows = counted_rows(ledger_rows, role)
+        if role == CHAMPION and manifest is not None:
+            rows = rows.filter(pl.col("model_sha256") == manifest["checkpoint_sha256"])
+        figures = role_figures(rows, outcomes, cost_bps=cost_bps, confidence=confidence)
+        figures["forward"] = role_figures(rows.filter(pl.col("forward")), outcomes, cost_bps=cost_bps,
+                                          confidence=confidence)
+        figures["models"] = rows["model_sha256"].unique(maintain_order=True).to_list()
+        roles[role] = figures
+    champ = roles[CHAMPION]
+    if manifest is not None:
+        gate = manifest.get("precision_gate") or {}
+        lo, hi = gate.get("precision_ci95") or [None, None]
+        champ["backtest_precision"] = gate.get("precision")
+        champ["backtest_ci"] = [lo, hi]
+        live_lo, live_hi = champ["precision_ci"]
+        champ["consistent_with_backtest"] = (None if champ["n_resolved"] == 0 or lo is None
+                                             else bool(live_lo <= hi and lo <= live_hi))
+        champ["checkpoint_sha256"] = manifest["checkpoint_sha256"]
+        champ["suspended"] = manifest.get("suspended")
+    mon = None
+    if monitor is not None:
+        mon = {"decision": monitor.decision, "statistic": monitor.statistic, "threshold": monitor.threshold,
+               "n": monitor.n, "hits": monitor.hits, "path": [float(x) for x in monitor.path]}
+    return {"cell": cell_key, "generated_at": generated_at, "champion_present": manifest is not None,
+            "roles": roles, "monitor": mon, "revisions_after_resolution": revisions}
+
+
+def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) -> str:
+    lines = [f"# Track record — {record['cell']}", "",
+             "Live figures count out-of-sample rows only (candles after the newest one the model trained on); "
+             "`forward` rows were scored before anything about their outcome was known.", ""]
+    mon = record.get("monitor")
+    if mon is not None:
+        lines += [f"**Monitor: {mon['decision']}** — CUSUM statistic {mon['statistic']:.1f} against threshold "
+                  f"{mon['threshold']:.1f} after {mon['n']} resolved buy signal(s).", ""]
+    elif not record["champion_present"]:
+        lines += ["No champion in this cell: only the shadow (the latest trained checkpoint) builds a record.", ""]
+    lines += ["| role | rows | scored | signals | resolved | open | precision [95 % CI] | base rate | lift | "
+              "strategy | buy-and-hold |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for role, fig in record["roles"].items():
+        for label, f in (("all out-of-sample", fig), ("forward only", fig["forward"])):
+            lo, hi = f["precision_ci"]
+            lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_resolved']} | "
+                         f"{f['n_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | {num(f['base_rate'])} | "
+                         f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | {pct(f['buy_and_hold_return'], 2, signed=True)} |")
+    champ = record["roles"][CHAMPION]
+    if "backtest_precision" in champ:
+        lo, hi = champ["backtest_ci"]
+        lines += ["", f"Backtest (gate) precision {num(champ['backtest_precision'])} [{num(lo)}, {num(hi)}]; "
+                      f"consistent with the live record: {champ['consistent_with_backtest']}."]
+        if champ.get("suspended"):
+            s = champ["suspended"]
+            lines += ["", f"**Suspended** at {s['at']}: {s['reason']}. Undo with "
+                          f"`patx ledger reinstate DATASET VARIANT --reason TEXT`."]
+    if record["revisions_after_resolution"]:
+        lines += ["", f"{len(record['revisions_after_resolution'])} store revision(s) touched candles of rows "
+                      "already resolved; those rows keep their recorded outcome (listed in track_record.json)."]
+    lines.append("")
+    for caption, link in images:
+        lines += [f"![{caption}]({link})", ""]
+    return "\n".join(lines)
+
+
+def _legend(ax: Any, where: str) -> None:
+    # an empty record (no resolved signal yet) draws empty axes rather than an empty legend box
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=where, fontsize=7)
+
+
+def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float | None] | None,
+                   confidence: float) -> Figure:
+    """Cumulative live precision (resolved buys in resolved_at order) with its Wilson band."""
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    resolved = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED)).sort("resolved_at",
+                                                                                              "timestamp")
+    if resolved.height:
+        hits = np.cumsum(resolved["label"].to_numpy())
+        n = np.arange(1, hits.size + 1)
+        band = np.array([wilson_interval(int(h), int(k), confidence) for h, k in zip(hits, n)])
+        ax.plot(n, hits / n, label="live precision")
+        ax.fill_between(n, band[:, 0], band[:, 1], alpha=0.2, label="Wilson band")
+    if backtest_ci and backtest_ci[0] is not None:
+        ax.axhspan(backtest_ci[0], backtest_ci[1], color="green", alpha=0.1, label="backtest interval")
+    ax.axhline(target, color="red", linestyle="--", label=f"target {target}")
+    ax.set_xlabel("resolved buy signals")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1)
+    _legend(ax, "lower left")
+    return fig
+
+
+def plot_equity(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], cost_bps: float) -> Figure:
+    """Growth of the resolved buys (in resolved_at order) against buy-and-hold of the same symbols."""
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED)).sort("resolved_at")
+    if buys.height:
+        growth = np.cumprod(1.0 + buys["trade_return"].to_numpy())
+        ax.step(buys["resolved_at"].to_list(), growth, where="post", label="live signals (after costs)")
+        keep = round_trip_factor(cost_bps)
+        start = rows["timestamp"].min()
+        curves = []
+        for symbol, oc in outcomes.items():
+            if symbol not in set(buys["symbol"].to_list()):
+                continue
+            i = oc.index_of(pl.Series([start]))[0]
+            j = oc.index_of(buys["resolved_at"])
+            if i >= 0:
+                curves.append(np.where(j >= 0, oc.close[np.maximum(j, 0)] / oc.close[i] * keep, np.nan))
+        if curves:
+            ax.plot(buys["resolved_at"].to_list(), np.nanmean(np.vstack(curves), axis=0), label="buy-and-hold")
+    ax.axhline(1.0, color="grey", linewidth=0.5)
+    ax.set_ylabel("growth of 1")
+    _legend(ax, "upper left")
+    return fig
+
+
+def plot_monitor(monitor: MonitorResult | None) -> Figure:
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.add_subplot()
+    if monitor is not None:
+        ax.plot(np.arange(1, monitor.path.size + 1), monitor.path, drawstyle="steps-post", label="CUSUM statistic")
+        ax.axhline(monitor.threshold, color="red", linestyle="--", label=f"suspend at {monitor.threshold:.1f}")
+    ax.set_xlabel("resolved champion buy signals")
+    _legend(ax, "upper left")
+    return fig
