@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import polars as pl
 
-from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
+from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, read_parquet, sha256_file
 from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.record import split_summaries
@@ -630,7 +630,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     universe = read_universe(cell.input_files()).frame
     outcomes = symbol_outcomes(universe, variant.labels)
     ledger = read_ledger(paths.ledger)
-    seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
     revisions = find_revisions(seen, dependent_candles(universe, ledger.rows))
     if revisions:
         log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
@@ -743,7 +743,7 @@ def signal_ledger(cell: GridCell) -> StepResult:
     if changed and not ledger.rows.is_empty():
         write_ledger(paths.ledger, ledger)
     seen = dependent_candles(state.universe, ledger.rows)
-    old_seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    old_seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
     if not ledger.rows.is_empty() and (old_seen is None or not old_seen.equals(seen)):
         atomic_write_with(paths.ledger_candles, lambda buf: seen.write_parquet(buf))
     rows = ledger.rows

@@ -79,6 +79,23 @@ def resolve_pos_weight(pos_weight: float | str | None, train_labels: np.ndarray)
     return float(pos_weight)
 
 
+def check_training_data(model_config: ModelConfig, data: WindowedData, *, where: str = "") -> None:
+    """Refuse windows of another shape than the model's, or without train and val samples.
+
+    ``where`` prefixes each message (``"train_many: model 2: "``) so a fused run names its model.
+    """
+    if data.window_size != model_config.window_size:
+        raise ValueError(f"{where}ModelConfig.window_size={model_config.window_size} but the data's windows "
+                         f"are {data.window_size} rows")
+    if data.matrix.shape[1] != model_config.input_dim:
+        raise ValueError(f"{where}ModelConfig.input_dim={model_config.input_dim} but the data has "
+                         f"{data.matrix.shape[1]} feature columns")
+    for split in ("train", "val"):
+        if split not in data.ends or data.n_sequences(split) == 0:
+            raise ValueError(f"{where or 'Trainer '}needs a non-empty {split!r} split; data has "
+                             f"{ {s: data.n_sequences(s) for s in data.ends} }")
+
+
 class Trainer:
     """Trains a ``PriceActionTransformer`` on ``data``'s train split, early-stopping on val.
 
@@ -92,16 +109,7 @@ class Trainer:
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, data: WindowedData, *,
                  on_epoch_end: EpochCallback | None = None, on_progress: ProgressCallback | None = None,
                  progress_interval_s: float = PROGRESS_INTERVAL_S) -> None:
-        if data.window_size != model_config.window_size:
-            raise ValueError(f"ModelConfig.window_size={model_config.window_size} but the data's windows "
-                             f"are {data.window_size} rows")
-        if data.matrix.shape[1] != model_config.input_dim:
-            raise ValueError(f"ModelConfig.input_dim={model_config.input_dim} but the data has "
-                             f"{data.matrix.shape[1]} feature columns")
-        for split in ("train", "val"):
-            if split not in data.ends or data.n_sequences(split) == 0:
-                raise ValueError(f"Trainer needs a non-empty {split!r} split; data has "
-                                 f"{ {s: data.n_sequences(s) for s in data.ends} }")
+        check_training_data(model_config, data)
         self.model_config = model_config
         self.train_config = train_config
         self.data = data

@@ -17,9 +17,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from upath import UPath
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +129,19 @@ def sha256_file(path: PathLike) -> str:
 
 def read_json(path: PathLike) -> Any:
     return json.loads(as_path(path).read_text(encoding="utf-8"))
+
+
+def read_parquet(path: PathLike) -> tuple["pl.DataFrame", dict[str, str]]:
+    """A parquet file's frame and its key-value metadata, on local disk or any fsspec URL.
+
+    polars opens local paths and the cloud schemes it knows itself, not ``memory://`` or
+    other fsspec filesystems: the bytes are read once through the path and parsed from memory.
+    """
+    import polars as pl
+
+    p = as_path(path)
+    source: Any = os.fspath(p) if is_local(p) else io.BytesIO(p.read_bytes())
+    frame = pl.read_parquet(source)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return frame, pl.read_parquet_metadata(source)

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from patx_core.settings.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, VariantConfig, WalkForwardConfig
+from patx_core.settings.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, VariantConfig, WalkForwardConfig, MonitorConfig
 from patx_core.data.splits import build_feature_table
 from patx_core.data.contract import validate_raw
 from patx_core.evaluation.walk_forward import (SIGNAL_MARGIN, WalkForwardResult, fold_table, plan_folds, run_fold,
@@ -306,6 +306,8 @@ RULES = VariantConfig(
     model=TINY.model,
     train=TrainConfig(max_epochs=1, patience=1, lr=3e-3, batch_size=64, device="cpu"),
     eval=EvalConfig(target_precision=0.05, min_signals=5),
+    # the monitor's alternative must sit below this low target (the monitor is not exercised here)
+    monitor=MonitorConfig(p1=0.01),
     walk_forward=WalkForwardConfig(folds=2, test_candles=150),
 )
 
