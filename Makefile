@@ -15,7 +15,7 @@ RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "$(LOG_LEVEL)"}}}
 # it is still the documented shell entry point, so that one warning is kept off the screen.
 export PYTHONWARNINGS = ignore:Function `asset_materialize_command` is superseded
 
-.PHONY: setup baseline materialize score walk-forward ingest test test-ui ui leaderboard clean-outputs workers workers-stop
+.PHONY: setup settings-check baseline materialize score walk-forward ingest test test-ui ui leaderboard clean-outputs workers workers-stop
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -40,7 +40,7 @@ baseline: materialize
 # leaderboard (walk-forward has its own target). A refused model is a successful run: the last
 # lines give the verdict and the exit code is 0. A broken run (bad input, crash) exits non-zero
 # and ends with the failing step's own error, read from the run's event log.
-materialize: setup
+materialize: setup settings-check
 	@start=$$(date +%s); \
 	$(DAGSTER) asset materialize -m patx_dagster --select '*latest_signal,variant_leaderboard' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
@@ -48,21 +48,21 @@ materialize: setup
 
 # Score one cell without retraining: ingest, latest signal, the ledger (resolution, the monitor's
 # decision, new rows) and the track record. Ends with one verdict line, like `make materialize`.
-score: setup
+score: setup settings-check
 	@start=$$(date +%s); \
 	$(DAGSTER) asset materialize -m patx_dagster --select 'ingested_candles,latest_signal,signal_ledger,track_record' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG); \
 	$(VENV)/bin/patx verdict $(DATASET) $(VARIANT) --score --run-exit-code $$? --since $$start
 
-walk-forward: setup
+walk-forward: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select '*walk_forward' \
 		--partition '$(DATASET)|$(VARIANT)' --config-json $(RUN_CONFIG)
 	@echo "report: $${PATX_DATA_DIR:-data}/$(DATASET)/reports/$(VARIANT)/walk_forward.md"
 
-ingest: setup
+ingest: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select ingested_candles --config-json $(RUN_CONFIG)
 
-leaderboard: setup
+leaderboard: setup settings-check
 	$(DAGSTER) asset materialize -m patx_dagster --select variant_leaderboard --config-json $(RUN_CONFIG)
 	@echo "leaderboard: $${PATX_DATA_DIR:-data}/leaderboard.md"
 
@@ -75,8 +75,13 @@ workers: setup
 workers-stop:
 	$(PY) -m patx_dagster.workers stop
 
-ui: setup
+ui: setup settings-check
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000
+
+# Dagster imports both settings files with the code location: a typo there would fail every target
+# behind pages of tracebacks. This prints the file, table, field and near match in one line instead.
+settings-check: setup
+	@$(PY) -m patx_core.settings.check
 
 test: setup
 	$(PY) -m pytest -q

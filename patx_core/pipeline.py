@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import polars as pl
 
-from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
+from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, read_parquet, sha256_file
 from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.record import split_summaries
@@ -103,7 +103,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
                  else f"its source {dataset.source!r} matches no file")
         raise RawDataError(f"dataset {dataset.name!r}", [Violation("file exists", "", 0, (),
                                                                    f"no candles to read yet: {where}")])
-    universe = read_universe(files, min_rows=required_rows(*settings),
+    universe = read_universe(files, min_rows=required_rows(*settings), symbol=dataset.symbol or None,
                              min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     raw = universe.frame
     spacing = check_interval(raw, dataset.interval_seconds, dataset=dataset.name, interval=dataset.interval)
@@ -135,7 +135,7 @@ def _duration(seconds: float | None) -> str | None:
 
 def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
     """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
-    from patx_core.data.intervals import parse_duration
+    from patx_core.data.intervals import format_duration, parse_duration
 
     if not max_staleness:
         return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
@@ -145,16 +145,16 @@ def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: dat
     age = {s: (now - t).total_seconds() for s, t in newest.items()}
     stale = {s: a for s, a in age.items() if a > limit}
     meta = {"max_staleness": max_staleness, "now": now.isoformat(),
-            "age_by_symbol": {s: _duration(a) for s, a in age.items()},
+            "age_by_symbol": {s: format_duration(max(a, 0.0)) for s, a in age.items()},
             "stale_symbols": sorted(stale)}
     if not stale:
         oldest = max(age.values()) if age else 0.0
         return CheckOutcome("raw_prices_fresh", True, meta,
-                            f"newest candles at most {_duration(oldest)} old (limit {max_staleness})")
+                            f"newest candles at most {format_duration(max(oldest, 0.0))} old (limit {max_staleness})")
     worst = max(stale, key=stale.__getitem__)
     return CheckOutcome("raw_prices_fresh", False, meta,
-                        f"{len(stale)} symbol(s) stale: {worst!r}'s newest candle is {_duration(stale[worst])} old, "
-                        f"{_duration(stale[worst] - limit)} past max_staleness={max_staleness}")
+                        f"{len(stale)} symbol(s) stale: {worst!r}'s newest candle is {format_duration(stale[worst])} old, "
+                        f"{format_duration(stale[worst] - limit)} past max_staleness={max_staleness}")
 
 
 def build_features(raw: pl.DataFrame, cell: GridCell) -> StepResult:
@@ -264,7 +264,8 @@ def build_windows(splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
 # ----------------------------------------------------------------------------------- training
 
 
-def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> StepResult:
+def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+                on_progress: Callable[[int, int, int, int], None] | None = None) -> StepResult:
     """Train with early stopping; publish ``scaler.pkl`` and then ``best_model.pth``.
 
     The checkpoint carries its own scaler, config and training history, so it alone is the commit
@@ -279,7 +280,8 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
     seeds = variant.train.seed_list
     if len(seeds) == 1:
-        trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end)
+        trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end,
+                          on_progress=on_progress)
         history = trainer.train()
         model, others = trainer.model, []
     else:  # a seed study: every seed's model in one fused step; the first seed's is the candidate
@@ -628,7 +630,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     universe = read_universe(cell.input_files()).frame
     outcomes = symbol_outcomes(universe, variant.labels)
     ledger = read_ledger(paths.ledger)
-    seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
     revisions = find_revisions(seen, dependent_candles(universe, ledger.rows))
     if revisions:
         log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
@@ -741,7 +743,7 @@ def signal_ledger(cell: GridCell) -> StepResult:
     if changed and not ledger.rows.is_empty():
         write_ledger(paths.ledger, ledger)
     seen = dependent_candles(state.universe, ledger.rows)
-    old_seen = pl.read_parquet(paths.ledger_candles) if paths.ledger_candles.exists() else None
+    old_seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
     if not ledger.rows.is_empty() and (old_seen is None or not old_seen.equals(seen)):
         atomic_write_with(paths.ledger_candles, lambda buf: seen.write_parquet(buf))
     rows = ledger.rows
@@ -832,20 +834,31 @@ def reinstate_champion(cell: GridCell, reason: str) -> dict[str, Any]:
 
 
 def build_leaderboard(root: PathLike, cells: list[GridCell]) -> StepResult:
-    """Every (dataset, variant) whose ``evaluation.json`` exists, as ``<root>/leaderboard.md`` and rows."""
-    from patx_core.evaluation.report import write_leaderboard
+    """Every ``evaluation.json`` under ``root``, as ``<root>/leaderboard.md`` and rows.
 
+    The cells of the current grid come first, in grid order; evaluations of cells the grid no
+    longer has (another ``PATX_DATASETS`` or ``PATX_VARIANTS``) stay, marked as outside it: a
+    result on disk never vanishes from the leaderboard.
+    """
+    from patx_core.evaluation.report import write_leaderboard
+    from patx_core.settings.grid import cell_key, parse_key
+    from patx_core.storage.paths import DatasetPaths, evaluations_on_disk
+
+    on_disk = {cell_key(d, v): path for (d, v), path in evaluations_on_disk(root).items()}
+    in_grid = [cell.key for cell in cells if cell.key in on_disk]
+    outside = [key for key in on_disk if key not in set(in_grid)]
     evaluations, live = {}, {}
-    for cell in cells:
-        path = cell.paths.evaluation_json
-        if path.exists():
-            evaluations[cell.key] = read_json(path)
-            if cell.paths.track_record_json.exists():
-                live[cell.key] = read_json(cell.paths.track_record_json)
-    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), live)
+    for key in [*in_grid, *outside]:
+        evaluations[key] = read_json(on_disk[key])
+        dataset, variant = parse_key(key)
+        track = DatasetPaths.for_dataset(dataset, root).variant(variant).track_record_json
+        if track.exists():
+            live[key] = read_json(track)
+    markdown, rows = write_leaderboard(evaluations, leaderboard_md(root), live, outside_grid=outside)
     columns = list(rows[0]) if rows else ["dataset", "variant"]
     return StepResult(value={"rows": rows, "columns": columns}, markdown=markdown,
-                      metadata={"cells": list(evaluations), "path": str(leaderboard_md(root))})
+                      metadata={"cells": list(evaluations), "outside_grid": outside,
+                                "path": str(leaderboard_md(root))})
 
 
 # ------------------------------------------------------------------------------ walk-forward

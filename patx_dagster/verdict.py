@@ -10,7 +10,8 @@ A refused model is an ordinary outcome: the run succeeded, so this prints the ga
 the diagnosis and exits 0. A run that broke (bad input, crash, NaN loss) exits non-zero and ends
 with the failing step's error message, read from the run's event log in the Dagster instance
 (``$DAGSTER_HOME``), so the rule, column and rows are the last lines on the screen rather than
-somewhere above 100 lines of traceback.
+somewhere above 100 lines of traceback. Every WARN check that failed in the run (a stale input, a
+skewed label rate, a low F1) comes first, one line each: the run log scrolls them away otherwise.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
     """The gate's verdict, the diagnosis and the backtest in three lines."""
     gate = evaluation["checks"]["precision_gate"]
     name = f"{evaluation['dataset'].get('name')}|{evaluation['variant']}"
-    lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']} — {gate['reason']}"]
+    per = evaluation.get("per_symbol") or {}
+    tested, untested = len(per.get("symbols") or {}), len(per.get("untested") or {})
+    coverage = f" (tested on {tested} of {tested + untested} symbols)" if untested else ""
+    lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']}{coverage} — "
+             f"{gate['reason']}"]
     codes = [d["code"] for d in evaluation.get("diagnosis", [])]
     lines.append(f"diagnosis: {', '.join(codes) if codes else 'none'}")
     bt = evaluation.get("backtest") or {}
@@ -72,6 +77,19 @@ def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
     return out
 
 
+def failed_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """One line per WARN-severity asset check that failed in the run, in the order they ran."""
+    out = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = record.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
+            continue
+        what = " ".join((evaluation.description or "no description recorded").split())
+        out.append(f"warning: check {evaluation.check_name} failed: {what}")
+    return out
+
+
 def latest_run(instance: dg.DagsterInstance, key: str, since: float) -> dg.DagsterRun | None:
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": key},
                                                    created_after=datetime.fromtimestamp(since, timezone.utc)),
@@ -96,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     key = cell_key(args.dataset, args.variant)
     instance = dg.DagsterInstance.get()
     latest = latest_run(instance, key, args.since)
-    if args.run_exit_code or latest is None or latest.status != dg.DagsterRunStatus.SUCCESS:
+    broken = bool(args.run_exit_code) or latest is None or latest.status != dg.DagsterRunStatus.SUCCESS
+    # On the stream of what follows, so a terminal shows them in order above it.
+    for line in failed_warnings(instance, latest.run_id) if latest is not None else []:
+        print(line, file=sys.stderr if broken else sys.stdout)
+    if broken:
         failures = step_failures(instance, latest.run_id) if latest is not None else []
         print(f"{key}: the run failed" + (f" (run {latest.run_id})" if latest else "") + "; README: 'When a run fails'",
               file=sys.stderr)

@@ -1,7 +1,8 @@
 """``patx ingest DATASET...``: merge the files in each dataset's landing folder into its curated store.
 
-The same work as the ``ingested_candles`` asset, without Dagster, for a cron box. Prints a JSON
-summary (one entry per dataset) on stdout.
+The same work as the ``ingested_candles`` asset, without Dagster, for a cron box. Prints one line
+per dataset on stderr (what it merged, seeded or quarantined, or "nothing new") and a JSON summary
+(one entry per dataset) on stdout.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             code = EXIT_FAILED
             continue
         summary[name] = report.metadata()
+        print(report.summary_line(), file=sys.stderr)  # for a person; stdout keeps the JSON
         if not report.ok and code == EXIT_OK:
             code = EXIT_QUARANTINED
     print(json.dumps(summary, indent=2))

@@ -53,6 +53,28 @@ def format_interval(seconds: float) -> str:
     return f"{seconds:.3g}s"
 
 
+# Calendar units for long spans: a year is 365.25 days, a month a twelfth of it.
+_LONG_UNITS = (("year", 365.25 * 86_400.0), ("month", 365.25 * 86_400.0 / 12), ("day", 86_400.0),
+               ("hour", 3_600.0), ("minute", 60.0), ("second", 1.0))
+
+
+def format_duration(seconds: float) -> str:
+    """An age or a delay for a person: ``3.22e3`` days → ``"8.8 years"``, ``5400`` → ``"1.5 hours"``.
+
+    ``format_interval`` writes a candle size the way a config does (``"1d"``); a span of years in
+    that form reads ``"3.22e+03d"``. Here the largest unit filled at least once is used, with one
+    decimal below ten.
+    """
+    if not seconds >= 0:
+        raise ValueError(f"format_duration needs a non-negative number of seconds, got {seconds!r}")
+    for unit, size in _LONG_UNITS:
+        if seconds >= size or unit == "second":
+            value = round(seconds / size, 1)
+            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+            return f"{text} {unit}" + ("" if text == "1" else "s")
+    raise AssertionError("unreachable")
+
+
 #: Observed spacing may differ this much (a fraction of the trained interval) before it counts
 #: as another interval: gaps move a median a little, a different candle size moves it by 4x+.
 INTERVAL_TOLERANCE = 0.25

@@ -122,15 +122,20 @@ def _strip_source(v: Violation, source: str) -> Violation:
     return Violation(v.rule, v.column, v.count, v.rows, detail)
 
 
-def read_universe(files: Sequence[PathLike], *, min_rows: int | None = None, min_rows_for: str = "") -> Universe:
-    """Read every file of a dataset (in the order given) and validate it per symbol."""
+def read_universe(files: Sequence[PathLike], *, min_rows: int | None = None, min_rows_for: str = "",
+                  symbol: str | None = None) -> Universe:
+    """Read every file of a dataset (in the order given) and validate it per symbol.
+
+    Rows of a file without a ``symbol`` column belong to ``symbol`` when given (the dataset's
+    ``symbol`` field), else to the file's stem.
+    """
     if not files:
         raise RawDataError("dataset", [Violation("file exists", "", 0, (), "the source matches no file")])
     parts: dict[str, list[tuple[pl.DataFrame, str]]] = {}
     for path in files:
         frame = read_candle_file(path)
-        for symbol, part in symbol_frames(frame, Path(str(path)).stem).items():
-            parts.setdefault(symbol, []).append((part, str(path)))
+        for name, part in symbol_frames(frame, symbol or Path(str(path)).stem).items():
+            parts.setdefault(name, []).append((part, str(path)))
     return validate_symbols(parts, min_rows=min_rows, min_rows_for=min_rows_for)
 
 

@@ -208,11 +208,15 @@ def plot_fold_precision(folds: list[dict[str, Any]], *, target: float) -> Figure
     fig = Figure(figsize=(9, 4))
     ax = fig.add_subplot()
     x = np.arange(len(folds))
+    silent_labelled = False
     for i, f in enumerate(folds):
         color = "#2ca02c" if f["gate_passed"] else "#d62728"
         lo, hi = f["precision_ci95"]
         if f["precision"] is None:  # no signal: the interval is all of [0, 1]
-            ax.vlines(i, lo, hi, color=color, lw=1, linestyles="dotted")
+            # One legend entry for all of them: a dotted line is a fold that gave no signal.
+            ax.vlines(i, lo, hi, color=color, lw=1, linestyles="dotted",
+                      label=None if silent_labelled else "no signal (precision undefined, interval [0, 1])")
+            silent_labelled = True
             continue
         ax.errorbar([i], [f["precision"]], yerr=[[f["precision"] - lo], [hi - f["precision"]]], fmt="o",
                     color=color, capsize=5)

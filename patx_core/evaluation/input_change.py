@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from patx_core.data.intervals import format_interval
+from patx_core.data.intervals import format_duration
 from patx_core.data.universe import source_digest
 from patx_core.ingest.landing import pending_files
 from patx_core.settings.grid import GridCell
@@ -53,7 +53,7 @@ def staleness_note(cell: GridCell, last_timestamp: str | None, now: datetime) ->
     age = (now - datetime.fromisoformat(last_timestamp)).total_seconds()
     if age <= limit:
         return ""
-    return (f"STALE: newest candle {last_timestamp[:10]} is {format_interval(age)} old, past "
+    return (f"STALE: newest candle {last_timestamp[:10]} is {format_duration(age)} old, past "
             f"max_staleness={cell.dataset.max_staleness}")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -108,6 +108,36 @@ def per_symbol_metrics(predictions: SplitPredictions, signal: np.ndarray, *,
     return out
 
 
+def untested_symbols(prices: pl.DataFrame, tested: Collection[str], split: str,
+                     split_span: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every symbol of ``prices`` with no sample in the gate split, with its candles' span and why.
+
+    The splits cut every symbol at the same calendar dates, so in a ragged universe a symbol
+    whose history ends before the test period starts is not tested at all; the pooled verdict,
+    metrics and buy-and-hold then speak for the others only, and must say so.
+    ``split_span`` is the split's ``splits`` block (``start``/``end`` ISO timestamps).
+    """
+    if "symbol" not in prices.columns:
+        return {}
+    spans = (prices.group_by("symbol", maintain_order=True)
+             .agg(first=pl.col("timestamp").min(), last=pl.col("timestamp").max()))
+    start, end = str(split_span.get("start") or ""), str(split_span.get("end") or "")
+    out = {}
+    for symbol, first, last in spans.iter_rows():
+        if str(symbol) in tested:
+            continue
+        first, last = iso(first), iso(last)
+        if last < start:
+            reason = f"its last candle ({last[:10]}) is before the {split} split starts ({start[:10]})"
+        elif first > end:
+            reason = f"its first candle ({first[:10]}) is after the {split} split ends ({end[:10]})"
+        else:
+            reason = (f"its candles in the {split} split ({start[:10]} → {end[:10]}) are too few for one "
+                      f"window and label horizon")
+        out[str(symbol)] = {"first_timestamp": first, "last_timestamp": last, "reason": reason}
+    return out
+
+
 def symbol_backtests(predictions: SplitPredictions, signal: np.ndarray, prices: pl.DataFrame,
                      config: Any) -> dict[str, BacktestResult]:
     """One backtest per symbol of the split (its samples against its own price rows).
@@ -184,7 +214,8 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
                      verdict: GateVerdict, metrics: Mapping[str, Mapping[str, Any]],
                      backtest_result: BacktestResult, diagnosis: Sequence[Diagnosis] = (),
                      per_symbol: Mapping[str, Any] | None = None,
-                     symbol_backtest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     symbol_backtest: Mapping[str, Any] | None = None,
+                     untested: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the evaluation.json body from computed parts.
 
     ``verdict`` is :func:`patx_core.evaluation.gate.judge`'s on the gate split (its threshold and
@@ -192,7 +223,8 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
     to ``classification_metrics``, the gate split's being the verdict's;
     ``diagnosis`` is ``patx_core.evaluation.diagnosis.diagnose``'s list; ``per_symbol`` the gate split's
     :func:`per_symbol_metrics` and ``symbol_backtest`` each symbol's backtest block when the
-    portfolio holds more than one. The result is JSON-safe
+    portfolio holds more than one; ``untested`` the :func:`untested_symbols` (none tested on the
+    gate split, with the reason). The result is JSON-safe
     (NaN/inf → null) and key order is stable for diffs.
     """
     gate_split = variant.gate_split
@@ -213,7 +245,7 @@ def build_evaluation(variant: VariantConfig, *, dataset: Mapping[str, Any],
         "metrics": {k: dict(v) for k, v in metrics.items()},
         "backtest": {**backtest_block(gate_split, threshold, backtest_result),
                      **({"portfolio": "equal-weight", "per_symbol": dict(symbol_backtest)} if symbol_backtest else {})},
-        "per_symbol": {"split": gate_split, "symbols": dict(per_symbol or {})},
+        "per_symbol": {"split": gate_split, "symbols": dict(per_symbol or {}), "untested": dict(untested or {})},
         "checks": {
             "precision_gate": gate,
             "f1": {"passed": f1 is not None and f1 >= MIN_F1, "split": gate_split,
@@ -279,10 +311,17 @@ def evaluate_variant(variant: VariantConfig, *, dataset_path: str, split_frame: 
     found = diagnose(threshold=choice, metrics=metrics, probabilities={s: predictions[s].prob for s in expected},
                      gate_split=variant.gate_split, min_signals=variant.eval.min_signals, history=history,
                      train_base_rate=splits["train"]["positive_rate"], train_samples=splits["train"]["sequences"])
+    per_symbol = per_symbol_metrics(gate, signal, confidence=variant.eval.confidence)
+    # Without a symbol column in the samples the split is one series: nothing to leave untested.
+    untested = (untested_symbols(prices, set(per_symbol), variant.gate_split, splits[variant.gate_split])
+                if "symbol" in gate.samples.columns else {})
+    if untested:
+        log.warning("evaluation %s: tested on %d of %d symbols; untested: %s", variant.name, len(per_symbol),
+                    len(per_symbol) + len(untested), "; ".join(f"{s}: {u['reason']}" for s, u in untested.items()))
     body = build_evaluation(
         variant,
         dataset={**dataset_summary(dataset_path, prices), **dict(dataset_info or {})},
-        per_symbol=per_symbol_metrics(gate, signal, confidence=variant.eval.confidence),
+        per_symbol=per_symbol, untested=untested,
         symbol_backtest={s: {k: v for k, v in r.to_dict().items() if k != "random_baseline"}
                          for s, r in per_symbol_bt.items()} if len(per_symbol_bt) > 1 else None,
         splits=splits,

@@ -14,7 +14,7 @@ data URIs, for the Dagster UI (``MetadataValue.md``), which cannot read local fi
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import polars as pl
 
@@ -166,13 +166,28 @@ def _diagnostics_section(th: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def coverage_line(evaluation: Mapping[str, Any]) -> str | None:
+    """``Tested on 1 of 2 symbols: …`` when a symbol has no gate-split sample, else ``None``.
+
+    Says that the verdict, metrics and buy-and-hold speak for the tested symbols only.
+    """
+    block = evaluation.get("per_symbol") or {}
+    tested, untested = block.get("symbols") or {}, block.get("untested") or {}
+    if not untested:
+        return None
+    why = "; ".join(f"{s}: {u['reason']}" for s, u in untested.items())
+    return (f"**Tested on {len(tested)} of {len(tested) + len(untested)} symbols** ({', '.join(tested) or 'none'}): "
+            f"the verdict, metrics and backtest (buy-and-hold too) cover these only. Not tested — {why}.")
+
+
 def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
     """Per-symbol gate-split figures and backtests, for a dataset of more than one symbol."""
-    per = (evaluation.get("per_symbol") or {}).get("symbols") or {}
-    if len(per) < 2:
+    block = evaluation.get("per_symbol") or {}
+    per, untested = block.get("symbols") or {}, block.get("untested") or {}
+    if len(per) + len(untested) < 2:
         return []
     bts = evaluation["backtest"].get("per_symbol") or {}
-    out = [f"## Per symbol — {evaluation['per_symbol']['split']} split",
+    out = [f"## Per symbol — {block['split']} split",
            "",
            "| symbol | samples | signals | precision [95 % CI] | base rate | strategy | buy-and-hold |",
            "|---|---|---|---|---|---|---|"]
@@ -181,7 +196,9 @@ def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
         out.append(f"| {symbol} | {m['samples']} | {m['signals']} | {num(m['precision'])} "
                    f"[{m['precision_ci95'][0]:.3f}, {m['precision_ci95'][1]:.3f}] | {num(m['base_rate'])} | "
                    f"{pct(bt.get('total_return'), signed=True)} | {pct(bt.get('buy_and_hold_return'), signed=True)} |")
-    return out + ["", "The backtest above is the equal-weight portfolio of these symbols.", ""]
+    for symbol, u in untested.items():
+        out.append(f"| {symbol} | 0 | — | not tested: {u['reason']} | — | — | — |")
+    return out + ["", "The backtest above is the equal-weight portfolio of the tested symbols.", ""]
 
 
 def _seeds_table(evaluation: Mapping[str, Any]) -> list[str]:
@@ -217,9 +234,11 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     """The report body; ``images`` is (caption, link) in display order."""
     th, tr, bt = evaluation["threshold"], evaluation["training"], evaluation["backtest"]
     f1 = evaluation["checks"]["f1"]
+    coverage = coverage_line(evaluation)
     lines = [
         title_line(evaluation),
         "",
+        *([coverage, ""] if coverage else []),
         verdict(evaluation),
         "",
         *_diagnosis_lines(evaluation),
@@ -301,7 +320,8 @@ def live_columns(record: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
-                     live: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+                     live: Mapping[str, Mapping[str, Any]] | None = None,
+                     outside_grid: Collection[str] = ()) -> list[dict[str, Any]]:
     """One flat row per (dataset, variant), gate passers first, then by the precision lower bound.
 
     ``live`` maps a cell key to its ``track_record.json`` body, for the cells that have one."""
@@ -327,10 +347,15 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
             "training_seconds": ev["training"]["seconds"],
             "gate": "passed" if gate["passed"] else "failed",
             "diagnosis": [d["code"] for d in ev.get("diagnosis", [])],  # absent from older evaluation.json
+            "in_grid": key not in outside_grid,
             **live_columns(live.get(key)),
         })
     rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
     return rows
+
+
+#: Marks a leaderboard row whose (dataset, variant) the current datasets/variants files no longer define.
+OUTSIDE_GRID_MARK = "†"
 
 
 def _live(row: Mapping[str, Any]) -> str:
@@ -341,13 +366,14 @@ def _live(row: Mapping[str, Any]) -> str:
 
 
 def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike,
-                      live: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[str, list[dict[str, Any]]]:
+                      live: Mapping[str, Mapping[str, Any]] | None = None,
+                      outside_grid: Collection[str] = ()) -> tuple[str, list[dict[str, Any]]]:
     """Write the leaderboard markdown to ``path`` (atomically); return it and its rows.
 
     ``evaluations`` maps a cell key (``dataset|variant``) → its evaluation.json body, only for
-    the cells that have one.
+    the cells that have one; the keys in ``outside_grid`` are marked as not in the current grid.
     """
-    rows = leaderboard_rows(evaluations, live)
+    rows = leaderboard_rows(evaluations, live, outside_grid)
     lines = [
         "# Leaderboard",
         "",
@@ -365,7 +391,8 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
     ]
     for r in rows:
         lines.append(
-            f"| {r['dataset']} | {r['variant']} | {r['split']} | {num(r['precision'])} [{r['precision_lo']:.3f}, "
+            f"| {r['dataset']} | {r['variant']}{'' if r['in_grid'] else ' ' + OUTSIDE_GRID_MARK} | {r['split']} | "
+            f"{num(r['precision'])} [{r['precision_lo']:.3f}, "
             f"{r['precision_hi']:.3f}] | {r['signals']} | {num(r['lift'], 2)} | {num(r['f1'])} | "
             f"{num(r['roc_auc'])} | {pct(r['strategy_return'], signed=True)} | "
             f"{pct(r['buy_and_hold_return'], signed=True)} | {num(r['random_percentile'], 0)} | "
@@ -373,6 +400,10 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
             f"{_live(r)} | {'n/a' if r['live_resolved'] is None else r['live_resolved']} | {r['monitor'] or 'n/a'} |")
     if not rows:
         lines.append("| (no evaluated variants yet) |" + " |" * 16)
+    if not all(r["in_grid"] for r in rows):
+        lines += ["", f"{OUTSIDE_GRID_MARK} not in the current grid: the datasets or variants file in use "
+                      "(`PATX_DATASETS`, `PATX_VARIANTS`) no longer defines this cell; its evaluation.json "
+                      "is still on disk, so its result is kept."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text, rows

@@ -27,7 +27,8 @@ ingest of a dataset runs at a time (a :class:`filelock.FileLock` on
 ``<PATX_DATA_DIR>/<dataset>/ingest.lock``, released by the kernel when its process dies), so a
 sensor run and a cron job cannot each merge a batch and overwrite the other's store.
 
-``patx ingest <dataset>`` (:mod:`patx_core.cli.ingest`) does the same without Dagster, for a cron box.
+``patx ingest <dataset>`` (:mod:`patx_core.cli.ingest`) does the same without Dagster, for a cron box,
+printing :meth:`IngestReport.summary_line` for each dataset on stderr.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from patx_core.ingest.store import (
     IngestError,
     Revision,
     apply_batch,
+    existing_source_files,
     fingerprint,
     newest_candles,
     read_store,
@@ -95,6 +97,7 @@ class IngestReport:
     duplicates: int = 0  # candles already stored with identical values
     revisions: list[Revision] = field(default_factory=list)  # applied (allow_revisions = true)
     seeded_from: list[str] = field(default_factory=list)  # source files that seeded a new store
+    seeded_rows: int = 0  # candles the seed put into the new store
     newest: dict[str, dt.datetime] = field(default_factory=dict)  # per symbol, in the store after
     changed: bool = False  # the store was written
 
@@ -125,7 +128,32 @@ class IngestReport:
                             for q in self.quarantined],
             "newest_candle": {s: ts.isoformat() for s, ts in self.newest.items()},
             "seeded_from": list(self.seeded_from),
+            "seeded_rows": self.seeded_rows,
         }
+
+    def summary_line(self) -> str:
+        """What this ingest did, in one line for a shell: files merged and rows added, the seed,
+        each quarantined file with the first line of its reason, or "nothing new"."""
+        parts = []
+        if self.seeded_from:
+            source = self.seeded_from[0] + (f" (+{len(self.seeded_from) - 1} files)" if len(self.seeded_from) > 1 else "")
+            parts.append(f"seeded the curated store with {self.seeded_rows} candle(s) from {source}")
+        if self.merged or self.recovered:
+            added = sum(self.rows_added.values())
+            by_symbol = ", ".join(f"{s} +{n}" for s, n in self.rows_added.items())
+            parts.append(f"{len(self.merged) + len(self.recovered)} file(s) merged, {added} row(s) added"
+                         + (f" ({by_symbol})" if by_symbol and len(self.rows_added) > 1 else "")
+                         + (f", {self.duplicates} duplicate(s) skipped" if self.duplicates else "")
+                         + (f", {len(self.revisions)} revision(s) applied" if self.revisions else ""))
+        for q in self.quarantined:
+            reason = q.message.strip().splitlines()[0] if q.message.strip() else "no reason recorded"
+            reason = reason.removeprefix(f"{q.file}: ")  # the line names the file already
+            parts.append(f"quarantined {q.file}: {_shorten(reason)} (see {q.moved_to}{ERROR_SUFFIX})")
+        return f"{self.dataset}: " + ("; ".join(parts) if parts else "nothing new")
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def pending_files(dataset: DatasetConfig) -> list[Path]:
@@ -178,8 +206,10 @@ def ingest_dataset(dataset: DatasetConfig, data_root: PathLike | None = None, *,
     if not as_path(dataset.landing).is_dir():
         logger.warning("dataset %r: landing folder %s does not exist; nothing to ingest", dataset.name,
                        dataset.landing)
-    if not pending_files(dataset):
-        # Nothing is written, not even the lock file: a dataset nobody fed stays untouched.
+    if not pending_files(dataset) and (store.exists() or not existing_source_files(dataset)):
+        # Nothing is written, not even the lock file: a dataset nobody fed stays untouched. Without
+        # a store but with a source, the first ingest still seeds it (below), so that the store
+        # exists and reads the same whether or not a batch has landed yet.
         report = IngestReport(dataset=dataset.name, store=str(store))
         stored = read_store(store)[0] if store.exists() else None
         report.newest = newest_candles(stored) if stored is not None else {}
@@ -205,6 +235,7 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
             waiting.append(path)
 
     frame, seed_files = (stored, []) if stored is not None else seed_frame(dataset)
+    seed_rows = frame.height if stored is None else 0
     outcomes: list[tuple[Path, str | None]] = []
     taken: list[dict[str, Any]] = []
     for path in waiting:
@@ -227,10 +258,11 @@ def _ingest_locked(dataset: DatasetConfig, store: Path) -> IngestReport:
 
     # A first merged batch creates the store even when it only repeats the source, so that the
     # dataset reads one place from then on; otherwise only new or revised candles rewrite it.
-    report.changed = bool(report.rows_added or report.revisions or (stored is None and report.merged))
+    report.changed = bool(report.rows_added or report.revisions or (stored is None and (report.merged or seed_files)))
     if report.changed:
         write_store(store, frame.sort(SYMBOL, "timestamp"), taken)
         report.seeded_from = [str(f) for f in seed_files]
+        report.seeded_rows = seed_rows
     for path, message in outcomes:
         if message is None:
             _move(path, landing / PROCESSED_DIR)

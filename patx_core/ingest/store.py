@@ -2,8 +2,8 @@
 
 The store is ``<PATX_DATA_DIR>/<dataset>/curated/candles.parquet``, with the columns ``symbol,
 timestamp, open, high, low, close, volume``, one row per (symbol, timestamp), sorted by both. The
-first ingest that merges a batch seeds it with the dataset's ``source`` (if any); from then on the
-store, not the source, holds the dataset's candles.
+first ingest seeds it with the dataset's ``source`` (if any), even with nothing in the landing
+folder; from then on the store, not the source, holds the dataset's candles.
 
 Merging one batch (a candle file; :mod:`patx_core.ingest.landing` decides which and when):
 
@@ -12,8 +12,9 @@ Merging one batch (a candle file; :mod:`patx_core.ingest.landing` decides which 
   be constant — is checked on the symbol's stored candles plus the batch, since two candles of
   a quiet market may well share a volume. A file carries a ``symbol`` column unless the dataset
   holds exactly one symbol; then a file without one is that symbol's. The one symbol is the
-  store's only symbol; before the store exists, the only symbol of the ``source`` that seeds it
-  (a file's stem, when the source has no ``symbol`` column); with neither, the dataset's name.
+  store's only symbol; before the store exists, the only symbol of the ``source`` that seeds it.
+  Rows without a ``symbol`` column (a single seed file or a batch) take the dataset's ``symbol``
+  field, else the dataset's name (not a file's stem: ``eurusd_seed.parquet`` is no market's name).
   A file without the column is refused while the dataset holds several symbols.
 - every candle whose (symbol, timestamp) is not stored is added. An identical repeat is a
   duplicate and changes nothing. A *changed* value refuses the whole batch, naming symbol,
@@ -110,14 +111,20 @@ def store_file(dataset: str, data_root: PathLike | None = None) -> Path:
     return DatasetPaths.for_dataset(dataset, data_root).curated_dir / STORE_FILE
 
 
+def existing_source_files(dataset: DatasetConfig) -> list[Path]:
+    """The files of the dataset's ``source`` that exist (what a first ingest seeds the store with)."""
+    return [f for f in dataset.source_files() if f.exists()]
+
+
 def seed_frame(dataset: DatasetConfig) -> tuple[pl.DataFrame, list[Path]]:
     """The dataset's ``source`` as a first store (an empty one for a landing-only dataset), and
     the files it came from. No ``min_rows``: the store only holds candles, the variants judge length."""
-    files = dataset.source_files()
+    files = existing_source_files(dataset)
     if not files:
         return STORE_SCHEMA.to_frame(), []
     try:
-        universe = read_universe(files)
+        # One column-less seed file is the dataset's one symbol; several are a universe named by stem.
+        universe = read_universe(files, symbol=dataset.symbol or (dataset.name if len(files) == 1 else None))
     except RawDataError as exc:
         raise IngestError(f"dataset {dataset.name!r}: its source cannot seed the curated store: {exc}") from exc
     return universe.frame.select(UNIVERSE_COLUMNS), files
@@ -131,7 +138,7 @@ def apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tupl
     if SYMBOL in raw.columns:
         parts = symbol_frames(raw, path.name)
     else:
-        sole = _sole_symbol(frame, dataset.name)
+        sole = _sole_symbol(frame, dataset.symbol or dataset.name)
         if sole is None:
             held = frame.get_column(SYMBOL).unique().sort().to_list()
             shown = ", ".join(repr(s) for s in held[:MAX_SHOWN]) + (", …" if len(held) > MAX_SHOWN else "")
@@ -143,10 +150,10 @@ def apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tupl
     return _merge(frame, batch, path=path, dataset=dataset)
 
 
-def _sole_symbol(frame: pl.DataFrame, dataset: str) -> str | None:
+def _sole_symbol(frame: pl.DataFrame, default: str) -> str | None:
     """The symbol a file without a ``symbol`` column belongs to, or None when that is ambiguous."""
     if frame.is_empty():
-        return dataset
+        return default
     symbols = frame.get_column(SYMBOL).unique()
     return str(symbols[0]) if symbols.len() == 1 else None
 

@@ -58,6 +58,7 @@ from torch.func import stack_module_state, vmap
 
 from patx_core.data.windows import WindowedData
 from patx_core.model.trainer import (
+    check_training_data,
     METRIC_NAMES,
     NonFiniteLossError,
     _metrics,
@@ -273,16 +274,7 @@ def _check(model_config: ModelConfig, train_configs: Sequence[TrainConfig], data
             raise ValueError(f"train_many: TrainConfig.{name} must be the same for every fused model "
                              f"(one step shape and device); got {values}")
     for k, data in enumerate(datas):
-        if data.window_size != model_config.window_size:
-            raise ValueError(f"train_many: model {k}: ModelConfig.window_size={model_config.window_size} but "
-                             f"the data's windows are {data.window_size} rows")
-        if data.matrix.shape[1] != model_config.input_dim:
-            raise ValueError(f"train_many: model {k}: ModelConfig.input_dim={model_config.input_dim} but the "
-                             f"data has {data.matrix.shape[1]} feature columns")
-        for split in ("train", "val"):
-            if split not in data.ends or data.n_sequences(split) == 0:
-                raise ValueError(f"train_many: model {k} needs a non-empty {split!r} split; data has "
-                                 f"{ {s: data.n_sequences(s) for s in data.ends} }")
+        check_training_data(model_config, data, where=f"train_many: model {k}: ")
 
 
 def train_many(model_config: ModelConfig, train_configs: Sequence[TrainConfig], datas: Sequence[WindowedData], *,

@@ -26,6 +26,7 @@ from torch import nn
 
 from patx_core.data.windows import WindowedData
 from patx_core.model.device_step import Batches, DeviceWindows, GraphedStep, WarmUp, confusion_counts
+from patx_core.model.progress import PROGRESS_INTERVAL_S, EpochProgress, ProgressCallback
 from patx_core.model.transformer import PriceActionTransformer, count_parameters
 from patx_core.settings.config import ModelConfig, TrainConfig
 
@@ -78,30 +79,43 @@ def resolve_pos_weight(pos_weight: float | str | None, train_labels: np.ndarray)
     return float(pos_weight)
 
 
+def check_training_data(model_config: ModelConfig, data: WindowedData, *, where: str = "") -> None:
+    """Refuse windows of another shape than the model's, or without train and val samples.
+
+    ``where`` prefixes each message (``"train_many: model 2: "``) so a fused run names its model.
+    """
+    if data.window_size != model_config.window_size:
+        raise ValueError(f"{where}ModelConfig.window_size={model_config.window_size} but the data's windows "
+                         f"are {data.window_size} rows")
+    if data.matrix.shape[1] != model_config.input_dim:
+        raise ValueError(f"{where}ModelConfig.input_dim={model_config.input_dim} but the data has "
+                         f"{data.matrix.shape[1]} feature columns")
+    for split in ("train", "val"):
+        if split not in data.ends or data.n_sequences(split) == 0:
+            raise ValueError(f"{where or 'Trainer '}needs a non-empty {split!r} split; data has "
+                             f"{ {s: data.n_sequences(s) for s in data.ends} }")
+
+
 class Trainer:
     """Trains a ``PriceActionTransformer`` on ``data``'s train split, early-stopping on val.
 
     ``train()`` returns the history dict (see ``docs/ARCHITECTURE.md``); afterwards ``model`` is
     the unwrapped module holding the best epoch's weights. ``on_epoch_end(epoch, metrics)`` is
-    called once per epoch (1-based) with plain floats, so an orchestrator can forward progress.
+    called once per epoch (1-based) with plain floats, so an orchestrator can forward progress;
+    ``on_progress(epoch, max_epochs, steps_done, steps_total)`` inside an epoch, at most every
+    ~10 s (:mod:`patx_core.model.progress`).
     """
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, data: WindowedData, *,
-                 on_epoch_end: EpochCallback | None = None) -> None:
-        if data.window_size != model_config.window_size:
-            raise ValueError(f"ModelConfig.window_size={model_config.window_size} but the data's windows "
-                             f"are {data.window_size} rows")
-        if data.matrix.shape[1] != model_config.input_dim:
-            raise ValueError(f"ModelConfig.input_dim={model_config.input_dim} but the data has "
-                             f"{data.matrix.shape[1]} feature columns")
-        for split in ("train", "val"):
-            if split not in data.ends or data.n_sequences(split) == 0:
-                raise ValueError(f"Trainer needs a non-empty {split!r} split; data has "
-                                 f"{ {s: data.n_sequences(s) for s in data.ends} }")
+                 on_epoch_end: EpochCallback | None = None, on_progress: ProgressCallback | None = None,
+                 progress_interval_s: float = PROGRESS_INTERVAL_S) -> None:
+        check_training_data(model_config, data)
         self.model_config = model_config
         self.train_config = train_config
         self.data = data
         self.on_epoch_end = on_epoch_end
+        self.on_progress = on_progress
+        self.progress_interval_s = progress_interval_s
         self.device = resolve_device(train_config.device)
         self.pos_weight = resolve_pos_weight(train_config.pos_weight, data.split_labels("train"))
         self.use_amp = train_config.amp and self.device.type == "cuda"
@@ -177,7 +191,12 @@ class Trainer:
                 train = Batches.pad(train_ends[order], batch_size)
             else:
                 train = Batches.pad(train_ends, batch_size)
-            step_loss, train_pred = self._train_epoch(step_model, optimizer, loss_fn, dev, train)
+            progress = EpochProgress(epoch, cfg.max_epochs, train.steps, callback=self.on_progress,
+                                     interval_s=self.progress_interval_s)
+            try:
+                step_loss, train_pred = self._train_epoch(step_model, optimizer, loss_fn, dev, train, progress)
+            finally:
+                progress.close()
             val_loss, val_pred = self._eval_epoch(step_model, loss_fn, dev, val)
             # The epoch's single device→host transfer.
             stats = torch.cat([step_loss.sum().unsqueeze(0),
@@ -237,8 +256,10 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()
 
     def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                     dev: DeviceWindows, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass over the train batches. Nothing here waits for the device (tests pin this)."""
+                     dev: DeviceWindows, batches: Batches,
+                     progress: EpochProgress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the train batches. Nothing here waits for the device (tests pin this);
+        ``progress`` counts issued steps (a clock read per step, no device read)."""
         model.train()
         step_loss = torch.zeros(batches.steps, device=self.device)  # (steps,) summed per step
         pred = torch.empty(batches.idx.numel(), dtype=torch.bool, device=self.device)  # (steps*B,)
@@ -252,6 +273,8 @@ class Trainer:
                 loss_sum, step_pred = self._step(model, optimizer, loss_fn, dev, idx, weight, count)
             step_loss[step] = loss_sum
             pred[sl] = step_pred
+            if progress is not None:
+                progress.advance(step + 1)
         return step_loss, pred
 
     def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, dev: DeviceWindows,

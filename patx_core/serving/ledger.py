@@ -42,14 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from patx_core.data.features import compute_indicators
 from patx_core.data.labels import known_outcomes
 from patx_core.data.universe import SYMBOL
 from patx_core.evaluation.backtest import round_trip_factor
 from patx_core.settings.config import LabelConfig
-from patx_core.storage.artifacts import PathLike, as_path, atomic_write_with
+from patx_core.storage.artifacts import PathLike, as_path, atomic_write_with, read_parquet
 
 if TYPE_CHECKING:
     from patx_core.storage.checkpoint import LoadedCheckpoint
@@ -114,11 +113,10 @@ def read_ledger(path: PathLike) -> Ledger:
     p = as_path(path)
     if not p.exists():
         return Ledger(empty_rows())
-    rows = pl.read_parquet(p)
+    rows, meta = read_parquet(p)
     if rows.schema != LEDGER_SCHEMA:
         raise LedgerIntegrityError(f"{p} has columns {dict(rows.schema)}, expected {dict(LEDGER_SCHEMA)}")
-    meta = pq.read_schema(p).metadata or {}
-    raw = meta.get(REVISIONS_KEY.encode())
+    raw = meta.get(REVISIONS_KEY)
     return Ledger(rows, json.loads(raw) if raw else [])
 
 

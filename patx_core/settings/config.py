@@ -9,6 +9,7 @@ TOML file, a checkpoint's saved config) and rejects unknown fields by name.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 import tomllib
@@ -331,13 +332,25 @@ def read_named_tables(path: Path, kind: str, env_var: str,
     return built
 
 
+def refuse_unknown_fields(where: str, given: Any, known: Any) -> None:
+    """``ValueError`` naming every unknown field of ``given``, the nearest known one, and the rest.
+
+    A typo is the usual cause, so the near match comes first (``did you mean 'max_epochs'?``)
+    and the full list of allowed fields last.
+    """
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    near = {u: m[0] for u in unknown if (m := difflib.get_close_matches(u, known, n=1, cutoff=0.6))}
+    hint = "; did you mean " + ", ".join(f"{m!r}" for m in near.values()) + "?" if near else ""
+    raise ValueError(f"{where}: unknown field(s) {unknown}{hint} (allowed: {known})")
+
+
 def section_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
     """Build one config section, naming any unknown field and the fields that exist."""
     values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    refuse_unknown_fields(where, values, {f.name for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
     return cls(**values)
 
 
@@ -384,10 +397,7 @@ class VariantConfig:
         variant file writes the window once.
         """
         values = dict(values)
-        top = {"description", "nightly", *_SECTIONS}
-        unknown = sorted(set(values) - top)
-        if unknown:
-            raise ValueError(f"variant {name!r}: unknown field(s) {unknown}; allowed: {sorted(top)}")
+        refuse_unknown_fields(f"variant {name!r}", values, {"description", "nightly", *_SECTIONS})
         sections = {key: section_from_dict(cls_, values.get(key), f"variant {name!r} [{key}]")
                     for key, cls_ in _SECTIONS.items() if key != "model"}
         model_values = dict(values.get("model") or {})

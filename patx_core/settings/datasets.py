@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from patx_core.storage.artifacts import PathLike, as_path
-from patx_core.settings.config import read_named_tables
+from patx_core.settings.config import read_named_tables, refuse_unknown_fields
 from patx_core.data.intervals import parse_duration
 from patx_core.storage.paths import REPO_ROOT
 
@@ -52,6 +52,10 @@ class DatasetConfig:
     landing: str = ""
     allow_revisions: bool = False  # a landed value may replace a stored one (else the batch is refused)
     max_staleness: str = ""  # e.g. "4d": the freshness check warns past it; "" = no check
+    # The symbol of candles in files without a ``symbol`` column. "": a source file's stem names
+    # its symbol (as before this field existed, so trained checkpoints, signals and evaluations
+    # keep theirs); a landing dataset's one seed file and its batches take the dataset's name.
+    symbol: str = ""
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
@@ -59,7 +63,7 @@ class DatasetConfig:
             raise ValueError(f"{where}: name must be letters, digits, '_' or '-'")
         if self.name in RESERVED_NAMES:
             raise ValueError(f"{where}: name must not be one of {sorted(RESERVED_NAMES)} (folders of PATX_DATA_DIR)")
-        for name in ("description", "source", "interval", "landing", "max_staleness"):
+        for name in ("description", "source", "interval", "landing", "max_staleness", "symbol"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")
         for name in ("nightly", "allow_revisions"):
@@ -115,10 +119,7 @@ def _resolve(base: Path, value: str) -> str:
 def dataset_from_dict(name: str, values: Mapping[str, Any], *, base: Path) -> DatasetConfig:
     """Build one dataset from its TOML table; relative paths are taken from ``base``."""
     values = dict(values)
-    known = {f.name for f in fields(DatasetConfig)} - {"name"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"dataset {name!r}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    refuse_unknown_fields(f"dataset {name!r}", values, {f.name for f in fields(DatasetConfig)} - {"name"})
     for key in ("source", "landing"):
         if key in values and isinstance(values[key], str):
             values[key] = _resolve(base, values[key])

@@ -17,9 +17,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from upath import UPath
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         return target
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=os.fspath(target.parent))
     try:
+        # mkstemp creates 0600 whatever the umask; a plain open() would give 0666 & ~umask, which
+        # lets another user or a serving process read reports, checkpoints and signals.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -63,6 +69,24 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(target.parent)
     return target
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    ``os.umask`` can only be read by setting it, which races with threads creating files, so
+    Linux's ``/proc/self/status`` is read first.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -105,3 +129,19 @@ def sha256_file(path: PathLike) -> str:
 
 def read_json(path: PathLike) -> Any:
     return json.loads(as_path(path).read_text(encoding="utf-8"))
+
+
+def read_parquet(path: PathLike) -> tuple["pl.DataFrame", dict[str, str]]:
+    """A parquet file's frame and its key-value metadata, on local disk or any fsspec URL.
+
+    polars opens local paths and the cloud schemes it knows itself, not ``memory://`` or
+    other fsspec filesystems: the bytes are read once through the path and parsed from memory.
+    """
+    import polars as pl
+
+    p = as_path(path)
+    source: Any = os.fspath(p) if is_local(p) else io.BytesIO(p.read_bytes())
+    frame = pl.read_parquet(source)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return frame, pl.read_parquet_metadata(source)

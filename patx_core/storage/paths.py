@@ -137,3 +137,15 @@ class VariantPaths:
 def leaderboard_md(root: PathLike | None = None) -> Path:
     """``<PATX_DATA_DIR>/leaderboard.md``: one row per (dataset, variant)."""
     return _root(root) / "leaderboard.md"
+
+
+def evaluations_on_disk(root: PathLike | None = None) -> dict[tuple[str, str], Path]:
+    """``{(dataset, variant): <root>/<dataset>/reports/<variant>/evaluation.json}`` for every one that exists.
+
+    Read from the layout, not from the datasets and variants files: a cell a user's
+    ``PATX_DATASETS`` no longer names still has its results on disk, and they must stay visible.
+    """
+    found = {}
+    for path in as_path(_root(root)).glob("*/reports/*/evaluation.json"):
+        found[(path.parent.parent.parent.name, path.parent.name)] = path
+    return dict(sorted(found.items()))

@@ -33,6 +33,7 @@ def ingested_candles(context: dg.AssetExecutionContext, grid: GridResource) -> d
     """
     from patx_core.ingest.landing import IngestError, ingest_all
 
+    context.log.info("ingested_candles: merging the files waiting in each dataset's landing folder")
     failed = ""
     try:
         reports = ingest_all(grid.settings().datasets, grid.root())
@@ -46,6 +47,8 @@ def ingested_candles(context: dg.AssetExecutionContext, grid: GridResource) -> d
     for name, report in reports.items():
         for q in report.quarantined:
             context.log.warning(f"[{name}] quarantined {q.file}: {q.message}")
+        # One line per dataset at INFO, so `make ingest` says what happened even when nothing did.
+        context.log.info(f"ingest {report.summary_line()}")
     return dg.MaterializeResult(metadata={**worker_metadata(), "datasets": sorted(reports), "could_not_run": failed,
                                           **metadata})
 
@@ -60,6 +63,7 @@ def raw_prices(context: dg.AssetExecutionContext, grid: GridResource):  # return
     The input's sha256 is the asset's data version, so the UI marks everything downstream stale
     once new candles change it."""
     cell = grid.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] raw_prices: reading and validating every symbol")
     step = pipeline.load_raw_prices(cell)
     digest = step.metadata["input_sha256"]
     context.instance.add_run_tags(context.run.run_id, {
@@ -81,6 +85,7 @@ def column_schema(frame: pl.DataFrame) -> dict[str, dg.TableSchema]:
 def features(context: dg.AssetExecutionContext, grid: GridResource,
              raw_prices: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """The 14 features, triple-barrier labels and each row's trade outcome, per symbol."""
+    context.log.info(f"[{context.partition_key}] features: indicators and triple-barrier labels per symbol")
     step = pipeline.build_features(raw_prices, grid.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value,
                                 metadata={**worker_metadata(), **step.metadata, **column_schema(step.value)},
@@ -93,6 +98,7 @@ def splits(context: dg.AssetExecutionContext, grid: GridResource,
            features: pl.DataFrame):  # returns MaterializeResult(value=pl.DataFrame)
     """Train/val/test at calendar cutoffs shared by every symbol, purged per symbol, and the z-score
     scaler fitted on train rows only (``work/<variant>/scaler.json``)."""
+    context.log.info(f"[{context.partition_key}] splits: calendar cutoffs, purge, scaler on train rows")
     step = pipeline.build_splits(features, grid.cell(context.partition_key))
     return dg.MaterializeResult(value=step.value, metadata={**step.metadata, **worker_metadata()},
                                 check_results=results(step.checks))
@@ -101,5 +107,6 @@ def splits(context: dg.AssetExecutionContext, grid: GridResource,
 @dg.asset(partitions_def=grid_partitions, group_name=GROUP, kinds={"numpy"}, op_tags=CPU)
 def windows(context: dg.AssetExecutionContext, grid: GridResource, splits: pl.DataFrame) -> dg.MaterializeResult:
     """The normalized matrix and each split's window end rows (windows are strided views)."""
+    context.log.info(f"[{context.partition_key}] windows: normalized matrix and window ends")
     step = pipeline.build_windows(splits, grid.cell(context.partition_key))
     return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})

@@ -19,6 +19,7 @@ def evaluation_report(context: dg.AssetExecutionContext, grid: GridResource, fea
     """``<dataset>/reports/<variant>/evaluation.json`` + ``report.md``. A completed evaluation is a
     successful step whatever its verdict; the gate's check records the verdict."""
     cell = grid.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] evaluation_report: threshold on val, metrics, backtest, report")
     step = pipeline.evaluate_model(features, splits, cell)
     gate = step.value["checks"]["precision_gate"]
     if not gate["passed"]:
@@ -33,6 +34,7 @@ def champion_model(context: dg.AssetExecutionContext, grid: GridResource) -> dg.
     """``<dataset>/models/<variant>/``: the checkpoint, promoted only when this evaluation's gate
     passed; otherwise ``promoted: false`` with the reason, and the earlier champion stays."""
     cell = grid.cell(context.partition_key)
+    context.log.info(f"[{cell.key}] champion_model: promoting only if the precision gate passed")
     step = pipeline.promote_champion(cell)
     if not step.metadata["promoted"]:
         context.log.info(f"[{cell.key}] not promoted: {step.metadata['reason']}")
@@ -44,6 +46,7 @@ def champion_model(context: dg.AssetExecutionContext, grid: GridResource) -> dg.
 def latest_signal(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """``<dataset>/signals/<variant>/latest.json``: the current champion applied to every symbol's
     newest candle, or "hold" with the reason "no champion"."""
+    context.log.info(f"[{context.partition_key}] latest_signal: scoring each symbol's newest candle")
     step = pipeline.latest_signal(grid.cell(context.partition_key))
     return dg.MaterializeResult(metadata={**step.metadata, **worker_metadata()})
 
@@ -72,6 +75,7 @@ def track_record(context: dg.AssetExecutionContext, grid: GridResource) -> dg.Ma
 @dg.asset(group_name="evaluation", kinds={"markdown"}, deps=[evaluation_report], op_tags=CPU)
 def variant_leaderboard(context: dg.AssetExecutionContext, grid: GridResource) -> dg.MaterializeResult:
     """Every (dataset, variant) with an ``evaluation.json``, side by side (missing cells are fine)."""
+    context.log.info("variant_leaderboard: every evaluation.json under the data root")
     settings = grid.settings()
     cells = [settings.cell(d, v) for d in settings.datasets for v in settings.variants]
     step = pipeline.build_leaderboard(grid.root(), cells)

@@ -53,11 +53,11 @@ def test_dagster_asset_materialize_from_the_shell_leaves_the_three_artifacts(tmp
     assert "RUN_SUCCESS" in out.stderr + out.stdout
 
 
-def _make(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _make(tmp_path: Path, env: dict[str, str], variant: str = "smoke") -> subprocess.CompletedProcess:
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip(f"{venv} was not built by `make setup` (run the suite with `make test`)")
-    return subprocess.run(["make", "-s", "materialize", "DATASET=nasdaq", "VARIANT=smoke", f"VENV={venv}",
+    return subprocess.run(["make", "-s", "materialize", "DATASET=nasdaq", f"VARIANT={variant}", f"VENV={venv}",
                            f"DAGSTER_HOME={env['DAGSTER_HOME']}"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -79,8 +79,22 @@ def test_make_materialize_exits_0_on_a_refused_model_and_ends_with_the_verdict(t
     lines = out.stdout.strip().splitlines()
     assert lines[-4].startswith("nasdaq|smoke: precision gate FAILED on test")
     assert lines[-3].startswith("diagnosis: ") and lines[-1].startswith("report: ")
+    # an abstaining model has F1 0: its failed WARN check is a line of its own just above the verdict
+    assert lines[-5].startswith("warning: check evaluation_report_f1_above_0_5 failed: "), lines[-8:]
     assert " DEBUG " not in out.stdout + out.stderr, "shell runs log at INFO"
     assert "epoch 1:" in out.stdout + out.stderr, "the per-epoch progress lines stay"
+
+
+def test_make_materialize_ends_with_a_variant_typo_and_its_near_match_before_dagster_starts(tmp_path, planted_raw):
+    variants = tmp_path / "variants.toml"
+    variants.write_text((REPO / "variants.toml").read_text() + "\n[my_smoke]\n[my_smoke.train]\nmax_epoch = 2\n")
+    env = {**_shell_env(tmp_path, planted_raw), "PATX_VARIANTS": str(variants)}
+    out = _make(tmp_path, env, variant="my_smoke")
+    assert out.returncode != 0
+    ours = [line for line in (out.stdout + out.stderr).strip().splitlines() if not line.startswith("make: ***")]
+    assert ours[-1].startswith(f"variants file {variants}: variant 'my_smoke' [train]: unknown field(s) "
+                               "['max_epoch']; did you mean 'max_epochs'?"), ours[-5:]
+    assert "Traceback" not in out.stdout + out.stderr, "one line, not pages of tracebacks"
 
 
 def _readme_python_block() -> str:

@@ -21,7 +21,8 @@ from tests.ui.conftest import DATASET, DATASETS_FILE, GATE, GATE_ASSET, PARTITIO
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 EXPECTED_ASSETS = {"ingested_candles", "raw_prices", "features", "splits", "windows", "trained_model",
-                   "evaluation_report", "champion_model", "latest_signal", "walk_forward", "variant_leaderboard"}
+                   "evaluation_report", "champion_model", "latest_signal", "signal_ledger", "track_record",
+                   "walk_forward", "variant_leaderboard"}
 UNPARTITIONED = {"ingested_candles", "variant_leaderboard"}
 
 GRAPH_QUERY = """

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from patx_core.data.intervals import format_interval, interval_differs, median_spacing_seconds
+from patx_core.data.intervals import format_duration, format_interval, interval_differs, median_spacing_seconds
 
 
 def test_weekday_candles_have_a_one_day_median_spacing() -> None:
@@ -37,3 +37,10 @@ def test_a_different_interval_is_beyond_a_quarter_of_the_trained_one() -> None:
     assert not interval_differs(86_400 * 1.2, 86_400)  # a holiday-heavy stretch of daily candles
     assert interval_differs(86_400 * 1.3, 86_400)
     assert not interval_differs(float(np.float64(86_400)), 86_400)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(3_220 * 86_400, "8.8 years"), (40 * 86_400, "1.3 months"),
+                                               (3 * 86_400, "3 days"), (9.96 * 86_400, "10 days"),
+                                               (5_400, "1.5 hours"), (1, "1 second"), (0, "0 seconds")])
+def test_ages_and_delays_read_in_calendar_words(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

@@ -264,6 +264,27 @@ def test_a_pattern_too_thin_for_any_one_symbol_passes_the_gate_pooled(tmp_path):
     assert gate["n_signals"] >= min_signals
 
 
+def test_a_symbol_that_ends_before_the_test_period_is_listed_untested_with_its_reason(tmp_path):
+    # B's candles stop ~1.5 years before the shared test cutoff (about 85 % into A's calendar).
+    frames = {"A": make_candles(1500, seed=1), "B": make_candles(700, seed=2, start_price=30.0)}
+    variant = get_variant("smoke")
+    variant = dataclasses.replace(variant, train=dataclasses.replace(variant.train, max_epochs=1))
+    cell = make_cell(tmp_path, frames, variant)
+    ev = _run_cell(cell)
+    assert ev["dataset"]["symbols"] == ["A", "B"]
+    assert list(ev["per_symbol"]["symbols"]) == ["A"]
+    b_last = frames["B"]["timestamp"][-1].isoformat()
+    test_start = ev["splits"]["test"]["start"]
+    assert ev["per_symbol"]["untested"] == {"B": {
+        "first_timestamp": frames["B"]["timestamp"][0].isoformat(), "last_timestamp": b_last,
+        "reason": f"its last candle ({b_last[:10]}) is before the test split starts ({test_start[:10]})"}}
+    md = cell.paths.report_md.read_text().splitlines()
+    assert md[2].startswith("**Tested on 1 of 2 symbols** (A): "), md[:4]
+    assert f"B: its last candle ({b_last[:10]}) is before the test split starts" in md[2]
+    table = md[md.index("## Per symbol — test split"):]
+    assert table[4].startswith("| A | ") and table[5].startswith("| B | 0 | — | not tested: its last candle")
+
+
 def test_calendar_cutoffs_cut_the_distinct_calendar_not_the_pooled_rows(ragged):
     """Symbols overlap on most days: the pooled rows repeat a day once per symbol that has it, so
     cutting them would put the cutoffs where the symbols are many, not at the split fractions of time."""

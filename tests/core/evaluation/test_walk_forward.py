@@ -281,6 +281,18 @@ def test_step_writes_the_report_and_the_stability_check(tmp_path) -> None:
     assert check.name == "walk_forward_gate_stable" and check.passed  # min_pass_rate 0: always stable
 
 
+def test_the_fold_precision_plot_explains_its_dotted_no_signal_lines_once_in_the_legend():
+    from patx_core.evaluation.figures import plot_fold_precision
+
+    fold = {"gate_passed": False, "precision": None, "precision_ci95": [0.0, 1.0], "n_signals": 0,
+            "base_rate": 0.3, "fold": 1, "test_start": "2015-01-01"}
+    hit = {**fold, "precision": 0.8, "precision_ci95": [0.6, 0.9], "n_signals": 30, "gate_passed": True, "fold": 3}
+    fig = plot_fold_precision([fold, {**fold, "fold": 2}, hit], target=0.7)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels.count("no signal (precision undefined, interval [0, 1])") == 1
+    assert "target 0.7" in labels and "base rate" in labels
+
+
 # ------------------------------------------------- a fold applies the nightly rules to its data
 #
 # These tests pin what a fold does, not how: they watch the trainer each fold builds (the

@@ -163,17 +163,52 @@ def test_batches_are_taken_in_file_name_order(landing: Path, data_root: Path, ca
 
 def test_first_ingest_seeds_the_store_from_source(tmp_path: Path, landing: Path, data_root: Path,
                                                    candles: pl.DataFrame) -> None:
-    source = tmp_path / "eurusd.parquet"  # no symbol column: the stem names the one symbol
+    source = tmp_path / "eurusd_seed.parquet"  # no symbol column: the dataset's name is the one symbol
     candles[:30].write_parquet(source)
     ds = _dataset(landing, source=str(source))
     _drop(landing, "new.parquet", candles[25:40])  # no symbol column either: the dataset's one symbol
 
     report = ingest_dataset(ds, data_root)
 
-    assert report.seeded_from == [str(source)] and report.changed
-    assert report.rows_added == {"eurusd": 10} and report.duplicates == 5
-    assert _store(data_root).equals(_long(candles, "eurusd"))
-    assert report.newest == {"eurusd": candles["timestamp"][-1]}
+    assert report.seeded_from == [str(source)] and report.changed and report.seeded_rows == 30
+    assert report.rows_added == {"fx": 10} and report.duplicates == 5
+    assert _store(data_root).equals(_long(candles, "fx")), "a file's stem (eurusd_seed) is no market's name"
+    assert report.newest == {"fx": candles["timestamp"][-1]}
+    assert report.summary_line() == (f"fx: seeded the curated store with 30 candle(s) from {source}; "
+                                     "1 file(s) merged, 10 row(s) added, 5 duplicate(s) skipped")
+
+
+def test_the_first_ingest_seeds_the_store_with_an_empty_landing_folder_under_the_named_symbol(
+        tmp_path: Path, landing: Path, data_root: Path, candles: pl.DataFrame) -> None:
+    source = tmp_path / "eurusd_seed.parquet"
+    candles.write_parquet(source)
+    ds = _dataset(landing, source=str(source), symbol="EURUSD")
+
+    report = ingest_dataset(ds, data_root)
+
+    assert report.changed and report.seeded_from == [str(source)] and report.merged == []
+    assert _store(data_root).equals(_long(candles, "EURUSD"))
+    assert report.summary_line() == f"fx: seeded the curated store with 40 candle(s) from {source}"
+    before = _snapshot(data_root)
+    again = ingest_dataset(ds, data_root)
+    assert not again.changed and _snapshot(data_root) == before, "seeded once; a rerun leaves it byte-identical"
+    assert again.summary_line() == "fx: nothing new"
+    _drop(landing, "more.parquet", make_candles(45, seed=7)[40:45])  # column-less: the named symbol's
+    assert ingest_dataset(ds, data_root).rows_added == {"EURUSD": 5}
+
+
+def test_the_summary_line_names_each_quarantined_file_with_the_first_line_of_its_reason(
+        landing: Path, data_root: Path, candles: pl.DataFrame) -> None:
+    _drop(landing, "a.parquet", candles[:20], symbol="AAA")
+    _drop(landing, "b.parquet", candles[:20].with_columns(pl.lit(-1.0).alias("close")), symbol="AAA")
+    _drop(landing, "c.parquet", make_candles(10, seed=2), symbol="BBB")
+
+    report = ingest_dataset(_dataset(landing), data_root)
+
+    line = report.summary_line()
+    assert line.startswith("fx: 2 file(s) merged, 30 row(s) added (AAA +20, BBB +10); quarantined b.parquet: ")
+    assert line.endswith(f"(see {landing / 'quarantine' / 'b.parquet'}.error.txt)") and "\n" not in line
+    assert "quarantined b.parquet: rule 'prices > 0' failed for column 'close': symbol 'AAA'" in line
 
 
 def test_file_without_symbol_is_refused_when_the_dataset_holds_several(landing: Path, data_root: Path,

@@ -110,9 +110,9 @@ def _record_train_orders(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     orders: list[np.ndarray] = []
     original = Trainer._train_epoch
 
-    def spy(self: Trainer, model, optimizer, loss_fn, dev, batches):  # type: ignore[no-untyped-def]
+    def spy(self: Trainer, model, optimizer, loss_fn, dev, batches, *rest):  # type: ignore[no-untyped-def]
         orders.append(batches.idx[: batches.n].numpy().copy())
-        return original(self, model, optimizer, loss_fn, dev, batches)
+        return original(self, model, optimizer, loss_fn, dev, batches, *rest)
 
     monkeypatch.setattr(Trainer, "_train_epoch", spy)
     return orders
@@ -167,8 +167,12 @@ def test_step_loop_never_copies_to_the_host(monkeypatch: pytest.MonkeyPatch, war
         return result
 
     monkeypatch.setattr(Trainer, "_train_epoch", guarded)
-    Trainer(TINY, cfg(max_epochs=2, warmup_steps=warmup_steps), make_data()).train()
+    reported: list[tuple[int, int, int, int]] = []
+    # progress reported after every step (interval 0): counting issued steps reads nothing back
+    Trainer(TINY, cfg(max_epochs=2, warmup_steps=warmup_steps), make_data(),
+            on_progress=lambda *a: reported.append(a), progress_interval_s=0.0).train()
     assert calls == {"item": 2}  # only the two sanity calls, none from the step loop
+    assert reported and {r[0] for r in reported} == {1, 2}
 
 
 def test_nan_input_fails_naming_the_epoch_and_the_step() -> None:
@@ -378,3 +382,28 @@ def test_warmup_scales_the_first_update_by_one_over_its_steps_and_must_not_be_ne
         torch.testing.assert_close(w, p / 4, rtol=1e-3, atol=1e-7)
     with pytest.raises(ValueError, match="warmup_steps"):
         TrainConfig(warmup_steps=-1)
+
+
+def test_progress_is_reported_at_a_bounded_rate_in_batches_issued() -> None:
+    from patx_core.model.progress import EpochProgress
+
+    now = [0.0]
+    calls: list[tuple[int, int, int, int]] = []
+    progress = EpochProgress(3, 100, 50, callback=lambda *a: calls.append(a), interval_s=10.0,
+                             bar=False, clock=lambda: now[0])
+    for step in range(1, 51):
+        now[0] += 1.0  # one second per step
+        progress.advance(step)
+    progress.close()
+    # every 10 s, never for the last step (the epoch line follows at once)
+    assert calls == [(3, 100, 10, 50), (3, 100, 20, 50), (3, 100, 30, 50), (3, 100, 40, 50)]
+
+
+def test_the_trainer_forwards_in_epoch_progress_to_its_callback() -> None:
+    data = make_data()
+    reported: list[tuple[int, int, int, int]] = []
+    trainer = Trainer(TINY, cfg(max_epochs=2), data, on_progress=lambda *a: reported.append(a),
+                      progress_interval_s=0.0)
+    trainer.train()
+    steps = -(-data.n_sequences("train") // trainer.train_config.batch_size)
+    assert reported == [(e, 2, k, steps) for e in (1, 2) for k in range(1, steps)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from patx_core.settings.check import settings_problem
 from patx_core.settings.config import (BacktestConfig, DataConfig, EvalConfig, LabelConfig, ModelConfig, SplitConfig,
                               TrainConfig, VariantConfig)
 from patx_core.settings.variants import load_variants
@@ -70,3 +71,19 @@ def test_shipped_variants_keep_their_documented_settings():
     assert variants["relative"].train == variants["baseline"].train
     assert variants["baseline"].data.feature_set == "seed"
     assert not variants["smoke"].nightly and variants["smoke"].model.d_model <= 32
+
+
+def test_a_typo_in_a_variant_names_the_table_and_the_near_match(tmp_path):
+    path = tmp_path / "variants.toml"
+    path.write_text("[my_smoke]\n[my_smoke.train]\nmax_epoch = 2\n[other]\nnightlyy = true\n")
+    problem = settings_problem(variants_file=path)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"variants file {path}: variant 'my_smoke' [train]: unknown field(s) ['max_epoch']; "
+                              "did you mean 'max_epochs'? (allowed: [")
+    far = tmp_path / "far.toml"
+    far.write_text("[v]\nzzz = 1\n")
+    assert "did you mean" not in settings_problem(variants_file=far), "no near match: no guess"
+    assert settings_problem(variants_file=tmp_path / "absent.toml").endswith("(set PATX_VARIANTS)")
+    assert settings_problem() is None, "the shipped files load"
+    with pytest.raises(ValueError, match=r"variant 'v': unknown field\(s\) \['nightlyy'\]; did you mean 'nightly'\?"):
+        VariantConfig.from_dict("v", {"nightlyy": True})

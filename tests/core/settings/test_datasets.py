@@ -36,7 +36,7 @@ def test_a_folder_source_is_every_parquet_file_in_it(tmp_path):
 
 
 @pytest.mark.parametrize("fields,fragment", [
-    ({"source": "x.parquet", "costs_bps": 1}, "unknown field(s) ['costs_bps']"),
+    ({"source": "x.parquet", "costs_bps": 1}, "unknown field(s) ['costs_bps']; did you mean 'cost_bps'?"),
     ({"source": "x.parquet", "interval": "daily"}, "interval must be a positive number and a unit"),
     ({"source": "x.parquet", "cost_bps": -1}, "cost_bps must be in [0, 10000]"),
     ({"source": "x.parquet", "max_staleness": "4 days"}, "max_staleness must be"),
@@ -85,9 +85,22 @@ def test_raw_prices_records_the_input_and_checks_freshness(tmp_path):
     assert step.metadata["symbols"] == ["A", "B"] and len(step.metadata["input_sha256"]) == 64
     assert step.metadata["newest_candle"] == {"A": last.isoformat(), "B": last.isoformat()}
     fresh = {c.name: c for c in step.checks}["raw_prices_fresh"]
-    assert fresh.passed and "2d old" in fresh.description
+    assert fresh.passed and "2 days old" in fresh.description
     ok = pipeline.freshness_check({"A": last, "B": last}, "4d", now=last + timedelta(days=3))
     stale = pipeline.freshness_check({"A": last, "B": last - timedelta(days=6)}, "4d", now=last + timedelta(days=3))
     assert ok.passed and not stale.passed
-    assert "'B'" in stale.description and "9d old" in stale.description and "5d past max_staleness=4d" in stale.description
+    assert "'B'" in stale.description and "9 days old" in stale.description
+    assert "5 days past max_staleness=4d" in stale.description
+    years = pipeline.freshness_check({"A": last}, "4d", now=last + timedelta(days=3_220))
+    assert "'A''s newest candle is 8.8 years old" in years.description, "ages read in years, not 3.22e+03d"
     assert DatasetConfig(name="x", source="y").max_staleness_seconds is None
+
+
+def test_a_dataset_may_name_the_symbol_of_its_column_less_files(tmp_path):
+    named = make_cell(tmp_path / "named", make_candles(900), "smoke", symbol="EURUSD")
+    assert pipeline.load_raw_prices(named).metadata["symbols"] == ["EURUSD"]
+    # Unnamed, a source file's stem stays its symbol: trained checkpoints, signals and evaluations keep theirs.
+    unnamed = make_cell(tmp_path / "unnamed", make_candles(900), "smoke")
+    assert pipeline.load_raw_prices(unnamed).metadata["symbols"] == ["data"]
+    with pytest.raises(ValueError, match="symbol must be a string"):
+        DatasetConfig(name="x", source="y", symbol=3)  # type: ignore[arg-type]

@@ -63,3 +63,14 @@ def test_concurrent_writers_use_distinct_temp_paths(tmp_path, monkeypatch):
     assert all(os.path.dirname(name) == str(tmp_path) for name in seen), "temp files sit beside the target"
     assert target.read_bytes() in payloads
     assert os.listdir(tmp_path) == ["scaler.pkl"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_a_plain_open_would_give_under_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        written = atomic_write_bytes(tmp_path / "report.md", b"# report\n")
+        assert artifacts.current_umask() == umask
+    finally:
+        os.umask(old)
+    assert oct(os.stat(written).st_mode & 0o777) == oct(mode)
