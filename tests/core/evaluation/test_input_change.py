@@ -29,7 +29,7 @@ def test_never_evaluated_then_unchanged_then_changed(tmp_path):
 
     _evaluated(cell, digest, last="2026-11-20T00:00:00+00:00")
     stale = input_changed(cell, NOW)
-    assert not stale.changed and stale.stale == "STALE: newest candle 2026-11-20 is 8.08d old, past max_staleness=3d"
+    assert not stale.changed and stale.stale == "STALE: newest candle 2026-11-20 is 8.1 days old, past max_staleness=3d"
 
     _evaluated(cell, "0" * 64)
     moved = input_changed(cell, NOW)
