@@ -11,7 +11,7 @@ import pytest
 from patx_core import pipeline
 from patx_core.storage.artifacts import sha256_file
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import parquet_io_manager
+from patx_dagster.io_manager import IO_MANAGERS
 from patx_dagster.partitions import partition_key
 from tests.dagster.harness import DATASET, failure_text, grid_for
 
@@ -34,7 +34,7 @@ def test_a_run_keeps_the_settings_it_started_with_when_variants_toml_changes_und
     monkeypatch.setattr(pipeline, "build_features", features_then_edit)
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"),
                             selection=["raw_prices", "features", "splits", "windows"], raise_on_error=False,
-                            resources={"grid": grid, "parquet_io_manager": parquet_io_manager})
+                            resources={"grid": grid, **IO_MANAGERS})
     assert result.success, failure_text(result)
     (windows,) = result.asset_materializations_for_node("windows")
     assert windows.metadata["window_size"].value == 32, "the later steps used the settings of the run's start"

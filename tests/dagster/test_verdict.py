@@ -9,7 +9,7 @@ import polars as pl
 import yaml
 
 from patx_dagster.assets import ALL_ASSETS
-from patx_dagster.io_manager import parquet_io_manager
+from patx_dagster.io_manager import IO_MANAGERS
 from patx_dagster.partitions import partition_key
 from patx_dagster.verdict import failed_warnings, verdict_lines
 from tests.conftest import make_candles
@@ -24,7 +24,7 @@ def test_a_failed_warn_check_of_the_run_is_one_readable_line(tmp_path, planted_r
     def run(max_staleness: str) -> str:
         grid = grid_for(planted_raw, tmp_path / max_staleness, max_staleness=max_staleness)
         result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=["raw_prices"],
-                                resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
+                                resources={"grid": grid, **IO_MANAGERS},
                                 instance=instance)
         assert result.success, "a failed WARN check does not fail the run"
         return result.run_id
@@ -57,7 +57,7 @@ def test_patx_core_warnings_are_run_events_and_each_stage_is_announced(tmp_path,
     make_candles(60, seed=3).write_parquet(folder / "short.parquet")  # too few rows: skipped with a warning
     grid = grid_for(folder, tmp_path / "data")
     result = dg.materialize(ALL_ASSETS, partition_key=partition_key(DATASET, "smoke"), selection=["raw_prices"],
-                            resources={"grid": grid, "parquet_io_manager": parquet_io_manager},
+                            resources={"grid": grid, **IO_MANAGERS},
                             instance=instance)
     assert result.success
     messages = [(r.level, r.user_message) for r in instance.all_logs(result.run_id) if r.dagster_event is None]
