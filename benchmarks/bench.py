@@ -532,7 +532,7 @@ def bench_pipeline(*, variant: str, raw: str | None = None, dataset: str = "nasd
     with tempfile.TemporaryDirectory(prefix="patx-bench-") as tmp:
         env = _fresh_instance(tmp, "pipeline", raw, dataset)
         cmd = [_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select", "*latest_signal",
-               "--partition", f"{dataset}|{variant}"]
+               "--partition", f"{dataset}|{variant}", *DEBUG_EVENTS]
         start = time.perf_counter()
         out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -568,6 +568,11 @@ def _fresh_instance(tmp: str, name: str, raw: str | None, dataset: str = "nasdaq
 def _dagster_cli() -> str:
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     return dagster if os.path.exists(dagster) else "dagster"
+
+
+#: The step timings are read from Dagster's DEBUG events (STEP_START/STEP_SUCCESS, "Step blocked
+#: by limit for pool"), which instance.yaml's INFO level keeps off a shell run's console.
+DEBUG_EVENTS = ["--config-json", json.dumps({"loggers": {"console": {"config": {"log_level": "DEBUG"}}}})]
 
 
 def _intervals_overlap(intervals: Sequence[tuple[float, float]]) -> int:
@@ -610,7 +615,7 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
                                cwd=REPO_ROOT, check=True, capture_output=True)
             start = time.perf_counter()
             procs = {v: subprocess.Popen([_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select",
-                                          "*latest_signal", "--partition", f"nasdaq|{v}"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                          "*latest_signal", "--partition", f"nasdaq|{v}", *DEBUG_EVENTS], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True) for v in variants}
             runs: dict[str, Any] = {}
             # one waiting thread per run, so each run's own finish time is recorded
