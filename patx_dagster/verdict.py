@@ -55,8 +55,10 @@ def track_record_line(record: dict[str, Any]) -> str:
     parts = []
     for role, f in record["roles"].items():
         precision = "n/a" if f["precision"] is None else f"{f['precision']:.3f}"
-        parts.append(f"{role} {f['n_scored']} scored, {f['n_signals']} signals, {f['n_resolved']} resolved, "
-                     f"precision {precision}")
+        # a record written before n_in_sample existed has no such key: nothing to say about it
+        in_sample = f" ({f['n_in_sample']} in sample, not counted)" if f.get("n_in_sample") else ""
+        parts.append(f"{role} {f['n_scored']} scored{in_sample}, {f['n_signals']} signals, {f['n_resolved']} "
+                     f"resolved, precision {precision}")
     mon = record.get("monitor")
     state = ("no champion" if not record["champion_present"] else
              f"monitor {mon['decision']} ({mon['statistic']:.1f}/{mon['threshold']:.1f})")

@@ -11,6 +11,9 @@ over the rows :func:`patx_core.serving.ledger.counted_rows` counts:
   equal-weighted over symbols; ``buy_and_hold_return`` over the same candles with one round trip;
 - ``forward``: the same figures over the ``forward`` rows only (signals scored before anything
   about their outcome could be known);
+- ``n_in_sample`` and ``in_sample_until``: the rows recorded on or before the newest candle their
+  model trained on (``model_data_end``), which no figure counts, and the latest such candle; a
+  model scored on its own history (the first night after a retrain) records only these;
 - for the champion, its gate's figures (``backtest_precision``, ``backtest_ci``) and
   ``consistent_with_backtest`` (the two intervals overlap), and the monitor's state.
 """
@@ -28,6 +31,7 @@ from patx_core.evaluation.formatting import num, pct
 from patx_core.evaluation.metrics import wilson_interval
 from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, counted_rows
 from patx_core.serving.monitor import MonitorResult
+from patx_core.storage.jsonsafe import iso
 
 ROLES = (CHAMPION, SHADOW)
 
@@ -91,6 +95,11 @@ def build_track_record(ledger_rows: pl.DataFrame, outcomes: Mapping[str, SymbolO
         figures["forward"] = role_figures(rows.filter(pl.col("forward")), outcomes, cost_bps=cost_bps,
                                           confidence=confidence)
         figures["models"] = rows["model_sha256"].unique(maintain_order=True).to_list()
+        in_sample = ledger_rows.filter((pl.col("role") == role) & ~pl.col("out_of_sample"))
+        if role == CHAMPION and manifest is not None:
+            in_sample = in_sample.filter(pl.col("model_sha256") == manifest["checkpoint_sha256"])
+        figures["n_in_sample"] = in_sample.height
+        figures["in_sample_until"] = iso(in_sample["model_data_end"].max()) if in_sample.height else None
         roles[role] = figures
     champ = roles[CHAMPION]
     if manifest is not None:
@@ -129,6 +138,11 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
             lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_resolved']} | "
                          f"{f['n_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | {num(f['base_rate'])} | "
                          f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | {pct(f['buy_and_hold_return'], 2, signed=True)} |")
+    for role, fig in record["roles"].items():
+        if fig.get("n_in_sample"):
+            lines += ["", f"{role}: {fig['n_in_sample']} recorded row(s) fall on or before "
+                          f"{fig['in_sample_until'][:10]}, the newest candle their model trained on: in sample, "
+                          "so not counted; the live figures start with the candles after it."]
     champ = record["roles"][CHAMPION]
     if "backtest_precision" in champ:
         lo, hi = champ["backtest_ci"]

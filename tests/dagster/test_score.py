@@ -29,6 +29,13 @@ def test_score_records_champion_and_shadow_rows_without_retraining(tmp_path, goo
     assert not rows["out_of_sample"].any()
     record = read_json(paths.track_record_json)
     assert record["monitor"]["decision"] == "watching" and record["roles"]["champion"]["n_scored"] == 0
+    # ...and the record says so, rather than showing an empty table
+    for role in ("champion", "shadow"):
+        mine = rows.filter(pl.col("role") == role)
+        assert record["roles"][role]["n_in_sample"] == mine.height > 0
+        assert record["roles"][role]["in_sample_until"] == mine["model_data_end"].max().isoformat()
+    assert f"shadow: {record['roles']['shadow']['n_in_sample']} recorded row(s) fall on or before" \
+        in paths.track_record_md.read_text()
     [check] = [e for e in result.get_asset_check_evaluations()]
     assert check.check_name == "track_record_live_precision" and check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
@@ -43,10 +50,11 @@ def test_make_score_ends_with_one_verdict_line_from_the_track_record():
 
     figures = {"n_scored": 5, "n_signals": 2, "n_resolved": 1, "precision": 1.0}
     record = {"cell": "nasdaq|baseline", "champion_present": False, "monitor": None,
-              "roles": {"champion": {**figures, "n_scored": 0, "precision": None}, "shadow": figures}}
+              "roles": {"champion": {**figures, "n_scored": 0, "precision": None},
+                        "shadow": {**figures, "n_in_sample": 500}}}
     line = track_record_line(record)
     assert line == ("nasdaq|baseline: no champion; champion 0 scored, 2 signals, 1 resolved, precision n/a; "
-                    "shadow 5 scored, 2 signals, 1 resolved, precision 1.000")
+                    "shadow 5 scored (500 in sample, not counted), 2 signals, 1 resolved, precision 1.000")
     watched = {**record, "champion_present": True, "monitor": {"decision": "watching", "statistic": 1.2,
                                                                "threshold": 5.6}}
     assert track_record_line(watched).startswith("nasdaq|baseline: monitor watching (1.2/5.6); ")
