@@ -8,6 +8,7 @@ for the UI, and ``CheckOutcome``s for the properties the orchestration turns int
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 from dataclasses import dataclass, field
@@ -312,8 +313,6 @@ def _seeds_path(paths: VariantPaths) -> Path:
 def _train_seeds(variant: VariantConfig, data: WindowedData,
                  on_epoch_end: Callable[[int, dict[str, float]], None] | None) -> tuple[Any, dict[str, Any], list]:
     """Train the cell's model under every seed of ``train.seeds``, fused; progress of the first seed."""
-    import dataclasses
-
     from patx_core.model.fused import train_many
 
     seeds = variant.train.seed_list
@@ -622,7 +621,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     """
     from patx_core.data.universe import read_universe
     from patx_core.evaluation.metrics import wilson_interval
-    from patx_core.serving.ledger import (Ledger, dependent_candles, find_revisions, merge_rows, read_ledger,
+    from patx_core.serving.ledger import (dependent_candles, find_revisions, merge_rows, probe_key, read_ledger,
                                           resolve_rows, score_rows, symbol_outcomes)
     from patx_core.serving.monitor import SUSPENDED
 
@@ -639,11 +638,17 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     ledger, resolved = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps, revisions=revisions)
     manifest = _champion_manifest(paths)
     if score:
+        revised = frozenset(rev["symbol"] for rev in revisions)
         # rows scored tonight whose outcome the store already decides (scored late) resolve at once
         for scorer in _scorers(cell, manifest):
+            # this model's rows of a revised symbol were scored from the old candles: never probed again
+            mine = ledger.rows.filter((pl.col("role") == scorer.role) & (pl.col("model_sha256") == scorer.sha256)
+                                      & pl.col("symbol").is_in(list(revised)))
+            stale = {probe_key(scorer.role, scorer.sha256, s): t.isoformat()
+                     for s, t in mine.group_by("symbol").agg(pl.col("timestamp").max()).iter_rows()}
             new = score_rows(ledger, scorer, universe, outcomes, max_backfill=variant.monitor.max_backfill,
-                             recorded_at=datetime.now(timezone.utc))
-            ledger, _ = merge_rows(ledger, new)
+                             recorded_at=datetime.now(timezone.utc), revised=revised)
+            ledger, _ = merge_rows(dataclasses.replace(ledger, unprobed={**ledger.unprobed, **stale}), new)
         ledger, late = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps)
         resolved += late
     monitor = champion_monitor(cell, ledger.rows, manifest)
@@ -660,7 +665,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
             "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
             "live_precision_ci": [lo, hi], "from": decided_at.isoformat()}
         atomic_write_json(paths.champion_manifest, manifest)
-        ledger = Ledger(_hold_from(ledger.rows, stored.rows, manifest), ledger.revisions)
+        ledger = dataclasses.replace(ledger, rows=_hold_from(ledger.rows, stored.rows, manifest))
         log.warning("%s: champion suspended: %s", cell.key, manifest["suspended"]["reason"])
     return LedgerState(ledger, universe, outcomes, dependent_candles(universe, ledger.rows), resolved, revisions,
                        manifest, monitor)
@@ -709,19 +714,6 @@ def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
     return out
 
 
-def _stored_counts(paths: VariantPaths) -> dict[str, int]:
-    from patx_core.serving.ledger import read_ledger
-
-    rows = read_ledger(paths.ledger).rows
-    return {role: int((rows["role"] == role).sum()) for role in ("champion", "shadow")}
-
-
-def _stored_revisions(paths: VariantPaths) -> list[dict[str, Any]]:
-    from patx_core.serving.ledger import read_ledger
-
-    return read_ledger(paths.ledger).revisions
-
-
 def signal_ledger(cell: GridCell) -> StepResult:
     """``<dataset>/ledger/<variant>/signals.parquet``, as :func:`review_champion` computes it.
 
@@ -729,17 +721,17 @@ def signal_ledger(cell: GridCell) -> StepResult:
     last row is scored (at most ``monitor.max_backfill``), and the monitor decides on the
     champion. Nothing new: nothing is written, the file stays byte-identical.
     """
-    from patx_core.serving.ledger import dependent_candles, write_ledger
+    from patx_core.serving.ledger import dependent_candles, read_ledger, write_ledger
     from patx_core.storage.artifacts import atomic_write_with
 
     paths = cell.paths
     state = review_champion(cell, score=True)
     ledger = state.ledger
-    added = {role: int((ledger.rows["role"] == role).sum()) for role in ("champion", "shadow")}
-    before = _stored_counts(paths)
-    added = {role: n - before.get(role, 0) for role, n in added.items()}
-    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != _stored_revisions(paths)
-                   or not paths.ledger.exists())
+    stored = read_ledger(paths.ledger)
+    added = {role: int((ledger.rows["role"] == role).sum()) - int((stored.rows["role"] == role).sum())
+             for role in ("champion", "shadow")}
+    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != stored.revisions
+                   or ledger.unprobed != stored.unprobed or not paths.ledger.exists())
     if changed and not ledger.rows.is_empty():
         write_ledger(paths.ledger, ledger)
     seen = dependent_candles(state.universe, ledger.rows)

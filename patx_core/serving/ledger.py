@@ -34,6 +34,7 @@ Rules, each tested:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ RESOLVED = "resolved"
 #: another size may differ in the last bits; anything larger is another model or non-determinism.
 PROBABILITY_TOLERANCE = 1e-6
 REVISIONS_KEY = "patx.ledger.revisions"
+UNPROBED_KEY = "patx.ledger.unprobed"
 SUSPENDED_PREFIX = "champion suspended"
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -98,10 +100,18 @@ class Scorer:
 
 @dataclass
 class Ledger:
-    """The ledger's rows and the revisions listed for already-resolved rows."""
+    """The ledger's rows, the revisions listed for already-resolved rows, and ``unprobed``: per
+    :func:`probe_key` (role, model, symbol), the newest row recorded before a store revision of
+    that symbol's candles. Those rows were scored from the old candles, so re-scoring them would
+    legitimately differ: the nightly probe skips them until a newer row is recorded."""
 
     rows: pl.DataFrame
     revisions: list[dict[str, Any]] = field(default_factory=list)
+    unprobed: dict[str, str] = field(default_factory=dict)
+
+
+def probe_key(role: str, sha256: str, symbol: str) -> str:
+    return f"{role}|{sha256}|{symbol}"
 
 
 def empty_rows() -> pl.DataFrame:
@@ -116,13 +126,14 @@ def read_ledger(path: PathLike) -> Ledger:
     rows, meta = read_parquet(p)
     if rows.schema != LEDGER_SCHEMA:
         raise LedgerIntegrityError(f"{p} has columns {dict(rows.schema)}, expected {dict(LEDGER_SCHEMA)}")
-    raw = meta.get(REVISIONS_KEY)
-    return Ledger(rows, json.loads(raw) if raw else [])
+    raw, unprobed = meta.get(REVISIONS_KEY), meta.get(UNPROBED_KEY)
+    return Ledger(rows, json.loads(raw) if raw else [], json.loads(unprobed) if unprobed else {})
 
 
 def write_ledger(path: PathLike, ledger: Ledger) -> None:
     """Publish the ledger atomically: readers (and a SIGKILL) see the old file or the new one."""
-    metadata = {REVISIONS_KEY: json.dumps(ledger.revisions, sort_keys=True)}
+    metadata = {REVISIONS_KEY: json.dumps(ledger.revisions, sort_keys=True),
+                UNPROBED_KEY: json.dumps(ledger.unprobed, sort_keys=True)}
     atomic_write_with(path, lambda buf: ledger.rows.write_parquet(buf, metadata=metadata))
 
 
@@ -249,18 +260,21 @@ def resolve_rows(ledger: Ledger, outcomes: dict[str, SymbolOutcomes], *, cost_bp
                              pl.Series("trade_return", ret, dtype=pl.Float64),
                              pl.Series("resolved_at", resolved_at, dtype=_TS),
                              pl.Series("reason", reason, dtype=pl.String))
-    return Ledger(rows, listed), n_resolved
+    return dataclasses.replace(ledger, rows=rows, revisions=listed), n_resolved
 
 
 # ---------------------------------------------------------------------------------- scoring
 
 
 def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes: dict[str, SymbolOutcomes], *,
-               max_backfill: int, recorded_at: datetime) -> pl.DataFrame:
+               max_backfill: int, recorded_at: datetime, revised: frozenset[str] = frozenset()) -> pl.DataFrame:
     """New rows for ``scorer``: each symbol's candles after its last row for this model and role.
 
-    The last recorded candle is scored again and must agree (see :func:`merge_rows`); at most
-    ``max_backfill`` new candles per symbol, the older ones skipped with a log line.
+    The last recorded candle is scored again (the *probe*) and must agree (see :func:`merge_rows`),
+    except for the ``revised`` symbols, whose stored candles changed since the ledger last read
+    them (:func:`find_revisions`), and the rows ``ledger.unprobed`` marks as scored before such a
+    revision: their features changed, so the recorded probability stands unprobed. At most ``max_backfill`` new candles per symbol; the older ones are skipped with a
+    log line (and no probe: the last recorded candle is not in the scored tail).
     """
     from patx_core.serving.predict import predict_frame
 
@@ -272,12 +286,17 @@ def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes:
         raw = part.drop(SYMBOL)
         ts = raw.get_column("timestamp").cast(_TS)
         newer = int((ts > last[symbol]).sum()) if symbol in last else ts.len()
+        stale = ledger.unprobed.get(probe_key(scorer.role, scorer.sha256, symbol))
+        unchanged = symbol not in revised and not (symbol in last and stale and stale >= last[symbol].isoformat())
+        probe = 1 if symbol in last and unchanged else 0
         if newer > max_backfill:
             log.info("%s %s %s: %d candles unscored; scoring the newest %d (monitor.max_backfill), skipping "
                      "%d up to %s", scorer.role, scorer.sha256[:12], symbol, newer, max_backfill,
                      newer - max_backfill, ts[ts.len() - max_backfill - 1].isoformat())
-            newer = max_backfill
-        probe = 1 if symbol in last else 0
+            newer, probe = max_backfill, 0
+        elif symbol in last and not probe:
+            log.info("%s %s %s: its last recorded signal was scored before a revision of the stored candles; "
+                     "not re-scored", scorer.role, scorer.sha256[:12], symbol)
         if newer + probe == 0:
             continue
         try:
@@ -325,7 +344,7 @@ def merge_rows(ledger: Ledger, new: pl.DataFrame) -> tuple[Ledger, int]:
     fresh = new.join(ledger.rows.select(*KEY), on=list(KEY), how="anti")
     if fresh.is_empty():
         return ledger, 0
-    return Ledger(pl.concat([ledger.rows, fresh]), ledger.revisions), fresh.height
+    return dataclasses.replace(ledger, rows=pl.concat([ledger.rows, fresh])), fresh.height
 
 
 def counted_rows(rows: pl.DataFrame, role: str) -> pl.DataFrame:

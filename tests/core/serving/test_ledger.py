@@ -26,10 +26,12 @@ from patx_core.data.splits import build_feature_table
 from patx_core.evaluation.backtest import round_trip_factor
 from patx_core.ingest.landing import ingest_dataset
 from patx_core.serving.ledger import (CHAMPION, LEDGER_SCHEMA, SHADOW, Ledger, LedgerIntegrityError,
-                                      counted_rows, merge_rows, read_ledger, write_ledger)
+                                      counted_rows, merge_rows, read_ledger, score_rows, symbol_outcomes,
+                                      write_ledger)
 from patx_core.settings.datasets import DatasetConfig
 from patx_core.settings.grid import GridCell, market_variant
 from patx_core.settings.variants import get_variant
+from patx_core.data.universe import read_universe
 from patx_core.storage.artifacts import read_json
 from patx_core.storage.paths import DatasetPaths
 from tests.synthetic import planted_candles
@@ -237,6 +239,49 @@ def test_suspension_blocks_promotion_until_a_person_reinstates(scenario):
     again = pipeline.promote_champion(cell)
     assert again.metadata["promoted"], again.metadata["reason"]
     assert _manifest(cell)["reinstated"] == manifest["reinstated"]
+
+
+def _copy(scenario, tmp_path: Path, name: str) -> GridCell:
+    """The scenario's ``name`` cell in a copy of its whole root, free to change."""
+    root = tmp_path / "copy"
+    shutil.copytree(scenario["root"], root)
+    return _cell(root, name)
+
+
+def test_max_backfill_bounds_a_nights_new_rows_and_skips_the_probe(scenario):
+    cell = scenario["cells"]["control"]
+    ledger = read_ledger(cell.paths.ledger)
+    universe = read_universe(cell.input_files()).frame
+    outcomes = symbol_outcomes(universe, cell.variant.labels)
+    [champion] = [s for s in pipeline._scorers(cell, _manifest(cell)) if s.role == CHAMPION]
+    mine = ledger.rows.filter(pl.col("role") == CHAMPION)
+    cut = mine["timestamp"].sort()[-20]  # as if the 19 newest candles had not been scored yet
+    new = score_rows(Ledger(ledger.rows.filter(pl.col("timestamp") <= cut)), champion, universe, outcomes,
+                     max_backfill=5, recorded_at=datetime.now(timezone.utc))
+    newest = universe["timestamp"].cast(LEDGER_SCHEMA["timestamp"]).sort().tail(5)
+    assert new["timestamp"].to_list() == newest.to_list()  # exactly max_backfill rows: the newest ones
+
+
+def test_a_store_revision_of_a_recorded_candle_does_not_stop_the_ledger(scenario, tmp_path):
+    cell = _copy(scenario, tmp_path, "control")
+    before = read_ledger(cell.paths.ledger).rows
+    [store] = cell.input_files()
+    candles = pl.read_parquet(store)
+    last = candles.height - 1  # the newest candle: every role's last recorded row, re-scored each night
+    revised = candles.with_columns(
+        pl.when(pl.int_range(pl.len()) == last).then(pl.col("close") * 1.01).otherwise(pl.col("close")).alias("close"))
+    revised = revised.with_columns(pl.max_horizontal("high", "close").alias("high"))
+    revised.write_parquet(store)
+    step = pipeline.signal_ledger(cell)  # a changed probability for that candle would be refused
+    assert step.metadata["revisions"] >= 1
+    after = read_ledger(cell.paths.ledger).rows
+    # the rows recorded before the revision stand as they were: a signal is never rewritten
+    kept = after.join(before.select(*("symbol", "timestamp", "model_sha256", "role"), "probability"),
+                      on=["symbol", "timestamp", "model_sha256", "role"], suffix="_before")
+    assert kept.height == before.height and (kept["probability"] == kept["probability_before"]).all()
+    # the next night reads the revised candles as seen: nothing is revised any more, and the rows scored from
+    # the old candles stay unprobed (re-scoring them would differ, legitimately)
+    assert pipeline.signal_ledger(cell).metadata["revisions"] == 0
 
 
 KILL = """
