@@ -466,7 +466,9 @@ def _seed_block(cell: GridCell, predictions: dict[str, Any], checkpoint_sha: str
 
 def promote_champion(cell: GridCell) -> StepResult:
     """Copy the checkpoint to ``models/<variant>/`` with a manifest — only behind this evaluation's
-    passed gate, and only if that evaluation judged this very checkpoint (by sha256).
+    passed gate, only if that evaluation judged this very checkpoint (by sha256), and never over
+    a suspended champion: the current one is first reviewed on tonight's outcomes
+    (:func:`review_champion`), so the monitor's decision comes before any replacement.
 
     A refusal is an ordinary outcome, not an error: the step succeeds with ``promoted: false``
     and the reason, and an earlier champion stays byte-identical.
@@ -476,7 +478,11 @@ def promote_champion(cell: GridCell) -> StepResult:
     gate = evaluation["checks"]["precision_gate"]
     checkpoint_sha = sha256_file(paths.checkpoint)
     refusal = None
-    previous = read_json(paths.champion_manifest) if paths.champion_manifest.exists() else None
+    previous = _champion_manifest(paths)
+    if previous is not None and not previous.get("suspended"):
+        # Tonight's outcomes judge the current champion before anything replaces it: one that
+        # stopped working is suspended and named here, not overwritten by a retrain unnoticed.
+        previous = review_champion(cell).manifest or previous
     if previous is not None and previous.get("suspended"):
         sus = previous["suspended"]
         refusal = (f"champion suspended at {sus['at']} ({sus['reason']}); no model is promoted in {cell.key} until "

@@ -8,6 +8,7 @@ where it never stops.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -282,6 +283,20 @@ def test_a_store_revision_of_a_recorded_candle_does_not_stop_the_ledger(scenario
     # the next night reads the revised candles as seen: nothing is revised any more, and the rows scored from
     # the old candles stay unprobed (re-scoring them would differ, legitimately)
     assert pipeline.signal_ledger(cell).metadata["revisions"] == 0
+
+
+def test_a_retrain_cannot_replace_a_champion_before_the_monitor_has_judged_it(scenario, tmp_path):
+    # The night that suspends the champion is a retrain night: its ingest resolved the outcomes,
+    # and the promotion step is the first to look. It must judge the champion before replacing it.
+    cell = _copy(scenario, tmp_path, "broken")
+    manifest = _manifest(cell)
+    # as the champion stood before that night (the reinstatement test may have run on the original)
+    manifest.pop("suspended", None)
+    manifest.pop("reinstated", None)
+    cell.paths.champion_manifest.write_text(json.dumps(manifest))
+    refused = pipeline.promote_champion(cell)
+    assert not refused.metadata["promoted"] and "champion suspended" in refused.metadata["reason"]
+    assert _manifest(cell)["suspended"]["statistic"] >= 5.6
 
 
 KILL = """
