@@ -170,3 +170,21 @@ def test_patx_verdict_of_a_failed_run_exits_with_its_code_and_says_where_to_look
     assert out.stderr.splitlines()[-2:] == [
         "nasdaq|smoke: the run failed; README: 'When a run fails'",
         "no step failure was recorded: the error is the last message above"]
+
+
+def test_the_readmes_stop_command_ends_a_background_ui_session_whatever_the_width_of_its_id():
+    # `ps -o sid=` pads a session id shorter than its column (" 9009"); a quoted padded id is
+    # refused by pkill ("invalid session id"). `ps` is wrapped here to pad every id that way.
+    [stop] = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("pkill -TERM -s ")]
+    # aimed at this test's stand-in only, never at a `dagster dev` the user has running
+    stop = stop.split("   #")[0].replace("'dagster dev'", "'dagster dev [(]readme stop test[)]'")
+    assert "readme stop test" in stop
+    ui = subprocess.Popen(["bash", "-c", "exec -a 'dagster dev (readme stop test)' sleep 120"],
+                          start_new_session=True)
+    try:
+        subprocess.run(["bash", "-c", "sleep 0.2; ps() { printf '  '; command ps \"$@\"; }; " + stop], timeout=30)
+        assert ui.wait(timeout=10) == -15, "SIGTERM reached the session"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
