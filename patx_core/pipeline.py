@@ -725,8 +725,22 @@ def signal_ledger(cell: GridCell) -> StepResult:
 
     Open rows are resolved from the store, every candle newer than each (symbol, model, role)'s
     last row is scored (at most ``monitor.max_backfill``), and the monitor decides on the
-    champion. Nothing new: nothing is written, the file stays byte-identical.
+    champion. Nothing new: nothing is written, the file stays byte-identical. The whole
+    read-resolve-score-publish holds the cell's ledger lock: two runs of one cell (a score run
+    and the nightly retrain, two sensor ticks) take turns instead of the last one's file winning.
     """
+    from patx_core.serving.ledger import LOCK_TIMEOUT_S, LedgerIntegrityError
+    from patx_core.storage.locks import exclusive
+
+    lock = cell.paths.ledger_lock
+    with exclusive(lock, timeout_s=LOCK_TIMEOUT_S, what=f"{cell.key} ledger",
+                   busy=lambda t: LedgerIntegrityError(
+                       f"{cell.key}: another run has held {lock} for over {t:g} s (a score or retrain of the same "
+                       "cell writing its ledger); nothing was written: run again when it has finished")):
+        return _signal_ledger_locked(cell)
+
+
+def _signal_ledger_locked(cell: GridCell) -> StepResult:
     from patx_core.serving.ledger import dependent_candles, read_ledger, write_ledger
     from patx_core.storage.artifacts import atomic_write_with
 

@@ -39,10 +39,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import polars as pl
-from filelock import FileLock, Timeout
 
 from patx_core.data.contract import RawDataError
 from patx_core.data.universe import SYMBOL
@@ -63,6 +62,7 @@ from patx_core.ingest.store import (
 )
 from patx_core.settings.datasets import DatasetConfig
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text, is_local
+from patx_core.storage.locks import exclusive
 from patx_core.storage.paths import DatasetPaths
 
 logger = logging.getLogger(__name__)
@@ -308,23 +308,8 @@ def _quarantine(path: Path, message: str, folder: Path) -> Quarantined:
     return Quarantined(file=path.name, message=message, moved_to=str(moved))
 
 
-@contextlib.contextmanager
-def _lock(path: Path, dataset: str, timeout_s: float) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``; only one ingest of a dataset may read and write its store."""
-    if not is_local(path):
-        logger.warning("dataset %r: the data dir is not local, so concurrent ingests are not locked out; "
-                       "run one ingest at a time", dataset)
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # An flock underneath: the kernel releases it when a killed ingest's process dies.
-    lock = FileLock(path, timeout=timeout_s)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise IngestError(f"dataset {dataset!r}: another ingest has held {path} for over "
-                          f"{timeout_s:g} s; try again when it has finished") from None
-    try:
-        yield
-    finally:
-        lock.release()
+def _lock(path: Path, dataset: str, timeout_s: float) -> contextlib.AbstractContextManager[None]:
+    """Only one ingest of a dataset may read and write its store at a time."""
+    return exclusive(path, timeout_s=timeout_s, what=f"dataset {dataset!r}",
+                     busy=lambda t: IngestError(f"dataset {dataset!r}: another ingest has held {path} for over "
+                                                f"{t:g} s; try again when it has finished"))

@@ -65,6 +65,8 @@ RESOLVED = "resolved"
 PROBABILITY_TOLERANCE = 1e-6
 REVISIONS_KEY = "patx.ledger.revisions"
 UNPROBED_KEY = "patx.ledger.unprobed"
+# How long a run waits for another run writing the same cell's ledger (a score run takes seconds).
+LOCK_TIMEOUT_S = 600.0
 SUSPENDED_PREFIX = "champion suspended"
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 

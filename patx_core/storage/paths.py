@@ -122,6 +122,11 @@ class VariantPaths:
         return self.ledger_dir / "candles.parquet"
 
     @property
+    def ledger_lock(self) -> Path:
+        """Held while a run reads, extends and publishes the ledger: one writer per cell at a time."""
+        return self.ledger_dir / "ledger.lock"
+
+    @property
     def track_record_json(self) -> Path:
         return self.ledger_dir / "track_record.json"
 

@@ -299,6 +299,24 @@ def test_a_retrain_cannot_replace_a_champion_before_the_monitor_has_judged_it(sc
     assert _manifest(cell)["suspended"]["statistic"] >= 5.6
 
 
+def test_a_second_writer_of_a_cells_ledger_waits_for_the_first_then_names_the_lock(scenario, tmp_path,
+                                                                                   monkeypatch):
+    from filelock import FileLock
+
+    from patx_core.serving import ledger as ledger_module
+
+    cell = _copy(scenario, tmp_path, "control")
+    before = cell.paths.ledger.read_bytes()
+    monkeypatch.setattr(ledger_module, "LOCK_TIMEOUT_S", 0.3)
+    with FileLock(cell.paths.ledger_lock):  # another run of the cell, mid-write
+        started = time.monotonic()
+        with pytest.raises(LedgerIntegrityError, match=r"control\|smoke: another run has held .*ledger\.lock"):
+            pipeline.signal_ledger(cell)
+        assert time.monotonic() - started >= 0.3
+    assert cell.paths.ledger.read_bytes() == before
+    assert pipeline.signal_ledger(cell).metadata["written"] is False  # once it is free, the run goes through
+
+
 KILL = """
 import os, sys, time
 import polars as pl
