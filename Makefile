@@ -79,9 +79,13 @@ ui: setup settings-check
 	$(DAGSTER) dev -h 127.0.0.1 -p 3000
 
 # Dagster imports both settings files with the code location: a typo there would fail every target
-# behind pages of tracebacks. This prints the file, table, field and near match in one line instead.
+# behind pages of tracebacks. This prints the file, table, field and near match in one line instead,
+# through $(error) so that it is make's last line (a failing recipe line would be followed by make's
+# own "*** [target] Error 2"). Make expands a recipe, here the check, only once `setup` has built the venv.
 settings-check: setup
-	@$(PY) -m patx_core.settings.check
+	$(eval SETTINGS_PROBLEM := $(shell $(PY) -m patx_core.settings.check 2>&1))
+	$(if $(SETTINGS_PROBLEM),$(error $(SETTINGS_PROBLEM)))
+	@:
 
 test: setup
 	$(PY) -m pytest -q

@@ -99,11 +99,12 @@ def test_make_materialize_ends_with_a_variant_typo_and_its_near_match_before_dag
     env = {**_shell_env(tmp_path, planted_raw), "PATX_VARIANTS": str(variants)}
     out = _make(tmp_path, env, variant="my_smoke")
     assert out.returncode != 0
-    # make's own closing line reads "make[1]: ***" when the suite itself runs under make (make test)
-    ours = [line for line in (out.stdout + out.stderr).strip().splitlines()
-            if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
-    assert ours[-1].startswith(f"variants file {variants}: variant 'my_smoke' [train]: unknown field(s) "
-                               "['max_epoch']; did you mean 'max_epochs'?"), ours[-5:]
+    # the very last line of the output, make's own "Makefile:N: *** … Stop." around our message
+    last = (out.stdout + out.stderr).strip().splitlines()[-1]
+    assert re.match(r"Makefile:\d+: \*\*\* ", last), last
+    assert last.split(" *** ", 1)[1].startswith(
+        f"variants file {variants}: variant 'my_smoke' [train]: unknown field(s) ['max_epoch']; "
+        "did you mean 'max_epochs'?"), last
     assert "Traceback" not in out.stdout + out.stderr, "one line, not pages of tracebacks"
 
 
