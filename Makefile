@@ -83,7 +83,7 @@ ui: setup settings-check
 # through $(error) so that it is make's last line (a failing recipe line would be followed by make's
 # own "*** [target] Error 2"). Make expands a recipe, here the check, only once `setup` has built the venv.
 settings-check: setup
-	$(eval SETTINGS_PROBLEM := $(shell $(PY) -m patx_core.settings.check 2>&1))
+	$(eval SETTINGS_PROBLEM := $(shell $(VENV)/bin/patx check 2>&1))
 	$(if $(SETTINGS_PROBLEM),$(error $(SETTINGS_PROBLEM)))
 	@:
 

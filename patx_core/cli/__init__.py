@@ -3,6 +3,7 @@
     patx ingest DATASET...          merge landed candle files into the curated store
     patx predict --checkpoint ...   score the newest candles with a trained model
     patx ledger DATASET VARIANT     a cell's forward track record (``reinstate`` lifts a suspension)
+    patx check                      do the datasets and variants files load? (one line per problem)
     patx verdict DATASET VARIANT    the verdict of the latest run (provided by patx_dagster)
 
 Each subcommand is a module with ``add_parser(subparsers)``: it adds its parser and sets
@@ -24,7 +25,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Sequence
 
 #: The subcommands of this package, in the order ``patx --help`` lists them.
-COMMANDS = ("ingest", "predict", "ledger")
+COMMANDS = ("ingest", "predict", "ledger", "check")
 #: Where other packages register subcommands: ``name = "module:add_parser"``.
 ENTRY_POINT_GROUP = "patx.commands"
 

@@ -26,7 +26,7 @@ def test_patx_help_lists_every_subcommand_without_importing_dagster(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     commands = out.stdout.split("commands:")[1]
-    for name in ("ingest", "predict", "verdict"):
+    for name in ("ingest", "predict", "ledger", "check", "verdict"):
         assert f"\n    {name} " in commands, out.stdout
     assert "dagster imported: False" in out.stdout, "listing `verdict` must not load the code location"
 
