@@ -830,7 +830,12 @@ def reinstate_champion(cell: GridCell, reason: str) -> dict[str, Any]:
     if not manifest.get("suspended"):
         raise RuntimeError(f"the champion of {cell.key} is not suspended: nothing to reinstate")
     stream = _monitor_stream(read_ledger(paths.ledger).rows, manifest)
-    restart = stream["resolved_at"].max() if stream.height else None
+    # After every outcome the monitor read: the ledger's newest, and at least the alarm's own
+    # (``from``), which a run killed between the suspension and the ledger write never recorded.
+    sus_from = manifest["suspended"].get("from")
+    read = [t for t in (stream["resolved_at"].max() if stream.height else None,
+                        datetime.fromisoformat(sus_from) if sus_from else None) if t is not None]
+    restart = max(read) if read else None
     previous = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
     entry = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason.strip(),
              "suspension": manifest.pop("suspended"),

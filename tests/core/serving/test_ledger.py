@@ -317,6 +317,22 @@ def test_a_second_writer_of_a_cells_ledger_waits_for_the_first_then_names_the_lo
     assert pipeline.signal_ledger(cell).metadata["written"] is False  # once it is free, the run goes through
 
 
+def test_reinstating_restarts_the_monitor_after_the_alarm_even_if_the_ledger_missed_its_outcomes(scenario, tmp_path):
+    # A run killed between the suspension (manifest) and the ledger write: the outcomes that
+    # raised the alarm are not in the ledger. The restart point must still lie after the alarm.
+    cell = _copy(scenario, tmp_path, "broken")
+    manifest = _manifest(cell)
+    if "suspended" not in manifest:  # the reinstatement test ran first on the original: suspend again
+        manifest["suspended"] = manifest.pop("reinstated")["suspension"]
+        cell.paths.champion_manifest.write_text(json.dumps(manifest))
+    alarm = datetime.fromisoformat(manifest["suspended"]["from"])
+    ledger = read_ledger(cell.paths.ledger)
+    write_ledger(cell.paths.ledger, Ledger(ledger.rows.filter(pl.col("resolved_at").is_null()
+                                                              | (pl.col("resolved_at") < alarm)), ledger.revisions))
+    reinstated = pipeline.reinstate_champion(cell, "checked by hand")
+    assert datetime.fromisoformat(reinstated["reinstated"]["monitor_restarts_after"]) >= alarm
+
+
 KILL = """
 import os, sys, time
 import polars as pl
