@@ -40,28 +40,53 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _taken_trades(rows: pl.DataFrame) -> dict[str, list[tuple[Any, float]]]:
+    """Per symbol, the resolved buys traded one position at a time (a buy inside an open trade is
+    skipped, as in the backtest): ``(resolved_at, trade_return)`` in time order."""
+    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED))
+    taken: dict[str, list[tuple[Any, float]]] = {}
+    for (symbol,), part in buys.sort("timestamp").group_by("symbol", maintain_order=True):
+        trades, busy_until = [], None
+        for ts, end, r in part.select("timestamp", "resolved_at", "trade_return").iter_rows():
+            if busy_until is not None and ts < busy_until:
+                continue
+            trades.append((end, r))
+            busy_until = end
+        taken[str(symbol)] = trades
+    return taken
+
+
 def _returns(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], cost_bps: float) -> tuple[float | None,
                                                                                                     float | None]:
-    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED))
-    if buys.is_empty():
+    taken = _taken_trades(rows)
+    if not taken:
         return None, None
     keep = round_trip_factor(cost_bps)
     strategy, market = [], []
-    for (symbol,), part in buys.sort("timestamp").group_by("symbol", maintain_order=True):
-        growth, busy_until = 1.0, None
-        for ts, end, r in part.select("timestamp", "resolved_at", "trade_return").iter_rows():
-            if busy_until is not None and ts < busy_until:
-                continue  # one position at a time
-            growth *= 1.0 + r
-            busy_until = end
-        strategy.append(growth - 1.0)
-        oc = outcomes.get(str(symbol))
+    for symbol, trades in taken.items():
+        strategy.append(float(np.prod([1.0 + r for _, r in trades])) - 1.0)
+        oc = outcomes.get(symbol)
         if oc is not None:
-            first = rows.filter(pl.col("symbol") == symbol)["timestamp"].min()
-            i, j = oc.index_of(pl.Series([first, part["resolved_at"].max()]))
+            mine = rows.filter(pl.col("symbol") == symbol)
+            last = mine.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED))["resolved_at"].max()
+            i, j = oc.index_of(pl.Series([mine["timestamp"].min(), last]))
             if i >= 0 and j >= 0:
                 market.append(float(oc.close[j] / oc.close[i] * keep - 1.0))
     return float(np.mean(strategy)), (float(np.mean(market)) if market else None)
+
+
+def live_equity(rows: pl.DataFrame) -> tuple[list[Any], np.ndarray]:
+    """The growth of 1 that ``strategy_return`` ends at: each symbol's taken trades compounded,
+    equal-weighted over symbols, at every trade's ``resolved_at``."""
+    taken = _taken_trades(rows)
+    times = sorted({end for trades in taken.values() for end, _ in trades})
+    curves = []
+    for trades in taken.values():
+        ends = [end for end, _ in trades]
+        growth = np.cumprod([1.0 + r for _, r in trades])
+        done = np.searchsorted(np.array(ends, dtype=object), np.array(times, dtype=object), side="right")
+        curves.append(np.where(done > 0, growth[np.maximum(done - 1, 0)], 1.0))
+    return times, (np.mean(np.vstack(curves), axis=0) if curves else np.zeros(0))
 
 
 def role_figures(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], *, cost_bps: float,
@@ -191,25 +216,25 @@ def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float
 
 
 def plot_equity(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], cost_bps: float) -> Figure:
-    """Growth of the resolved buys (in resolved_at order) against buy-and-hold of the same symbols."""
+    """:func:`live_equity` against buy-and-hold of the same symbols."""
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
-    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED)).sort("resolved_at")
-    if buys.height:
-        growth = np.cumprod(1.0 + buys["trade_return"].to_numpy())
-        ax.step(buys["resolved_at"].to_list(), growth, where="post", label="live signals (after costs)")
+    times, growth = live_equity(rows)
+    if times:
+        ax.step(times, growth, where="post", label="live signals (after costs)")
         keep = round_trip_factor(cost_bps)
         start = rows["timestamp"].min()
         curves = []
+        traded = set(_taken_trades(rows))
         for symbol, oc in outcomes.items():
-            if symbol not in set(buys["symbol"].to_list()):
+            if symbol not in traded:
                 continue
             i = oc.index_of(pl.Series([start]))[0]
-            j = oc.index_of(buys["resolved_at"])
+            j = oc.index_of(pl.Series(times))
             if i >= 0:
                 curves.append(np.where(j >= 0, oc.close[np.maximum(j, 0)] / oc.close[i] * keep, np.nan))
         if curves:
-            ax.plot(buys["resolved_at"].to_list(), np.nanmean(np.vstack(curves), axis=0), label="buy-and-hold")
+            ax.plot(times, np.nanmean(np.vstack(curves), axis=0), label="buy-and-hold")
     ax.axhline(1.0, color="grey", linewidth=0.5)
     ax.set_ylabel("growth of 1")
     _legend(ax, "upper left")

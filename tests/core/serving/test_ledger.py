@@ -333,6 +333,21 @@ def test_reinstating_restarts_the_monitor_after_the_alarm_even_if_the_ledger_mis
     assert datetime.fromisoformat(reinstated["reinstated"]["monitor_restarts_after"]) >= alarm
 
 
+def test_the_live_equity_curve_ends_at_the_reported_strategy_return(scenario):
+    from patx_core.serving.track_record import live_equity
+
+    cell = scenario["cells"]["control"]
+    record = read_json(cell.paths.track_record_json)
+    for role in (CHAMPION, SHADOW):
+        rows = counted_rows(read_ledger(cell.paths.ledger).rows, role)
+        if role == CHAMPION:
+            rows = rows.filter(pl.col("model_sha256") == _manifest(cell)["checkpoint_sha256"])
+        times, growth = live_equity(rows)
+        assert len(times) > 10 and times == sorted(times)
+        # overlapping buys are skipped in both, and symbols equal-weighted in both
+        assert growth[-1] - 1.0 == pytest.approx(record["roles"][role]["strategy_return"], rel=1e-12, abs=1e-15)
+
+
 KILL = """
 import os, sys, time
 import polars as pl
