@@ -192,10 +192,26 @@ def _stop(_args: argparse.Namespace) -> int:
     # Workers first, the broker last, so no worker loses its broker while finishing.
     entries = [line.split() for line in pid_file.read_text().splitlines() if line.strip()]
     for pid, name in sorted(entries, key=lambda e: e[1] == "redis"):
+        gone = _not_ours(int(pid))
+        if gone:
+            print(f"skipped {name} (pid {pid}): {gone}")
+            continue
         stop_group(int(pid))
         print(f"stopped {name} (pid {pid})")
     pid_file.unlink()
     return 0
+
+
+def _not_ours(pid: int) -> str | None:
+    """Why ``pid`` is no longer a worker or broker that ``start`` started (after a reboot or a
+    crash the number may belong to another program now), or None. Without /proc: trusted."""
+    if not Path("/proc/self").exists():
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "not running"
+    return None if ("celery" in cmdline or "redis-server" in cmdline) else f"now another program ({cmdline[:60]!r})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

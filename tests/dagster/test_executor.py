@@ -149,3 +149,25 @@ def test_walk_forward_in_process_is_one_fold_step_through_files_under_the_cell(c
     [mat] = result.asset_materializations_for_node("walk_forward")
     assert mat.metadata["patx/worker"].value == socket.gethostname()
     assert "walk_forward_gate_stable" in [c.check_name for c in result.get_asset_check_evaluations()]
+
+
+def test_workers_stop_never_signals_a_process_that_is_no_longer_a_worker(tmp_path, monkeypatch, capsys):
+    # After a reboot the recorded PIDs may belong to other programs: those must not be killed.
+    import subprocess
+    import sys
+
+    from patx_dagster import workers
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        (tmp_path / "workers.pids").write_text(f"{stranger.pid} gpu0\n999999999 cpu0\n")
+        assert workers.main(["stop"]) == 0
+        out = capsys.readouterr().out
+        assert f"skipped gpu0 (pid {stranger.pid}): now another program" in out
+        assert "skipped cpu0 (pid 999999999): not running" in out
+        assert stranger.poll() is None, "the stranger still runs"
+        assert not (tmp_path / "workers.pids").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
