@@ -275,8 +275,9 @@ def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes:
     The last recorded candle is scored again (the *probe*) and must agree (see :func:`merge_rows`),
     except for the ``revised`` symbols, whose stored candles changed since the ledger last read
     them (:func:`find_revisions`), and the rows ``ledger.unprobed`` marks as scored before such a
-    revision: their features changed, so the recorded probability stands unprobed. At most ``max_backfill`` new candles per symbol; the older ones are skipped with a
-    log line (and no probe: the last recorded candle is not in the scored tail).
+    revision: their features changed, so the recorded probability stands unprobed. At most
+    ``max_backfill`` new candles per symbol; the older ones are skipped with a log line (and no
+    probe: the last recorded candle is not in the scored tail).
     """
     from patx_core.serving.predict import predict_frame
 
