@@ -644,17 +644,18 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     ledger, resolved = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps, revisions=revisions)
     manifest = _champion_manifest(paths)
     if score:
-        revised = frozenset(rev["symbol"] for rev in revisions)
+        revised = sorted({rev["symbol"] for rev in revisions})
         # rows scored tonight whose outcome the store already decides (scored late) resolve at once
         for scorer in _scorers(cell, manifest):
             # this model's rows of a revised symbol were scored from the old candles: never probed again
             mine = ledger.rows.filter((pl.col("role") == scorer.role) & (pl.col("model_sha256") == scorer.sha256)
-                                      & pl.col("symbol").is_in(list(revised)))
+                                      & pl.col("symbol").is_in(revised))
             stale = {probe_key(scorer.role, scorer.sha256, s): t.isoformat()
                      for s, t in mine.group_by("symbol").agg(pl.col("timestamp").max()).iter_rows()}
+            ledger = dataclasses.replace(ledger, unprobed={**ledger.unprobed, **stale})
             new = score_rows(ledger, scorer, universe, outcomes, max_backfill=variant.monitor.max_backfill,
-                             recorded_at=datetime.now(timezone.utc), revised=revised)
-            ledger, _ = merge_rows(dataclasses.replace(ledger, unprobed={**ledger.unprobed, **stale}), new)
+                             recorded_at=datetime.now(timezone.utc))
+            ledger, _ = merge_rows(ledger, new)
         ledger, late = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps)
         resolved += late
     monitor = champion_monitor(cell, ledger.rows, manifest)

@@ -269,13 +269,12 @@ def resolve_rows(ledger: Ledger, outcomes: dict[str, SymbolOutcomes], *, cost_bp
 
 
 def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes: dict[str, SymbolOutcomes], *,
-               max_backfill: int, recorded_at: datetime, revised: frozenset[str] = frozenset()) -> pl.DataFrame:
+               max_backfill: int, recorded_at: datetime) -> pl.DataFrame:
     """New rows for ``scorer``: each symbol's candles after its last row for this model and role.
 
     The last recorded candle is scored again (the *probe*) and must agree (see :func:`merge_rows`),
-    except for the ``revised`` symbols, whose stored candles changed since the ledger last read
-    them (:func:`find_revisions`), and the rows ``ledger.unprobed`` marks as scored before such a
-    revision: their features changed, so the recorded probability stands unprobed. At most
+    unless ``ledger.unprobed`` marks it as scored before a store revision of its symbol's candles
+    (:func:`find_revisions`): its features changed, so the recorded probability stands. At most
     ``max_backfill`` new candles per symbol; the older ones are skipped with a log line (and no
     probe: the last recorded candle is not in the scored tail).
     """
@@ -290,8 +289,7 @@ def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes:
         ts = raw.get_column("timestamp").cast(_TS)
         newer = int((ts > last[symbol]).sum()) if symbol in last else ts.len()
         stale = ledger.unprobed.get(probe_key(scorer.role, scorer.sha256, symbol))
-        unchanged = symbol not in revised and not (symbol in last and stale and stale >= last[symbol].isoformat())
-        probe = 1 if symbol in last and unchanged else 0
+        probe = 1 if symbol in last and not (stale and stale >= last[symbol].isoformat()) else 0
         if newer > max_backfill:
             log.info("%s %s %s: %d candles unscored; scoring the newest %d (monitor.max_backfill), skipping "
                      "%d up to %s", scorer.role, scorer.sha256[:12], symbol, newer, max_backfill,
