@@ -1,4 +1,4 @@
-"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools|fused``.
+"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools|fused|selection``.
 
 Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
 ``benchmarks/RESULTS.md`` or compared by a script.
@@ -823,6 +823,12 @@ def _parser() -> argparse.ArgumentParser:
     fz.add_argument("--steps", type=int, default=20, help="train batches of 32 per epoch")
     fz.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each side counts")
     fz.add_argument("--device", default="cpu", help="cpu, cuda[:N], auto")
+    sel = sub.add_parser("selection", help="false-promotion rate of N edgeless models: literal gate vs + selection gate")
+    sel.add_argument("--campaigns", type=int, default=2000)
+    sel.add_argument("--looks", default="1,10,50", help="comma-separated models per campaign (N)")
+    sel.add_argument("--true-precision", default="0.65,0.70", help="comma-separated true precisions of the models")
+    sel.add_argument("--seed", type=int, default=0)
+    sel.add_argument("--workers", type=int, default=None, help="judging processes (default: the usable cores)")
     return parser
 
 
@@ -832,6 +838,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Use every core this process may run on (not the machine's count under a cgroup/affinity mask).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(max(1, cores or 1))
+    if args.command == "selection":
+        from benchmarks.selection import bench_selection
+
+        for row in bench_selection(campaigns=args.campaigns, looks=[int(n) for n in args.looks.split(",")],
+                                   precisions=[float(q) for q in args.true_precision.split(",")], seed=args.seed,
+                                   workers=args.workers):
+            print(json.dumps(row), flush=True)
+        return 0
     if args.command == "train":
         result = bench_train(rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                              compile=args.compile or args.compile_mode is not None, compile_mode=args.compile_mode,

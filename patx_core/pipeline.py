@@ -22,7 +22,9 @@ import polars as pl
 from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, read_parquet, sha256_file
 from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.settings.config import VariantConfig
+from patx_core.evaluation.looks import counted_looks, evaluation_looks, fold_looks, record_looks
 from patx_core.evaluation.record import split_summaries
+from patx_core.evaluation.selection import selection_block
 from patx_core.settings.grid import GridCell
 from patx_core.storage.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.data.scaler import UniverseScaler
@@ -418,9 +420,15 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
                           prices=features.select(prices_cols), history=history, predictions=predictions,
                           dataset_info={k: info[k] for k in ("name", "symbols", "interval", "source_sha256",
                                                              "median_spacing_seconds", "skipped_symbols")})
+    judged_at = datetime.now(timezone.utc)
     body = {**ev.body, "seeds": _seed_block(cell, predictions, sha256_file(paths.checkpoint), history),
-            "checkpoint_sha256": sha256_file(paths.checkpoint),
-            "generated_at": datetime.now(timezone.utc).isoformat()}
+            "checkpoint_sha256": sha256_file(paths.checkpoint), "generated_at": judged_at.isoformat()}
+    # The look is recorded before the report: a run killed in between leaves a look counted
+    # without a report (the safe side), never a verdict that did not pay for itself.
+    window = splits_frame.filter(pl.col("split") == variant.gate_split)["timestamp"]
+    ledger = record_looks(paths.dataset.looks, paths.dataset.looks_lock,
+                          evaluation_looks(body, window, judged_at=judged_at))
+    body["checks"]["precision_gate_selection"] = selection_block(body, counted_looks(ledger, window), variant.eval)
     atomic_write_json(paths.evaluation_json, body)
     markdown = write_report(paths.report_dir, body, history=history, predictions=ev.predictions,
                             equity=ev.backtest.equity)
@@ -428,11 +436,16 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     gate_meta = {"target_precision": variant.eval.target_precision,
                  **{k: gate.get(k) for k in ("precision", "precision_ci95", "n_signals", "base_rate", "threshold",
                                              "split", "min_signals", "reason")}}
+    selection = body["checks"]["precision_gate_selection"]
     checks = [CheckOutcome("evaluation_report_precision_gate", bool(gate["passed"]), gate_meta, gate["reason"]),
+              CheckOutcome("evaluation_report_selection_gate", bool(selection["passed"]), dict(selection),
+                           selection["reason"]),
               CheckOutcome("evaluation_report_f1_above_0_5", bool(f1["passed"]), dict(f1),
                            f"F1 {f1.get('f1')} on {gate['split']}")]
     gate_metrics = body["metrics"].get(variant.gate_split, {})
     meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"],
+            "selection_passed": bool(selection["passed"]), "n_looks": selection["n_looks"],
+            "selection_confidence": round(selection["confidence"], 4),
             "threshold": body["threshold"]["value"], "threshold_rule": body["threshold"]["rule"],
             "diagnosis": [d["code"] for d in body["diagnosis"]],
             "diagnosis_text": [f"{d['code']}: {d['explanation']}" for d in body["diagnosis"]],
@@ -476,6 +489,7 @@ def promote_champion(cell: GridCell) -> StepResult:
     variant, paths = cell.variant, cell.paths
     evaluation = read_json(paths.evaluation_json)
     gate = evaluation["checks"]["precision_gate"]
+    selection = evaluation["checks"].get("precision_gate_selection")
     checkpoint_sha = sha256_file(paths.checkpoint)
     refusal = None
     previous = _champion_manifest(paths)
@@ -489,6 +503,11 @@ def promote_champion(cell: GridCell) -> StepResult:
                    f"a person reinstates it: patx ledger reinstate {cell.dataset.name} {variant.name} --reason TEXT")
     elif not gate["passed"]:
         refusal = f"precision gate failed: {gate['reason']}"
+    elif selection is None:
+        refusal = (f"{paths.evaluation_json} has no selection gate (it was written before looks were counted); "
+                   "re-materialize evaluation_report")
+    elif not selection["passed"]:
+        refusal = f"selection gate failed: {selection['reason']}"
     elif evaluation.get("checkpoint_sha256") != checkpoint_sha:
         refusal = (f"{paths.checkpoint} changed since it was evaluated (sha256 "
                    f"{str(evaluation.get('checkpoint_sha256'))[:12]} evaluated, {checkpoint_sha[:12]} now)")
@@ -508,6 +527,7 @@ def promote_champion(cell: GridCell) -> StepResult:
         "metrics": evaluation["metrics"],
         "threshold": evaluation["threshold"],
         "precision_gate": gate,
+        "precision_gate_selection": selection,
         "variant_config": variant.to_dict(),
         "code_version": code_version(),
     }
@@ -516,7 +536,8 @@ def promote_champion(cell: GridCell) -> StepResult:
         manifest["reinstated"] = previous["reinstated"]
     atomic_copy(paths.checkpoint, paths.champion_checkpoint)
     atomic_write_json(paths.champion_manifest, manifest)
-    meta = {"promoted": True, "reason": gate["reason"], "champion": str(paths.champion_checkpoint),
+    meta = {"promoted": True, "reason": f"{gate['reason']}; {selection['reason']}",
+            "champion": str(paths.champion_checkpoint),
             "threshold": manifest["threshold"]["value"], "gate_precision": gate["precision"],
             "gate_signals": gate["n_signals"], "checkpoint_sha256": checkpoint_sha}
     return StepResult(value=manifest, metadata=meta)
@@ -928,6 +949,9 @@ def walk_forward_report(results: list[Any], cell: GridCell, *, concurrency: str,
 
     variant = cell.variant
     result = stitch_folds(results, variant, concurrency=concurrency, workers=workers, seconds=seconds)
+    record_looks(cell.paths.dataset.looks, cell.paths.dataset.looks_lock,
+                 fold_looks(results, dataset=cell.dataset.name, variant=variant.name,
+                            judged_at=datetime.now(timezone.utc)))
     markdown = write_walk_forward(cell.paths.report_dir, result, variant, title=cell.key)
     s = json_safe(result.summary)
     keys = ("n_folds", "gate_pass_rate", "precision", "precision_ci95", "n_signals", "base_rate",

@@ -41,6 +41,12 @@ CHECKS: dict[str, tuple[str, bool, dg.AssetCheckSeverity, str]] = {
         "evaluation_report", False, ERROR,
         "Gate-split precision above the variant's target_precision (metadata; 0.7 by default) with at least "
         "min_signals buy signals (test; val for `seed`). A failure refuses promotion; the run still succeeds."),
+    # The same gate priced for every model judged on this test window (the looks ledger): not
+    # blocking for the same reason; champion_model requires both checks.
+    "evaluation_report_selection_gate": (
+        "evaluation_report", False, ERROR,
+        "Gate-split precision still above the target after paying for every model judged on the same test "
+        "window (n_looks, Bonferroni): confidence >= eval.min_confidence. A failure refuses promotion."),
     "evaluation_report_f1_above_0_5": ("evaluation_report", False, WARN, "Gate-split F1 >= 0.5."),
     # Not blocking either: a suspension is the monitor doing its job, recorded in the manifest.
     "track_record_live_precision": (

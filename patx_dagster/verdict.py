@@ -23,20 +23,24 @@ from typing import Any
 
 import dagster as dg
 
+from patx_core.evaluation.selection import selection_summary
 from patx_core.storage.artifacts import read_json
 from patx_core.settings.grid import cell_key
 from patx_dagster.resources import GridResource
 
 
 def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
-    """The gate's verdict, the diagnosis and the backtest in three lines."""
+    """The gate's verdict (with the selection gate: looks and confidence), the diagnosis and the
+    backtest in three lines."""
     gate = evaluation["checks"]["precision_gate"]
     name = f"{evaluation['dataset'].get('name')}|{evaluation['variant']}"
     per = evaluation.get("per_symbol") or {}
     tested, untested = len(per.get("symbols") or {}), len(per.get("untested") or {})
     coverage = f" (tested on {tested} of {tested + untested} symbols)" if untested else ""
+    selection = evaluation["checks"].get("precision_gate_selection")  # absent from older evaluation.json
+    priced = f"; {selection_summary(selection)}" if selection is not None else ""
     lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']}{coverage} — "
-             f"{gate['reason']}"]
+             f"{gate['reason']}{priced}"]
     codes = [d["code"] for d in evaluation.get("diagnosis", [])]
     lines.append(f"diagnosis: {', '.join(codes) if codes else 'none'}")
     bt = evaluation.get("backtest") or {}

@@ -28,6 +28,7 @@ from patx_core.evaluation.figures import (
 )
 from patx_core.evaluation.formatting import num, ordinal, pct
 from patx_core.evaluation.record import SplitPredictions
+from patx_core.evaluation.selection import selection_summary
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,15 @@ def verdict(evaluation: Mapping[str, Any]) -> str:
         luck = (f"{versus}, {ordinal(bt['strategy_percentile'])} percentile of "
                 f"{bt['random_baseline']['full_draws']} random-entry draws")
     return f"**Gate {word}** — {gate['reason']}. {lift_txt.capitalize()}; {luck}."
+
+
+def selection_line(evaluation: Mapping[str, Any]) -> str | None:
+    """The selection gate's line under the title: how many models were judged on this test window,
+    the confidence left after paying for them, and why (None for an evaluation without the block)."""
+    block = evaluation["checks"].get("precision_gate_selection")
+    if block is None:
+        return None
+    return f"**{_sentence(selection_summary(block))}** — {block['reason']}."
 
 
 def _diagnosis_lines(evaluation: Mapping[str, Any]) -> list[str]:
@@ -235,9 +245,11 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     th, tr, bt = evaluation["threshold"], evaluation["training"], evaluation["backtest"]
     f1 = evaluation["checks"]["f1"]
     coverage = coverage_line(evaluation)
+    selection = selection_line(evaluation)
     lines = [
         title_line(evaluation),
         "",
+        *([selection, ""] if selection else []),
         *([coverage, ""] if coverage else []),
         verdict(evaluation),
         "",
@@ -329,6 +341,7 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
     live = live or {}
     for key, ev in evaluations.items():
         gate, bt = ev["checks"]["precision_gate"], ev["backtest"]
+        selection = ev["checks"].get("precision_gate_selection")  # absent from older evaluation.json
         m = ev["metrics"][gate["split"]]
         rows.append({
             "dataset": ev["dataset"].get("name", ""),
@@ -345,12 +358,17 @@ def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
             "buy_and_hold_return": bt["buy_and_hold_return"],
             "random_percentile": bt["strategy_percentile"],
             "training_seconds": ev["training"]["seconds"],
+            "n_looks": None if selection is None else selection["n_looks"],
+            "selection_confidence": None if selection is None else selection["confidence"],
+            "selection": None if selection is None else ("passed" if selection["passed"] else "failed"),
             "gate": "passed" if gate["passed"] else "failed",
             "diagnosis": [d["code"] for d in ev.get("diagnosis", [])],  # absent from older evaluation.json
             "in_grid": key not in outside_grid,
             **live_columns(live.get(key)),
         })
-    rows.sort(key=lambda r: (r["gate"] != "passed", -r["precision_lo"], r["dataset"], r["variant"]))
+    # promotable first: both gates passed, then the literal gate alone, then by the lower bound
+    rows.sort(key=lambda r: (r["gate"] != "passed", r["selection"] == "failed", -r["precision_lo"], r["dataset"],
+                             r["variant"]))
     return rows
 
 
@@ -363,6 +381,12 @@ def _live(row: Mapping[str, Any]) -> str:
         return "n/a"
     lo, hi = row["live_ci"]
     return f"{num(row['live_precision'])} [{lo:.3f}, {hi:.3f}] ({row['live_role']})"
+
+
+def _selection(row: Mapping[str, Any]) -> str:
+    if row["selection"] is None:
+        return "n/a"
+    return f"{row['selection_confidence']:.2f} ({row['selection']})"
 
 
 def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLike,
@@ -382,12 +406,14 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
         "with as many trades (50 = luck). Training wall time = the wall-clock seconds that variant's "
         "last run spent training, on whatever device and load it had: not a speed benchmark. Live = the "
         "forward ledger's out-of-sample resolved signals (the champion's; the shadow's where there is "
-        "no champion) and the monitor's state.",
+        "no champion) and the monitor's state. Looks = the models judged on the same test window (every "
+        "variant, seed study and retrain), and selection = the confidence left after paying for them "
+        "(promotion needs the gate and the selection gate; README \"Why a pass can be luck\").",
         "",
         "| dataset | variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
-        "buy-and-hold | random pct | training wall time (s) | gate | diagnosis | live precision [95 % CI] | "
-        "live resolved signals | monitor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "buy-and-hold | random pct | training wall time (s) | looks | selection confidence | gate | diagnosis | "
+        "live precision [95 % CI] | live resolved signals | monitor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -396,10 +422,11 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
             f"{r['precision_hi']:.3f}] | {r['signals']} | {num(r['lift'], 2)} | {num(r['f1'])} | "
             f"{num(r['roc_auc'])} | {pct(r['strategy_return'], signed=True)} | "
             f"{pct(r['buy_and_hold_return'], signed=True)} | {num(r['random_percentile'], 0)} | "
-            f"{r['training_seconds']:.0f} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} | "
+            f"{r['training_seconds']:.0f} | {'n/a' if r['n_looks'] is None else r['n_looks']} | "
+            f"{_selection(r)} | {r['gate']} | {', '.join(r['diagnosis']) or 'none'} | "
             f"{_live(r)} | {'n/a' if r['live_resolved'] is None else r['live_resolved']} | {r['monitor'] or 'n/a'} |")
     if not rows:
-        lines.append("| (no evaluated variants yet) |" + " |" * 16)
+        lines.append("| (no evaluated variants yet) |" + " |" * 18)
     if not all(r["in_grid"] for r in rows):
         lines += ["", f"{OUTSIDE_GRID_MARK} not in the current grid: the datasets or variants file in use "
                       "(`PATX_DATASETS`, `PATX_VARIANTS`) no longer defines this cell; its evaluation.json "

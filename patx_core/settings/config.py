@@ -200,12 +200,19 @@ class EvalConfig:
     target_precision: float = 0.7
     min_signals: int = 30
     confidence: float = 0.95  # Wilson interval level
+    # The selection gate's bar (patx_core.evaluation.selection): 1 − min(1, looks × P(X >= hits))
+    # at the target precision must reach it. 0.5 with one look is the literal "precision above
+    # the target" (the binomial median, up to one hit); each model judged on the same test window
+    # raises what it takes. 0.95 is the cautious user's choice.
+    min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         _finite("EvalConfig", "target_precision", self.target_precision, 0.0, 1.0, lo_open=True)
         _positive_int("EvalConfig", "min_signals", self.min_signals)
         _finite("EvalConfig", "confidence", self.confidence, 0.0, 1.0, lo_open=True)
         _require(self.confidence < 1.0, "EvalConfig", "confidence", "< 1", self.confidence)
+        _finite("EvalConfig", "min_confidence", self.min_confidence, 0.0, 1.0, lo_open=True)
+        _require(self.min_confidence < 1.0, "EvalConfig", "min_confidence", "< 1", self.min_confidence)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@
     <dataset>/ledger/<variant>/track_record.json, .md, *.png     live figures of the ledger, the monitor
     <dataset>/work/<variant>/...                                 intermediate data (features, windows)
     <dataset>/curated/                                           ingested candles (landing datasets)
+    <dataset>/looks.parquet                                      every model judged on a gate window
     leaderboard.md                                               every (dataset, variant)
 
 ``PATX_DATA_DIR`` may be an fsspec URL (``s3://bucket/patx``) so steps on different
@@ -56,6 +57,17 @@ class DatasetPaths:
     def curated_dir(self) -> Path:
         return self.root / "curated"
 
+    @property
+    def looks(self) -> Path:
+        """``looks.parquet``: every model judged on a gate window of this dataset, what the
+        selection gate counts (:mod:`patx_core.evaluation.looks`)."""
+        return self.root / "looks.parquet"
+
+    @property
+    def looks_lock(self) -> Path:
+        """Held while an evaluation reads, extends and publishes ``looks.parquet``."""
+        return self.root / "looks.lock"
+
     def variant(self, variant: str) -> "VariantPaths":
         return VariantPaths(root=self.root, variant=variant)
 
@@ -66,6 +78,11 @@ class VariantPaths:
 
     root: Path
     variant: str
+
+    @property
+    def dataset(self) -> DatasetPaths:
+        """The paths its variants share (the looks ledger)."""
+        return DatasetPaths(data_root=self.root.parent, dataset=self.root.name)
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -22,8 +22,11 @@ def evaluation_report(context: dg.AssetExecutionContext, grid: GridResource, fea
     context.log.info(f"[{cell.key}] evaluation_report: threshold on val, metrics, backtest, report")
     step = pipeline.evaluate_model(features, splits, cell)
     gate = step.value["checks"]["precision_gate"]
+    selection = step.value["checks"]["precision_gate_selection"]
     if not gate["passed"]:
         context.log.warning(f"[{cell.key}] precision gate failed: {gate['reason']}")
+    elif not selection["passed"]:
+        context.log.warning(f"[{cell.key}] selection gate failed: {selection['reason']}")
     metadata = {**step.metadata, "report": dg.MetadataValue.md(step.markdown)}
     return dg.MaterializeResult(metadata={**metadata, **worker_metadata()}, check_results=results(step.checks))
 

@@ -63,3 +63,13 @@ def test_patx_core_warnings_are_run_events_and_each_stage_is_announced(tmp_path,
     messages = [(r.level, r.user_message) for r in instance.all_logs(result.run_id) if r.dagster_event is None]
     assert any(level == 30 and "symbol 'short'" in text for level, text in messages), messages
     assert any(level == 20 and "raw_prices: reading and validating every symbol" in text for level, text in messages)
+
+
+def test_the_verdict_line_ends_with_the_selection_gate_looks_and_confidence():
+    from patx_core.evaluation.selection import selection_gate
+
+    evaluation = {"dataset": {"name": "nasdaq"}, "variant": "smoke", "diagnosis": [], "backtest": {},
+                  "checks": {"precision_gate": {"passed": True, "split": "test", "reason": "test precision 0.74"},
+                             "precision_gate_selection": selection_gate(46, 62, 12, target=0.7, min_confidence=0.5)}}
+    assert verdict_lines(evaluation)[0] == ("nasdaq|smoke: precision gate PASSED on test — test precision 0.74; "
+                                            "selection gate FAILED: 12 looks, confidence 0.00 < 0.5")

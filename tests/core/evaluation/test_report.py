@@ -163,3 +163,32 @@ def test_leaderboard_live_columns_come_from_the_track_record(tmp_path: Path, rep
     shadow_only = {**record, "champion_present": False, "monitor": None}
     _, [row] = write_leaderboard({"baseline": good.body}, tmp_path / "l2.md", {"baseline": shadow_only})
     assert (row["live_role"], row["live_resolved"], row["monitor"]) == ("shadow", 7, "no champion")
+
+
+def _with_selection(body: dict, hits: int, n: int, looks: int) -> dict:
+    from patx_core.evaluation.selection import selection_gate
+
+    block = {**selection_gate(hits, n, looks, target=0.7, min_confidence=0.5), "looks": []}
+    return {**body, "checks": {**body["checks"], "precision_gate_selection": block}}
+
+
+def test_report_and_leaderboard_say_how_many_looks_each_verdict_paid_for(tmp_path: Path,
+                                                                          report: tuple[Path, str, Evaluation]) -> None:
+    _, _, good = report
+    priced = _with_selection(good.body, 46, 62, 12)
+    md = write_report(tmp_path, priced, history=_evaluation("baseline", {}, skill=0.9)[1],
+                      predictions=good.predictions, equity=good.backtest.equity)
+    lines = md.splitlines()
+    assert lines[0] == "# baseline — gate PASSED · diagnosis: none"
+    assert lines[2] == ("**Selection gate FAILED: 12 looks, confidence 0.00 < 0.5** — test precision 0.74 on 62 "
+                        "signals would pass alone, but 12 models were judged on this test window: confidence 0.00 "
+                        "< 0.5.")
+    alone = _with_selection(good.body, 46, 62, 1)
+    text, rows = write_leaderboard({"twelve": priced, "alone": alone, "old": good.body}, tmp_path / "lb.md")
+    by_key = {(r["n_looks"], r["selection"]) for r in rows}
+    assert by_key == {(12, "failed"), (1, "passed"), (None, None)}
+    assert rows[-1]["selection"] == "failed", "a literal pass that fails the selection gate is not promotable"
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert "| looks | selection confidence | gate |" in table[0]
+    assert "| 12 | 0.00 (failed) | passed |" in text and "| 1 | 0.72 (passed) | passed |" in text
+    assert "| n/a | n/a | passed |" in text
