@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import pytest
@@ -16,3 +17,10 @@ def require(found: Any, what: str, install: str = "bash .ci/system-deps.sh") -> 
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {message}")
     pytest.skip(message)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on at the time of the call (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

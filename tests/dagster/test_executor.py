@@ -16,6 +16,7 @@ import pytest
 from patx_dagster import defs
 from patx_dagster import executor as ex
 from patx_dagster.placement import QUEUE_TAG, worker_metadata
+from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_STEPS = {"trained_model", "evaluation_report", "train_fold_group"}
@@ -75,9 +76,7 @@ def test_celery_settings_resolve_the_broker_with_its_default(clean_env):
 
 
 def test_an_unreachable_broker_is_one_line_naming_it_and_make_workers():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     url = f"redis://127.0.0.1:{port}/0"
     with pytest.raises(ex.BrokerUnreachable) as info:
         ex.require_broker(url, timeout=2.0)

@@ -11,7 +11,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.tools import require
+from tests.tools import free_port, require
 
 PG_USER = "patx"
 PG_DB = "dagster"
@@ -34,12 +33,6 @@ def pg_bin_dir() -> str | None:
         return dirs[-1]
     initdb = shutil.which("initdb")
     return os.path.dirname(initdb) if initdb else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

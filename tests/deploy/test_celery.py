@@ -30,7 +30,7 @@ from patx_dagster import workers as patx_workers
 from patx_dagster.workers import Process, start_redis, start_worker, worker_env
 from tests.cells import write_datasets_file
 from tests.dagster.harness import PER_VARIANT, write_raw
-from tests.deploy.conftest import free_port
+from tests.tools import free_port
 from tests.synthetic import planted_candles
 from tests.tools import require
 

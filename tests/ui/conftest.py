@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.tools import require
+from tests.tools import free_port, require
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS_FILE = REPO / "datasets.toml"
@@ -42,12 +41,6 @@ TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 # The code location's own executor (in-process) and defaults: the run is launched exactly as the
 # UI's "Materialize" button launches it.
 RUN_CONFIG: dict[str, Any] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GraphQLError(AssertionError):
