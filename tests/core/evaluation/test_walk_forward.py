@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -279,6 +280,15 @@ def test_step_writes_the_report_and_the_stability_check(tmp_path) -> None:
     assert "data:image/png;base64," in step.markdown
     [check] = step.checks
     assert check.name == "walk_forward_gate_stable" and check.passed  # min_pass_rate 0: always stable
+    # each fold is a look on its own test window, recorded as a diagnostic: never counted for promotion
+    from patx_core.evaluation.looks import read_looks
+
+    looks = read_looks(cell.paths.dataset.looks)
+    [fold] = body["folds"]
+    assert looks["eligible"].to_list() == [False] and looks["variant"].to_list() == [variant.name]
+    assert looks["window_start"].to_list() == [datetime.fromisoformat(fold["test_start"])]
+    assert looks["window_end"].to_list() == [datetime.fromisoformat(fold["test_end"])]
+    assert looks["n_signals"].to_list() == [fold["n_signals"]]
 
 
 def test_the_fold_precision_plot_explains_its_dotted_no_signal_lines_once_in_the_legend():
