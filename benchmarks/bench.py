@@ -42,6 +42,9 @@ in one process: seconds, samples/s and the ratio per K (on CUDA also FLOP/s agai
 ``dagster asset materialize``, at each ``--limits`` value of the ``gpu`` pool: total wall time and
 whether the training steps overlapped.
 
+``contention`` — the training step idle and beside a CPU-bound competitor, with the default
+thread choice and fixed thread counts (:mod:`benchmarks.contention`).
+
 ``pipeline`` — the whole graph for ``--variant`` through ``dagster asset materialize`` in a fresh
 ``DAGSTER_HOME``: wall time, the steps' compute time and the difference (Dagster overhead).
 """
@@ -79,6 +82,7 @@ from patx_core.settings.config import (
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.model.trainer import Trainer, resolve_device
 from patx_core.data.windows import WindowedData
+from benchmarks import contention
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -829,6 +833,7 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--true-precision", default="0.65,0.70", help="comma-separated true precisions of the models")
     sel.add_argument("--seed", type=int, default=0)
     sel.add_argument("--workers", type=int, default=None, help="judging processes (default: the usable cores)")
+    contention.add_parser(sub)
     return parser
 
 
@@ -867,6 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "fused":
         result = bench_fused(ks=[int(k) for k in args.ks.split(",")], steps=args.steps, device=args.device,
                              repeats=args.repeats)
+    elif args.command == "contention":
+        result = contention.run(args)
     elif args.command == "walk-forward":
         result = bench_walk_forward(variant=args.variant, dataset=args.dataset, raw=args.raw,
                                     gpu_workers=[int(n) for n in args.gpu_workers.split(",")])

@@ -11,7 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from patx_core.model.threads import sleep_waiting_threads
+
 __version__ = "0.1.0"
+
+# Before any patx_core module imports torch: its OpenMP reads the wait policy once, when it loads.
+sleep_waiting_threads()
 
 #: Public name -> the module that defines it (the README's "Use it from Python").
 _PUBLIC = {

@@ -30,6 +30,7 @@ from patx_core.storage.paths import REPO_ROOT, VariantPaths, leaderboard_md
 from patx_core.data.scaler import UniverseScaler
 from patx_core.data.universe import SYMBOL
 from patx_core.data.windows import WindowedData
+from patx_core.model.threads import use_threads
 from patx_core.serving.ledger import SUSPENDED_PREFIX
 
 if TYPE_CHECKING:
@@ -278,6 +279,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     from patx_core.storage.checkpoint import save_checkpoint, save_scaler
     from patx_core.model.trainer import Trainer
 
+    use_threads()  # the cores free now: a step beside another job must not thrash
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
     scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
@@ -400,6 +402,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     from patx_core.evaluation.report import write_report
     from patx_core.model.trainer import predict_proba
 
+    use_threads()  # the cores free now: a step beside another job must not thrash
     variant, paths = cell.variant, cell.paths
     data = WindowedData.load(_windows_path(paths))
     checkpoint = load_checkpoint(paths.checkpoint)
@@ -937,6 +940,7 @@ def walk_forward_fold_group(features: pl.DataFrame, cell: GridCell, plans: list[
     from patx_core.evaluation.walk_forward import run_fold_group
     from patx_core.model.trainer import resolve_device
 
+    use_threads()  # the cores free now: fold steps side by side must not thrash each other
     device = str(resolve_device(cell.variant.train.device))
     return run_fold_group(features, plans, cell.variant, device=device, on_fold_end=on_fold_end)
 

@@ -9,6 +9,8 @@ was installed from).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -32,3 +34,18 @@ def installed_env(tmp: Path, **extra: str) -> dict[str, str]:
         "[patx.commands]\n" + "".join(f"{ep.name} = {ep.value}\n" for ep in declared_entry_points()))
     env = {**os.environ, **extra}
     return {**env, "PYTHONPATH": os.pathsep.join([str(tmp), str(REPO), env.get("PYTHONPATH", "")])}
+
+
+def torch_loaded(code: str, env: dict[str, str]) -> bool:
+    """Whether a fresh interpreter that runs ``code`` (in :data:`REPO`, with ``env``) ends with torch
+    imported: the pin that commands which neither train nor predict start without it."""
+    probe = "import sys; print('torch imported:', 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", f"{code}\n{probe}"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert "torch imported:" in out.stdout, out.stderr
+    return "torch imported: True" in out.stdout
+
+
+def patx_script(*args: str) -> str:
+    """Python that runs ``patx ARGS`` in process (``--help`` and usage errors exit by SystemExit)."""
+    return f"from patx_core.cli import main\ntry:\n    main({list(args)!r})\nexcept SystemExit:\n    pass"

@@ -48,11 +48,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
-import torch
 
 from patx_core.evaluation.backtest import RandomBaseline, portfolio
 from patx_core.evaluation.formatting import num
@@ -64,8 +63,10 @@ from patx_core.evaluation.risk import risk
 from patx_core.data.features import feature_columns
 from patx_core.evaluation.metrics import wilson_interval
 from patx_core.storage.jsonsafe import iso, json_safe
-from patx_core.model.trainer import Trainer, predict_proba, resolve_device
 from patx_core.data.universe import SYMBOL
+
+if TYPE_CHECKING:  # torch loads only in the functions that train or predict, so planning, stitching
+    import torch  # and reading fold files (the IO manager, every CLI) start without it
 
 __all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_groups", "fold_table", "plan_folds", "run_fold",
            "run_fold_group", "run_walk_forward", "stitch_folds", "write_walk_forward", "SIGNAL_MARGIN"]
@@ -247,6 +248,8 @@ def _fold_data(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig) -
 
 def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, device: str = "cpu") -> FoldResult:
     """Train, threshold, trade and judge one fold (see the module docstring for the rules)."""
+    from patx_core.model.trainer import Trainer
+
     start = time.perf_counter()
     fold = _fold_data(features, plan, variant)
     trainer = Trainer(variant.model, dataclasses.replace(variant.train, device=device), fold.windows)
@@ -288,6 +291,8 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
 def _judge_fold(fold: _FoldData, variant: VariantConfig, model: torch.nn.Module, history: dict[str, Any],
                 seconds: float) -> FoldResult:
     """Threshold on val, signals, metrics, gate and backtest on test of one trained fold."""
+    from patx_core.model.trainer import predict_proba
+
     start = time.perf_counter()
     plan, table, ds, windows = fold.plan, fold.table, fold.ds, fold.windows
     p_val = predict_proba(model, windows, "val")
@@ -424,6 +429,8 @@ def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, device: 
     machines, run :func:`run_fold_group` per group wherever it should run and pass every result to
     :func:`stitch_folds` (the Dagster ``walk_forward`` asset does that, one step per group).
     """
+    from patx_core.model.trainer import resolve_device
+
     started = time.perf_counter()
     plans = plan_folds(features, variant)
     dev = str(resolve_device(device or variant.train.device))
