@@ -593,13 +593,12 @@ def _champion_manifest(paths: VariantPaths) -> dict[str, Any] | None:
 
 
 def _monitor_stream(rows: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
-    """The champion's out-of-sample resolved buys in the order their outcomes were decided, from
-    the last reinstatement on."""
-    from patx_core.serving.ledger import CHAMPION, RESOLVED, counted_rows
+    """The champion's out-of-sample resolved bets (:func:`patx_core.serving.ledger.bets`) in the
+    order their outcomes were decided, from the last reinstatement on."""
+    from patx_core.serving.ledger import CHAMPION, RESOLVED, bets, counted_rows
 
-    stream = counted_rows(rows, CHAMPION).filter(
-        (pl.col("model_sha256") == manifest["checkpoint_sha256"]) & (pl.col("signal") == "buy")
-        & (pl.col("status") == RESOLVED))
+    mine = counted_rows(rows, CHAMPION).filter(pl.col("model_sha256") == manifest["checkpoint_sha256"])
+    stream = bets(mine).filter(pl.col("status") == RESOLVED)
     restart = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
     if restart:
         stream = stream.filter(pl.col("resolved_at") > datetime.fromisoformat(restart))
@@ -803,17 +802,17 @@ def track_record(cell: GridCell) -> StepResult:
     mon = record["monitor"] or {}
     lo, hi = champ["precision_ci"]
     check_meta = {"statistic": mon.get("statistic"), "threshold": mon.get("threshold"),
-                  "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_resolved"],
+                  "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_bets_resolved"],
                   "decision": mon.get("decision", "no champion")}
     live = "n/a" if champ["precision"] is None else f"{champ['precision']:.3f}"
     desc = (f"no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
-            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_resolved']}")
+            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
     check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
     meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
             "monitor": check_meta["decision"],
             **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
-               for k in ("n_scored", "n_signals", "n_resolved", "precision")}}
+               for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}}
     return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
 
 

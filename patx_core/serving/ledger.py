@@ -355,3 +355,35 @@ def counted_rows(rows: pl.DataFrame, role: str) -> pl.DataFrame:
     if role == CHAMPION:
         mine = mine.unique(subset=["symbol", "timestamp"], keep="first", maintain_order=True)
     return mine.filter(pl.col("out_of_sample"))
+
+
+def bets(rows: pl.DataFrame) -> pl.DataFrame:
+    """The buys of ``rows`` de-clustered into bets: one row per bet, its opening buy, with
+    ``n_signals`` (the buys it holds, itself included), in (role, symbol, timestamp) order.
+
+    Per role and symbol, in candle order, a buy issued while the bet opened by an earlier buy is
+    still open (its candle before that bet's ``resolved_at``, or that bet not resolved yet) joins
+    the bet instead of opening another: the backtest's one position at a time. A model fires on
+    consecutive candles while its first trade runs, and one price move then resolves the whole
+    cluster; counted signal by signal, one bad day would weigh like ten independent misses. A bet
+    carries its opening buy's outcome (``status``, ``label``, ``trade_return``, ``resolved_at``):
+    the trade that was taken. The live precision, its interval, the monitor and the live equity
+    all read this one walk.
+    """
+    buys = rows.filter(pl.col("signal") == "buy").sort("role", "symbol", "timestamp")
+    if buys.is_empty():
+        return buys.with_columns(pl.lit(0, dtype=pl.UInt32).alias("n_signals"))
+    ts = buys["timestamp"].dt.epoch("us").to_numpy()
+    # an open bet is busy until an exit the store has not reached: every later candle joins it
+    end = buys["resolved_at"].dt.epoch("us").fill_null(np.iinfo(np.int64).max).to_numpy()
+    group = (buys["role"] + "\x00" + buys["symbol"]).to_numpy()
+    opens = np.zeros(buys.height, dtype=bool)
+    size = np.zeros(buys.height, dtype=np.uint32)
+    head, busy_until = -1, 0
+    for i in range(buys.height):
+        if head >= 0 and group[i] == group[head] and ts[i] < busy_until:
+            size[head] += 1
+            continue
+        head, busy_until = i, end[i]
+        opens[i], size[i] = True, 1
+    return buys.with_columns(pl.Series("n_signals", size)).filter(pl.Series(opens))
