@@ -122,6 +122,21 @@ def run_cusum(hits: Sequence[bool] | np.ndarray, design: CusumDesign) -> Monitor
                          path=path[:read])
 
 
+def alarm_run(result: MonitorResult) -> tuple[int, int] | None:
+    """The run of outcomes that raised the alarm: ``(first, misses)``, the index of the outcome after
+    the chart last stood at 0 (where the CUSUM places the change) and the misses from it to the alarm
+    inclusive; None without an alarm. A suspension names this run before the whole record, whose
+    precision may still look fine: the alarm is about the recent stretch, not the average."""
+    if result.alarm_index is None:
+        return None
+    path = result.path[:result.alarm_index + 1]
+    zeros = np.flatnonzero(path[:-1] == 0)
+    first = int(zeros[-1]) + 1 if zeros.size else 0
+    # a miss is the only step that raises the statistic
+    before = np.concatenate([[0.0], path[:-1]])
+    return first, int((path[first:] > before[first:]).sum())
+
+
 def _transitions(design: CusumDesign, p: float) -> np.ndarray:
     """Sub-stochastic transition matrix among the non-alarm states 0 … limit-1 at hit rate ``p``."""
     h = design.limit

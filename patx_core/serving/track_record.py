@@ -27,7 +27,9 @@ over the rows :func:`patx_core.serving.ledger.counted_rows` counts:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import bisect
+from datetime import datetime
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -145,6 +147,7 @@ def build_track_record(ledger_rows: pl.DataFrame, outcomes: Mapping[str, SymbolO
                                              else bool(live_lo <= hi and lo <= live_hi))
         champ["checkpoint_sha256"] = manifest["checkpoint_sha256"]
         champ["suspended"] = manifest.get("suspended")
+        champ["reinstatements"] = manifest.get("reinstatements", [])
     mon = None
     if monitor is not None:
         mon = {"decision": monitor.decision, "statistic": monitor.statistic, "threshold": monitor.threshold,
@@ -187,10 +190,15 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
         lo, hi = champ["backtest_ci"]
         lines += ["", f"Backtest (gate) precision {num(champ['backtest_precision'])} [{num(lo)}, {num(hi)}]; "
                       f"consistent with the live record: {champ['consistent_with_backtest']}."]
+        for r in champ.get("reinstatements", []):
+            lifted = r["suspension"]
+            lines += ["", f"Suspended from the outcome of {lifted.get('from', '?')[:10]} ({lifted['reason']}); "
+                          f"**reinstated** at {r['at'][:19]} by hand: {r['reason']}. The monitor restarted on the "
+                          f"outcomes decided after {(r.get('monitor_restarts_after') or '?')[:10]}."]
         if champ.get("suspended"):
             s = champ["suspended"]
-            lines += ["", f"**Suspended** at {s['at']}: {s['reason']}. Undo with "
-                          f"`patx ledger reinstate DATASET VARIANT --reason TEXT`."]
+            lines += ["", f"**Suspended** at {s['at'][:19]} (from the outcome of {s.get('from', '?')[:10]}): "
+                          f"{s['reason']}. Undo with `patx ledger reinstate DATASET VARIANT --reason TEXT`."]
     if record["revisions_after_resolution"]:
         lines += ["", f"{len(record['revisions_after_resolution'])} store revision(s) touched candles of rows "
                       "already resolved; those rows keep their recorded outcome (listed in track_record.json)."]
@@ -206,9 +214,26 @@ def _legend(ax: Any, where: str) -> None:
         ax.legend(loc=where, fontsize=7)
 
 
+def monitor_events(manifest: Mapping[str, Any] | None) -> list[tuple[datetime, str]]:
+    """The champion's suspensions and reinstatements on the data's clock, oldest first: a suspension
+    at the candle whose outcome raised the alarm, a reinstatement where the monitor restarted."""
+    if manifest is None:
+        return []
+    events = []
+    for r in manifest.get("reinstatements", []):
+        if r["suspension"].get("from"):
+            events.append((datetime.fromisoformat(r["suspension"]["from"]), "suspended"))
+        if r.get("monitor_restarts_after"):
+            events.append((datetime.fromisoformat(r["monitor_restarts_after"]), "reinstated"))
+    if (manifest.get("suspended") or {}).get("from"):
+        events.append((datetime.fromisoformat(manifest["suspended"]["from"]), "suspended"))
+    return sorted(events)
+
+
 def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float | None] | None,
-                   confidence: float) -> Figure:
-    """Cumulative live precision over resolved bets (in resolved_at order) with its Wilson band."""
+                   confidence: float, events: Sequence[tuple[datetime, str]] = ()) -> Figure:
+    """Cumulative live precision over resolved bets (in resolved_at order) with its Wilson band, and
+    ``events`` (:func:`monitor_events`) as vertical lines after the bets resolved by then."""
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
     resolved = bets(rows).filter(pl.col("status") == RESOLVED).sort("resolved_at", "timestamp")
@@ -218,6 +243,11 @@ def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float
         band = np.array([wilson_interval(int(h), int(k), confidence) for h, k in zip(hits, n)])
         ax.plot(n, hits / n, label="live precision")
         ax.fill_between(n, band[:, 0], band[:, 1], alpha=0.2, label="Wilson band")
+    ends = resolved["resolved_at"].to_list()
+    for when, what in events:
+        x = bisect.bisect_right(ends, when)
+        ax.axvline(x, color="black" if what == "suspended" else "green", linestyle=":",
+                   label=f"{what} ({when.date().isoformat()})")
     if backtest_ci and backtest_ci[0] is not None:
         ax.axhspan(backtest_ci[0], backtest_ci[1], color="green", alpha=0.1, label="backtest interval")
     ax.axhline(target, color="red", linestyle="--", label=f"target {target}")

@@ -93,5 +93,109 @@ def test_the_monitor_watches_against_the_variants_own_target_precision(tmp_path)
     assert abs(state.monitor.statistic - 5.6) < 1e-9
     suspended = json.loads(cell.paths.champion_manifest.read_text())["suspended"]
     assert "p0=0.8" in suspended["reason"] and suspended["n"] == 8
+    # the reason leads with the run that raised the alarm, then the whole record
+    first = _misses(validate_raw(planted_candles(400, seed=6)), 1)["timestamp"][0].date().isoformat()
+    assert suspended["reason"].startswith(f"8 of the last 8 bets lost since {first}; CUSUM 5.6 >= 5.6 (p0=0.8, ")
+    assert "whole record: live precision 0.000 [" in suspended["reason"]
     # the same eight misses against a target of 0.7 keep watching
     assert pipeline.review_champion(_champion_cell(tmp_path / "at07", 0.7, 8), score=False).monitor.decision == "watching"
+
+
+KILL_BETWEEN = """
+import os, sys, time
+import polars as pl
+from patx_core.serving import ledger as L
+path = sys.argv[1]
+old = L.read_ledger(path)
+seen = L.read_seen_candles(path, old)
+new = L.Ledger(pl.concat([old.rows, old.rows.tail(1).with_columns(pl.col("symbol") + "x")]), old.revisions)
+revised = seen.with_columns(pl.col("close") * 1.01)
+real = os.replace
+def replace(src, dst):
+    if os.path.basename(dst) == "signals.parquet":  # the candles are written: now the commit
+        print("candles written", flush=True)
+        time.sleep(60)
+    real(src, dst)
+os.replace = replace
+L.write_ledger(path, new, revised)
+"""
+
+
+def test_a_sigkill_between_the_candles_write_and_the_ledger_rename_leaves_the_old_rows_with_their_candles(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from patx_core.serving.ledger import read_ledger, read_seen_candles
+
+    raw = validate_raw(planted_candles(400, seed=6))
+    rows = _misses(raw, 4)
+    seen = raw.with_columns(pl.lit("data").alias(SYMBOL)).tail(120)
+    path = tmp_path / "ledger" / "signals.parquet"
+    path.parent.mkdir()
+    committed = write_ledger(path, Ledger(rows), seen)
+    before = path.read_bytes()
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen([sys.executable, "-c", KILL_BETWEEN, str(path)], cwd=repo, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "candles written"
+        # the revised candles are on disk under their own name, and no committed ledger names them
+        assert len(list(path.parent.glob("candles-*.parquet"))) == 2
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before
+    after = read_ledger(path)
+    assert after.candles == committed.candles and after.rows.equals(rows)
+    # the rows come back with the very candles they were resolved from: nothing looks revised
+    assert read_seen_candles(path, after).equals(seen)
+    # the next commit goes through, and the orphan of the killed run is removed with it
+    done = write_ledger(path, after, seen.with_columns(pl.col("volume") * 2))
+    assert sorted(p.name for p in path.parent.glob("candles-*.parquet")) == sorted({done.candles, committed.candles})
+    assert read_seen_candles(path, read_ledger(path))["volume"].equals(seen["volume"] * 2)
+
+
+def test_the_run_that_raised_the_alarm_starts_after_the_chart_last_stood_at_zero():
+    from patx_core.serving.monitor import CusumDesign, alarm_run, run_cusum
+    from patx_core.settings.config import MonitorConfig
+
+    design = CusumDesign.build(0.7, MonitorConfig())
+    # hits hold the chart at 0; from the 6th outcome on, 9 misses (5.4), a hit (5.0), a miss: 5.6 at the 16th
+    result = run_cusum([True] * 5 + [False] * 9 + [True, False, False], design)
+    assert result.alarm_index == 15 and alarm_run(result) == (5, 10)
+    # a run that dips but never returns to 0 is one run; a return to 0 starts a new one
+    result = run_cusum([False] * 3 + [True] * 5 + [False] * 2 + [True] + [False] * 9, design)
+    assert result.alarm_index == 18 and alarm_run(result) == (8, 10)
+    assert alarm_run(run_cusum([True, False], design)) is None
+
+
+def test_suspension_and_reinstatement_are_marked_on_the_live_precision_plot_and_in_the_report():
+    from patx_core.serving.track_record import build_track_record, monitor_events, plot_precision, render_markdown
+
+    rows = _misses(validate_raw(planted_candles(400, seed=6)), 6)
+    ends = rows["resolved_at"].to_list()
+    lifted = {"at": "2030-01-01T00:00:00+00:00", "reason": "3 of the last 3 bets lost since 2000-01-01; CUSUM",
+              "from": ends[2].isoformat()}
+    manifest = {"checkpoint_sha256": SHA, "precision_gate": {},
+                "suspended": {"at": "2030-02-01T00:00:00+00:00", "reason": "2 of the last 2 bets lost", "from":
+                              ends[5].isoformat()},
+                "reinstatements": [{"at": "2030-01-02T00:00:00+00:00", "reason": "checked by hand",
+                                    "suspension": lifted, "monitor_restarts_after": ends[3].isoformat()}]}
+    events = monitor_events(manifest)
+    assert events == [(ends[2], "suspended"), (ends[3], "reinstated"), (ends[5], "suspended")]
+    fig = plot_precision(rows, target=0.7, backtest_ci=None, confidence=0.95, events=events)
+    ax = fig.axes[0]
+    marks = [(line.get_xdata()[0], line.get_label()) for line in ax.get_lines() if line.get_label().startswith(
+        ("suspended", "reinstated"))]
+    # after the 3rd, 4th and 6th resolved bet
+    assert marks == [(3, f"suspended ({ends[2].date()})"), (4, f"reinstated ({ends[3].date()})"),
+                     (6, f"suspended ({ends[5].date()})")]
+    record = build_track_record(rows, {}, cost_bps=0.0, confidence=0.95, manifest=manifest, monitor=None,
+                                revisions=[], cell_key="x|y", generated_at="2030-02-01")
+    text = render_markdown(record, [])
+    assert "**reinstated** at 2030-01-02T00:00:00 by hand: checked by hand" in text
+    assert f"Suspended from the outcome of {ends[2].date()} (3 of the last 3 bets lost" in text
+    assert "**Suspended** at 2030-02-01T00:00:00" in text and "2 of the last 2 bets lost" in text
