@@ -617,13 +617,12 @@ def _champion_manifest(paths: VariantPaths) -> dict[str, Any] | None:
 
 
 def _monitor_stream(rows: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
-    """The champion's out-of-sample resolved buys in the order their outcomes were decided, from
-    the last reinstatement on."""
-    from patx_core.serving.ledger import CHAMPION, RESOLVED, counted_rows
+    """The champion's out-of-sample resolved bets (:func:`patx_core.serving.ledger.bets`) in the
+    order their outcomes were decided, from the last reinstatement on."""
+    from patx_core.serving.ledger import CHAMPION, RESOLVED, bets, counted_rows
 
-    stream = counted_rows(rows, CHAMPION).filter(
-        (pl.col("model_sha256") == manifest["checkpoint_sha256"]) & (pl.col("signal") == "buy")
-        & (pl.col("status") == RESOLVED))
+    mine = counted_rows(rows, CHAMPION).filter(pl.col("model_sha256") == manifest["checkpoint_sha256"])
+    stream = bets(mine).filter(pl.col("status") == RESOLVED)
     restart = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
     if restart:
         stream = stream.filter(pl.col("resolved_at") > datetime.fromisoformat(restart))
@@ -652,14 +651,14 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     from patx_core.data.universe import read_universe
     from patx_core.evaluation.metrics import wilson_interval
     from patx_core.serving.ledger import (dependent_candles, find_revisions, merge_rows, probe_key, read_ledger,
-                                          resolve_rows, score_rows, symbol_outcomes)
-    from patx_core.serving.monitor import SUSPENDED
+                                          read_seen_candles, resolve_rows, score_rows, symbol_outcomes)
+    from patx_core.serving.monitor import SUSPENDED, alarm_run
 
     paths, variant = cell.paths, cell.variant
     universe = read_universe(cell.input_files()).frame
     outcomes = symbol_outcomes(universe, variant.labels)
     ledger = read_ledger(paths.ledger)
-    seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
+    seen = read_seen_candles(paths.ledger, ledger)
     revisions = find_revisions(seen, dependent_candles(universe, ledger.rows))
     if revisions:
         log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
@@ -684,17 +683,25 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
         resolved += late
     monitor = champion_monitor(cell, ledger.rows, manifest)
     if manifest is not None and monitor is not None and monitor.decision == SUSPENDED and not manifest.get("suspended"):
-        decided_at = _monitor_stream(ledger.rows, manifest)["resolved_at"][monitor.alarm_index]
+        stream = _monitor_stream(ledger.rows, manifest)
+        decided_at = stream["resolved_at"][monitor.alarm_index]
         hits, n = monitor.hits, monitor.n
         lo, hi = wilson_interval(hits, n, variant.eval.confidence)
         live = hits / n
+        first, lost = alarm_run(monitor)
+        run = monitor.alarm_index + 1 - first
+        since = stream["timestamp"][first].date().isoformat()
+        signals = int(stream.head(n)["n_signals"].sum())
         manifest["suspended"] = {
             "at": datetime.now(timezone.utc).isoformat(),
-            "reason": (f"live precision {live:.3f} [{lo:.3f}, {hi:.3f}] on {n} resolved buy signals; CUSUM statistic "
-                       f"{monitor.statistic:.1f} reached {monitor.threshold:.1f} (p0={variant.eval.target_precision}, "
-                       f"p1={variant.monitor.p1})"),
+            # what fired first (the recent run), then the whole record, whose precision may look fine
+            "reason": (f"{lost} of the last {run} bets lost since {since}; CUSUM {monitor.statistic:.1f} >= "
+                       f"{monitor.threshold:.1f} (p0={variant.eval.target_precision}, p1={variant.monitor.p1}); whole "
+                       f"record: live precision {live:.3f} [{lo:.3f}, {hi:.3f}] on {n} resolved bets ({signals} buy "
+                       "signals)"),
             "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
-            "live_precision_ci": [lo, hi], "from": decided_at.isoformat()}
+            "live_precision_ci": [lo, hi], "from": decided_at.isoformat(),
+            "run": {"bets": run, "lost": lost, "since": stream["timestamp"][first].isoformat()}}
         atomic_write_json(paths.champion_manifest, manifest)
         ledger = dataclasses.replace(ledger, rows=_hold_from(ledger.rows, stored.rows, manifest))
         log.warning("%s: champion suspended: %s", cell.key, manifest["suspended"]["reason"])
@@ -766,8 +773,7 @@ def signal_ledger(cell: GridCell) -> StepResult:
 
 
 def _signal_ledger_locked(cell: GridCell) -> StepResult:
-    from patx_core.serving.ledger import dependent_candles, read_ledger, write_ledger
-    from patx_core.storage.artifacts import atomic_write_with
+    from patx_core.serving.ledger import dependent_candles, read_ledger, read_seen_candles, write_ledger
 
     paths = cell.paths
     state = review_champion(cell, score=True)
@@ -775,14 +781,15 @@ def _signal_ledger_locked(cell: GridCell) -> StepResult:
     stored = read_ledger(paths.ledger)
     added = {role: int((ledger.rows["role"] == role).sum()) - int((stored.rows["role"] == role).sum())
              for role in ("champion", "shadow")}
-    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != stored.revisions
-                   or ledger.unprobed != stored.unprobed or not paths.ledger.exists())
-    if changed and not ledger.rows.is_empty():
-        write_ledger(paths.ledger, ledger)
     seen = dependent_candles(state.universe, ledger.rows)
-    old_seen = read_parquet(paths.ledger_candles)[0] if paths.ledger_candles.exists() else None
-    if not ledger.rows.is_empty() and (old_seen is None or not old_seen.equals(seen)):
-        atomic_write_with(paths.ledger_candles, lambda buf: seen.write_parquet(buf))
+    old_seen = read_seen_candles(paths.ledger, stored)
+    changed = bool(sum(added.values()) or state.resolved or ledger.revisions != stored.revisions
+                   or ledger.unprobed != stored.unprobed or not paths.ledger.exists()
+                   or old_seen is None or not old_seen.equals(seen))
+    changed = changed and not ledger.rows.is_empty()
+    if changed:
+        # rows and the candles they were resolved from, committed by one rename
+        ledger = write_ledger(paths.ledger, ledger, seen)
     rows = ledger.rows
     meta = {"path": str(paths.ledger), "rows": rows.height, "added": added, "resolved": state.resolved,
             "open": int((rows["status"] == "open").sum()), "revisions": len(state.revisions), "written": changed,
@@ -813,7 +820,8 @@ def track_record(cell: GridCell) -> StepResult:
     figures = [
         ("live_precision.png", "Cumulative live precision",
          tr.plot_precision(role_rows, target=variant.eval.target_precision,
-                           backtest_ci=record["roles"][CHAMPION].get("backtest_ci"), confidence=variant.eval.confidence)),
+                           backtest_ci=record["roles"][CHAMPION].get("backtest_ci"), confidence=variant.eval.confidence,
+                           events=tr.monitor_events(state.manifest))),
         ("live_equity.png", "Live equity against buy-and-hold",
          tr.plot_equity(role_rows, state.outcomes, variant.backtest.cost_bps)),
         ("monitor.png", "Monitor statistic", tr.plot_monitor(state.monitor)),
@@ -827,17 +835,17 @@ def track_record(cell: GridCell) -> StepResult:
     mon = record["monitor"] or {}
     lo, hi = champ["precision_ci"]
     check_meta = {"statistic": mon.get("statistic"), "threshold": mon.get("threshold"),
-                  "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_resolved"],
+                  "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_bets_resolved"],
                   "decision": mon.get("decision", "no champion")}
     live = "n/a" if champ["precision"] is None else f"{champ['precision']:.3f}"
     desc = (f"no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
-            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_resolved']}")
+            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
     check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
     meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
             "monitor": check_meta["decision"],
             **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
-               for k in ("n_scored", "n_signals", "n_resolved", "precision")}}
+               for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}}
     return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
 
 

@@ -327,8 +327,11 @@ def live_columns(record: Mapping[str, Any] | None) -> dict[str, Any]:
     role = "champion" if record.get("champion_present") else "shadow"
     figures = record["roles"][role]
     monitor = record.get("monitor") or {}
+    # precision and interval are over resolved bets; a record written before bets were counted has
+    # only its resolved signals
+    resolved = figures.get("n_bets_resolved", figures["n_resolved"])
     return {"live_role": role, "live_precision": figures["precision"], "live_ci": figures["precision_ci"],
-            "live_resolved": figures["n_resolved"], "monitor": monitor.get("decision", "no champion")}
+            "live_resolved": resolved, "monitor": monitor.get("decision", "no champion")}
 
 
 def leaderboard_rows(evaluations: Mapping[str, Mapping[str, Any]],
@@ -405,14 +408,15 @@ def write_leaderboard(evaluations: Mapping[str, Mapping[str, Any]], path: PathLi
         "Wilson 95 % interval. Random pct = the strategy's percentile among random-entry draws "
         "with as many trades (50 = luck). Training wall time = the wall-clock seconds that variant's "
         "last run spent training, on whatever device and load it had: not a speed benchmark. Live = the "
-        "forward ledger's out-of-sample resolved signals (the champion's; the shadow's where there is "
-        "no champion) and the monitor's state. Looks = the models judged on the same test window (every "
-        "variant, seed study and retrain), and selection = the confidence left after paying for them "
-        "(promotion needs the gate and the selection gate; README \"Why a pass can be luck\").",
+        "forward ledger's out-of-sample resolved bets (overlapping buys of a symbol count once; the "
+        "champion's, the shadow's where there is no champion) and the monitor's state. Looks = the models "
+        "judged on the same test window (every variant, seed study and retrain), and selection = the "
+        "confidence left after paying for them (promotion needs the gate and the selection gate; README "
+        "\"Why a pass can be luck\").",
         "",
         "| dataset | variant | split | precision [95 % CI] | signals | lift | F1 | ROC-AUC | strategy | "
         "buy-and-hold | random pct | training wall time (s) | looks | selection confidence | gate | diagnosis | "
-        "live precision [95 % CI] | live resolved signals | monitor |",
+        "live precision [95 % CI] | live resolved bets | monitor |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -24,17 +24,23 @@ Rules, each tested:
   its reason) are filled in when it resolves. Rows are appended in recording order, so for
   the champion role the first row of a (symbol, candle) is the one the figures count.
 - Store revisions (``allow_revisions = true``): the candles the rows depend on, as last seen,
-  are kept beside the ledger (``candles.parquet``). A revised candle inside an open row's
+  are kept beside the ledger in a file named by their digest (``candles-<sha256>.parquet``),
+  which the ledger's metadata names (``patx.ledger.candles``): the rename of ``signals.parquet``
+  commits rows and candles together, so a run killed between the two writes leaves the old pair
+  (a ledger written before the pointer existed keeps ``candles.parquet``, read until the next
+  write). A revised candle inside an open row's
   window resolves it from the revised candles and its reason names the revision; inside a
   resolved row's window, the row keeps its outcome and the revision is listed (parquet metadata
   ``patx.ledger.revisions``, and ``track_record.json``).
-- Writes are atomic (:func:`patx_core.storage.artifacts.atomic_write_with`); a run that changes
-  nothing writes nothing, so a rerun leaves the file byte-identical.
+- Writes are atomic (:func:`patx_core.storage.artifacts.atomic_write_with`), one rename per
+  commit; a run that changes nothing writes nothing, so a rerun leaves the file byte-identical.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -49,7 +55,7 @@ from patx_core.data.labels import known_outcomes
 from patx_core.data.universe import SYMBOL
 from patx_core.evaluation.backtest import round_trip_factor
 from patx_core.settings.config import LabelConfig
-from patx_core.storage.artifacts import PathLike, as_path, atomic_write_with, read_parquet
+from patx_core.storage.artifacts import PathLike, as_path, atomic_write_bytes, atomic_write_with, read_parquet
 
 if TYPE_CHECKING:
     from patx_core.storage.checkpoint import LoadedCheckpoint
@@ -65,6 +71,9 @@ RESOLVED = "resolved"
 PROBABILITY_TOLERANCE = 1e-6
 REVISIONS_KEY = "patx.ledger.revisions"
 UNPROBED_KEY = "patx.ledger.unprobed"
+CANDLES_KEY = "patx.ledger.candles"
+#: Before the ledger named its candles file, it was this fixed name beside it.
+LEGACY_CANDLES = "candles.parquet"
 # How long a run waits for another run writing the same cell's ledger (a score run takes seconds).
 LOCK_TIMEOUT_S = 600.0
 SUSPENDED_PREFIX = "champion suspended"
@@ -110,6 +119,8 @@ class Ledger:
     rows: pl.DataFrame
     revisions: list[dict[str, Any]] = field(default_factory=list)
     unprobed: dict[str, str] = field(default_factory=dict)
+    # the file, beside the ledger, of the candles its rows depend on as last seen (None: none named)
+    candles: str | None = None
 
 
 def probe_key(role: str, sha256: str, symbol: str) -> str:
@@ -128,15 +139,53 @@ def read_ledger(path: PathLike) -> Ledger:
     rows, meta = read_parquet(p)
     if rows.schema != LEDGER_SCHEMA:
         raise LedgerIntegrityError(f"{p} has columns {dict(rows.schema)}, expected {dict(LEDGER_SCHEMA)}")
-    raw, unprobed = meta.get(REVISIONS_KEY), meta.get(UNPROBED_KEY)
-    return Ledger(rows, json.loads(raw) if raw else [], json.loads(unprobed) if unprobed else {})
+    raw, unprobed, candles = meta.get(REVISIONS_KEY), meta.get(UNPROBED_KEY), meta.get(CANDLES_KEY)
+    return Ledger(rows, json.loads(raw) if raw else [], json.loads(unprobed) if unprobed else {},
+                  json.loads(candles) if candles else None)
 
 
-def write_ledger(path: PathLike, ledger: Ledger) -> None:
-    """Publish the ledger atomically: readers (and a SIGKILL) see the old file or the new one."""
+def read_seen_candles(path: PathLike, ledger: Ledger) -> pl.DataFrame | None:
+    """The candles ``ledger`` (read from ``path``) recorded as seen, or None when it has none yet."""
+    folder = as_path(path).parent
+    if ledger.candles is None:
+        legacy = folder / LEGACY_CANDLES
+        return read_parquet(legacy)[0] if legacy.exists() else None
+    target = folder / ledger.candles
+    if not target.exists():
+        raise LedgerIntegrityError(f"{as_path(path)} names {target} as the candles its rows depend on, and it is "
+                                   "missing: restore it, or remove the ledger's folder to start the record again")
+    return read_parquet(target)[0]
+
+
+def write_ledger(path: PathLike, ledger: Ledger, seen: pl.DataFrame | None = None) -> Ledger:
+    """Publish the ledger atomically: readers (and a SIGKILL) see the old file or the new one.
+
+    With ``seen`` (the candles the rows depend on), those are written first, under a name made of
+    their digest that no committed ledger names yet, and the new ledger's metadata names them: the
+    one rename of ``signals.parquet`` commits both. Candle files neither the new nor the previous
+    ledger names are removed after the commit (a reader holding the previous ledger still finds
+    its candles). Returns the ledger as written.
+    """
+    p = as_path(path)
+    previous = read_ledger(p).candles if seen is not None and p.exists() else None
+    if seen is not None:
+        buf = io.BytesIO()
+        seen.write_parquet(buf)
+        data = buf.getvalue()
+        name = f"candles-{hashlib.sha256(data).hexdigest()[:32]}.parquet"
+        if not (p.parent / name).exists():
+            atomic_write_bytes(p.parent / name, data)
+        ledger = dataclasses.replace(ledger, candles=name)
     metadata = {REVISIONS_KEY: json.dumps(ledger.revisions, sort_keys=True),
-                UNPROBED_KEY: json.dumps(ledger.unprobed, sort_keys=True)}
-    atomic_write_with(path, lambda buf: ledger.rows.write_parquet(buf, metadata=metadata))
+                UNPROBED_KEY: json.dumps(ledger.unprobed, sort_keys=True),
+                CANDLES_KEY: json.dumps(ledger.candles)}
+    atomic_write_with(p, lambda buf: ledger.rows.write_parquet(buf, metadata=metadata))
+    if seen is not None:
+        keep = {ledger.candles, previous}
+        for old in [*p.parent.glob("candles-*.parquet"), p.parent / LEGACY_CANDLES]:
+            if old.name not in keep and old.exists():
+                old.unlink()
+    return ledger
 
 
 # --------------------------------------------------------------------------------- outcomes
@@ -355,3 +404,35 @@ def counted_rows(rows: pl.DataFrame, role: str) -> pl.DataFrame:
     if role == CHAMPION:
         mine = mine.unique(subset=["symbol", "timestamp"], keep="first", maintain_order=True)
     return mine.filter(pl.col("out_of_sample"))
+
+
+def bets(rows: pl.DataFrame) -> pl.DataFrame:
+    """The buys of ``rows`` de-clustered into bets: one row per bet, its opening buy, with
+    ``n_signals`` (the buys it holds, itself included), in (role, symbol, timestamp) order.
+
+    Per role and symbol, in candle order, a buy issued while the bet opened by an earlier buy is
+    still open (its candle before that bet's ``resolved_at``, or that bet not resolved yet) joins
+    the bet instead of opening another: the backtest's one position at a time. A model fires on
+    consecutive candles while its first trade runs, and one price move then resolves the whole
+    cluster; counted signal by signal, one bad day would weigh like ten independent misses. A bet
+    carries its opening buy's outcome (``status``, ``label``, ``trade_return``, ``resolved_at``):
+    the trade that was taken. The live precision, its interval, the monitor and the live equity
+    all read this one walk.
+    """
+    buys = rows.filter(pl.col("signal") == "buy").sort("role", "symbol", "timestamp")
+    if buys.is_empty():
+        return buys.with_columns(pl.lit(0, dtype=pl.UInt32).alias("n_signals"))
+    ts = buys["timestamp"].dt.epoch("us").to_numpy()
+    # an open bet is busy until an exit the store has not reached: every later candle joins it
+    end = buys["resolved_at"].dt.epoch("us").fill_null(np.iinfo(np.int64).max).to_numpy()
+    group = (buys["role"] + "\x00" + buys["symbol"]).to_numpy()
+    opens = np.zeros(buys.height, dtype=bool)
+    size = np.zeros(buys.height, dtype=np.uint32)
+    head, busy_until = -1, 0
+    for i in range(buys.height):
+        if head >= 0 and group[i] == group[head] and ts[i] < busy_until:
+            size[head] += 1
+            continue
+        head, busy_until = i, end[i]
+        opens[i], size[i] = True, 1
+    return buys.with_columns(pl.Series("n_signals", size)).filter(pl.Series(opens))

@@ -1,9 +1,16 @@
 """The sequential test that suspends a champion whose live precision fell: a Bernoulli CUSUM.
 
-Input: the champion's out-of-sample resolved buy signals in the order their outcomes were
-decided, each a hit (label 1) or a miss. The question, asked again after every ingest for as
-long as the champion serves: has its precision fallen from the target ``p0`` (the gate's 0.7) to
-``p1`` (default 0.5)?
+Input: the champion's out-of-sample resolved *bets* in the order their outcomes were decided,
+each a hit (label 1) or a miss. A bet (:func:`patx_core.serving.ledger.bets`) is a buy together
+with the buys of the same symbol issued while it was still open: a model fires on consecutive
+candles while its first trade runs, and one price move resolves the whole cluster at once, so
+its buys are not independent outcomes. Fed signal by signal, ten overlapping buys resolved by
+one down move add ten misses (6.0 failure units: an alarm from one bad day at a true precision
+of 0.93); fed bet by bet they add one. The ARL and detection figures below are per bet, and
+hold as long as bets are independent, which is what one position at a time per symbol buys.
+The question, asked again after every ingest for as long as the champion serves: has its
+precision fallen from the target ``p0`` (the variant's ``eval.target_precision``) to ``p1``
+(default 0.5)?
 
 Why not the gate's own rule, re-checked nightly. "Suspend when the Wilson interval of the live
 precision lies below 0.7" is a fixed-n test; looked at after every signal it is a new test each
@@ -32,10 +39,15 @@ chart ``S_n = max(0, S_{n-1} + y_n - gamma)`` in "failure units" is the LLR CUSU
 ``c``. ``gamma`` is rounded to tenths (0.397 → 0.4 at the defaults: a miss adds 0.6, a hit takes
 off 0.4), which makes ``S`` live on a grid of tenths: the chart is then a finite Markov chain,
 and its run-length distribution is computed exactly (:func:`exact_arl`,
-:func:`detection_probability`) rather than approximated. At ``p0 = 0.7, p1 = 0.5`` and the
-default limit ``h = 5.6``: ``ARL0 = 1,942`` resolved signals, and at a true precision of 0.35
-``P(alarm within 40) = 0.966`` with a mean delay of 21.9 signals (the tests check both by
-simulating 2,000 streams; ``benchmarks/RESULTS.md`` records the figures).
+:func:`detection_probability`) rather than approximated.
+
+The default limit. Two promises, per bet: ``ARL0 >= 1,000`` bets at ``p0 = 0.7``, and at a true
+precision of 0.35 an alarm within 40 bets in ``>= 90 %`` of streams. The smallest limit on the
+grid that keeps the first is ``h = 5.0`` (``ARL0 = 1,129``); the default ``h = 5.6`` gives
+``ARL0 = 1,942`` bets, a margin of ~1.9 for what de-clustering cannot remove (consecutive bets of
+one symbol in one market regime are not quite independent), at a price of two bets of mean
+delay: ``P(alarm within 40) = 0.966``, mean delay 21.9 bets at 0.35 (the tests check both by
+simulating 2,000 streams; ``benchmarks/RESULTS.md`` records the figures for the grid of limits).
 """
 
 from __future__ import annotations
@@ -108,6 +120,21 @@ def run_cusum(hits: Sequence[bool] | np.ndarray, design: CusumDesign) -> Monitor
     return MonitorResult(decision=SUSPENDED if alarm is not None else WATCHING, statistic=state / SCALE,
                          threshold=design.threshold, n=read, hits=int(y[:read].sum()), alarm_index=alarm,
                          path=path[:read])
+
+
+def alarm_run(result: MonitorResult) -> tuple[int, int] | None:
+    """The run of outcomes that raised the alarm: ``(first, misses)``, the index of the outcome after
+    the chart last stood at 0 (where the CUSUM places the change) and the misses from it to the alarm
+    inclusive; None without an alarm. A suspension names this run before the whole record, whose
+    precision may still look fine: the alarm is about the recent stretch, not the average."""
+    if result.alarm_index is None:
+        return None
+    path = result.path[:result.alarm_index + 1]
+    zeros = np.flatnonzero(path[:-1] == 0)
+    first = int(zeros[-1]) + 1 if zeros.size else 0
+    # a miss is the only step that raises the statistic
+    before = np.concatenate([[0.0], path[:-1]])
+    return first, int((path[first:] > before[first:]).sum())
 
 
 def _transitions(design: CusumDesign, p: float) -> np.ndarray:

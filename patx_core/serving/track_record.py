@@ -4,11 +4,18 @@
 over the rows :func:`patx_core.serving.ledger.counted_rows` counts:
 
 - ``n_scored`` (out-of-sample rows), ``n_signals`` (buys among them), ``n_resolved`` / ``n_open``
-  (resolved and still open buys), ``precision`` (hits / resolved buys) and its Wilson
-  ``precision_ci``; ``base_rate`` (positives among every resolved scored row) and ``lift``;
-- ``strategy_return``: the resolved buys traded as their barrier outcomes after costs, one
-  position at a time per symbol (a buy inside an open trade is skipped, as in the backtest),
-  equal-weighted over symbols; ``buy_and_hold_return`` over the same candles with one round trip;
+  (resolved and still open buys);
+- ``n_bets`` / ``n_bets_resolved`` / ``n_bets_open``: the buys de-clustered into bets
+  (:func:`patx_core.serving.ledger.bets`: per symbol, a buy issued while an earlier counted buy
+  is still open joins that bet), and ``precision`` (``hits`` / resolved bets) with its Wilson
+  ``precision_ci``: the figure the report, the leaderboard and the monitor lead with, since one
+  price move resolves a whole cluster of overlapping buys at once and the buys are not
+  independent observations; ``signal_precision`` / ``signal_precision_ci`` (``signal_hits`` /
+  resolved buys) are the same per buy, for comparison with the gate's per-signal figures;
+  ``base_rate`` (positives among every resolved scored row) and ``lift`` (bet precision over it);
+- ``strategy_return``: the resolved bets traded as their barrier outcomes after costs (one
+  position at a time per symbol, as in the backtest), equal-weighted over symbols;
+  ``buy_and_hold_return`` over the same candles with one round trip;
 - ``forward``: the same figures over the ``forward`` rows only (signals scored before anything
   about their outcome could be known);
 - ``n_in_sample`` and ``in_sample_until``: the rows recorded on or before the newest candle their
@@ -20,7 +27,9 @@ over the rows :func:`patx_core.serving.ledger.counted_rows` counts:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import bisect
+from datetime import datetime
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -29,7 +38,7 @@ from matplotlib.figure import Figure
 from patx_core.evaluation.backtest import round_trip_factor
 from patx_core.evaluation.formatting import num, pct
 from patx_core.evaluation.metrics import wilson_interval
-from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, counted_rows
+from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, bets, counted_rows
 from patx_core.serving.monitor import MonitorResult
 from patx_core.storage.jsonsafe import iso
 
@@ -41,18 +50,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _taken_trades(rows: pl.DataFrame) -> dict[str, list[tuple[Any, float]]]:
-    """Per symbol, the resolved buys traded one position at a time (a buy inside an open trade is
-    skipped, as in the backtest): ``(resolved_at, trade_return)`` in time order."""
-    buys = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED))
+    """Per symbol, the resolved bets (:func:`patx_core.serving.ledger.bets`: a buy inside an open
+    trade joins it, as in the backtest): ``(resolved_at, trade_return)`` in time order."""
     taken: dict[str, list[tuple[Any, float]]] = {}
-    for (symbol,), part in buys.sort("timestamp").group_by("symbol", maintain_order=True):
-        trades, busy_until = [], None
-        for ts, end, r in part.select("timestamp", "resolved_at", "trade_return").iter_rows():
-            if busy_until is not None and ts < busy_until:
-                continue
-            trades.append((end, r))
-            busy_until = end
-        taken[str(symbol)] = trades
+    resolved = bets(rows).filter(pl.col("status") == RESOLVED)
+    for (symbol,), part in resolved.sort("timestamp").group_by("symbol", maintain_order=True):
+        taken[str(symbol)] = list(part.select("resolved_at", "trade_return").iter_rows())
     return taken
 
 
@@ -94,14 +97,21 @@ def role_figures(rows: pl.DataFrame, outcomes: Mapping[str, SymbolOutcomes], *, 
     """The figures of one role's counted rows (see the module docstring)."""
     buys = rows.filter(pl.col("signal") == "buy")
     resolved = buys.filter(pl.col("status") == RESOLVED)
-    hits = int(resolved["label"].sum() or 0)
+    signal_hits = int(resolved["label"].sum() or 0)
+    placed = bets(rows)
+    settled = placed.filter(pl.col("status") == RESOLVED)
+    hits = int(settled["label"].sum() or 0)
     all_resolved = rows.filter(pl.col("status") == RESOLVED)
     base = float(all_resolved["label"].mean()) if all_resolved.height else None
-    precision = hits / resolved.height if resolved.height else None
+    precision = hits / settled.height if settled.height else None
     strategy, bh = _returns(rows, outcomes, cost_bps)
     return {"n_scored": rows.height, "n_signals": buys.height, "n_resolved": resolved.height,
-            "n_open": buys.height - resolved.height, "hits": hits, "precision": precision,
-            "precision_ci": list(wilson_interval(hits, resolved.height, confidence)),
+            "n_open": buys.height - resolved.height, "n_bets": placed.height, "n_bets_resolved": settled.height,
+            "n_bets_open": placed.height - settled.height, "hits": hits, "precision": precision,
+            "precision_ci": list(wilson_interval(hits, settled.height, confidence)),
+            "signal_hits": signal_hits,
+            "signal_precision": signal_hits / resolved.height if resolved.height else None,
+            "signal_precision_ci": list(wilson_interval(signal_hits, resolved.height, confidence)),
             "base_rate": base, "lift": _ratio(precision, base),
             "strategy_return": strategy, "buy_and_hold_return": bh}
 
@@ -133,10 +143,11 @@ def build_track_record(ledger_rows: pl.DataFrame, outcomes: Mapping[str, SymbolO
         champ["backtest_precision"] = gate.get("precision")
         champ["backtest_ci"] = [lo, hi]
         live_lo, live_hi = champ["precision_ci"]
-        champ["consistent_with_backtest"] = (None if champ["n_resolved"] == 0 or lo is None
+        champ["consistent_with_backtest"] = (None if champ["n_bets_resolved"] == 0 or lo is None
                                              else bool(live_lo <= hi and lo <= live_hi))
         champ["checkpoint_sha256"] = manifest["checkpoint_sha256"]
         champ["suspended"] = manifest.get("suspended")
+        champ["reinstatements"] = manifest.get("reinstatements", [])
     mon = None
     if monitor is not None:
         mon = {"decision": monitor.decision, "statistic": monitor.statistic, "threshold": monitor.threshold,
@@ -152,17 +163,23 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
     mon = record.get("monitor")
     if mon is not None:
         lines += [f"**Monitor: {mon['decision']}** — CUSUM statistic {mon['statistic']:.1f} against threshold "
-                  f"{mon['threshold']:.1f} after {mon['n']} resolved buy signal(s).", ""]
+                  f"{mon['threshold']:.1f} after {mon['n']} resolved bet(s).", ""]
     elif not record["champion_present"]:
         lines += ["No champion in this cell: only the shadow (the latest trained checkpoint) builds a record.", ""]
-    lines += ["| role | rows | scored | signals | resolved | open | precision [95 % CI] | base rate | lift | "
-              "strategy | buy-and-hold |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["A bet is a buy together with the buys of the same symbol issued while it was open (one position at "
+              "a time, as in the backtest): one price move resolves them all, so the precision and its interval "
+              "count bets; the per-signal precision is shown beside it.", "",
+              "| role | rows | scored | signals | bets | resolved bets | open bets | precision [95 % CI] (bets) | "
+              "per signal | base rate | lift | strategy | buy-and-hold |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for role, fig in record["roles"].items():
         for label, f in (("all out-of-sample", fig), ("forward only", fig["forward"])):
             lo, hi = f["precision_ci"]
-            lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_resolved']} | "
-                         f"{f['n_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | {num(f['base_rate'])} | "
-                         f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | {pct(f['buy_and_hold_return'], 2, signed=True)} |")
+            lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_bets']} | "
+                         f"{f['n_bets_resolved']} | {f['n_bets_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | "
+                         f"{num(f['signal_precision'])} on {f['n_resolved']} | {num(f['base_rate'])} | "
+                         f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | "
+                         f"{pct(f['buy_and_hold_return'], 2, signed=True)} |")
     for role, fig in record["roles"].items():
         if fig.get("n_in_sample"):
             lines += ["", f"{role}: {fig['n_in_sample']} recorded row(s) fall on or before "
@@ -173,10 +190,15 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
         lo, hi = champ["backtest_ci"]
         lines += ["", f"Backtest (gate) precision {num(champ['backtest_precision'])} [{num(lo)}, {num(hi)}]; "
                       f"consistent with the live record: {champ['consistent_with_backtest']}."]
+        for r in champ.get("reinstatements", []):
+            lifted = r["suspension"]
+            lines += ["", f"Suspended from the outcome of {lifted.get('from', '?')[:10]} ({lifted['reason']}); "
+                          f"**reinstated** at {r['at'][:19]} by hand: {r['reason']}. The monitor restarted on the "
+                          f"outcomes decided after {(r.get('monitor_restarts_after') or '?')[:10]}."]
         if champ.get("suspended"):
             s = champ["suspended"]
-            lines += ["", f"**Suspended** at {s['at']}: {s['reason']}. Undo with "
-                          f"`patx ledger reinstate DATASET VARIANT --reason TEXT`."]
+            lines += ["", f"**Suspended** at {s['at'][:19]} (from the outcome of {s.get('from', '?')[:10]}): "
+                          f"{s['reason']}. Undo with `patx ledger reinstate DATASET VARIANT --reason TEXT`."]
     if record["revisions_after_resolution"]:
         lines += ["", f"{len(record['revisions_after_resolution'])} store revision(s) touched candles of rows "
                       "already resolved; those rows keep their recorded outcome (listed in track_record.json)."]
@@ -192,23 +214,44 @@ def _legend(ax: Any, where: str) -> None:
         ax.legend(loc=where, fontsize=7)
 
 
+def monitor_events(manifest: Mapping[str, Any] | None) -> list[tuple[datetime, str]]:
+    """The champion's suspensions and reinstatements on the data's clock, oldest first: a suspension
+    at the candle whose outcome raised the alarm, a reinstatement where the monitor restarted."""
+    if manifest is None:
+        return []
+    events = []
+    for r in manifest.get("reinstatements", []):
+        if r["suspension"].get("from"):
+            events.append((datetime.fromisoformat(r["suspension"]["from"]), "suspended"))
+        if r.get("monitor_restarts_after"):
+            events.append((datetime.fromisoformat(r["monitor_restarts_after"]), "reinstated"))
+    if (manifest.get("suspended") or {}).get("from"):
+        events.append((datetime.fromisoformat(manifest["suspended"]["from"]), "suspended"))
+    return sorted(events)
+
+
 def plot_precision(rows: pl.DataFrame, *, target: float, backtest_ci: list[float | None] | None,
-                   confidence: float) -> Figure:
-    """Cumulative live precision (resolved buys in resolved_at order) with its Wilson band."""
+                   confidence: float, events: Sequence[tuple[datetime, str]] = ()) -> Figure:
+    """Cumulative live precision over resolved bets (in resolved_at order) with its Wilson band, and
+    ``events`` (:func:`monitor_events`) as vertical lines after the bets resolved by then."""
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
-    resolved = rows.filter((pl.col("signal") == "buy") & (pl.col("status") == RESOLVED)).sort("resolved_at",
-                                                                                              "timestamp")
+    resolved = bets(rows).filter(pl.col("status") == RESOLVED).sort("resolved_at", "timestamp")
     if resolved.height:
         hits = np.cumsum(resolved["label"].to_numpy())
         n = np.arange(1, hits.size + 1)
         band = np.array([wilson_interval(int(h), int(k), confidence) for h, k in zip(hits, n)])
         ax.plot(n, hits / n, label="live precision")
         ax.fill_between(n, band[:, 0], band[:, 1], alpha=0.2, label="Wilson band")
+    ends = resolved["resolved_at"].to_list()
+    for when, what in events:
+        x = bisect.bisect_right(ends, when)
+        ax.axvline(x, color="black" if what == "suspended" else "green", linestyle=":",
+                   label=f"{what} ({when.date().isoformat()})")
     if backtest_ci and backtest_ci[0] is not None:
         ax.axhspan(backtest_ci[0], backtest_ci[1], color="green", alpha=0.1, label="backtest interval")
     ax.axhline(target, color="red", linestyle="--", label=f"target {target}")
-    ax.set_xlabel("resolved buy signals")
+    ax.set_xlabel("resolved bets")
     ax.set_ylabel("precision")
     ax.set_ylim(0, 1)
     _legend(ax, "lower left")
@@ -247,6 +290,6 @@ def plot_monitor(monitor: MonitorResult | None) -> Figure:
     if monitor is not None:
         ax.plot(np.arange(1, monitor.path.size + 1), monitor.path, drawstyle="steps-post", label="CUSUM statistic")
         ax.axhline(monitor.threshold, color="red", linestyle="--", label=f"suspend at {monitor.threshold:.1f}")
-    ax.set_xlabel("resolved champion buy signals")
+    ax.set_xlabel("resolved champion bets")
     _legend(ax, "upper left")
     return fig

@@ -237,13 +237,15 @@ class BacktestConfig:
 class MonitorConfig:
     """After promotion: the forward ledger and the sequential test that suspends a champion.
 
-    The champion's resolved out-of-sample buy signals feed a Bernoulli CUSUM
+    The champion's resolved out-of-sample bets (its buys de-clustered: a buy issued while an
+    earlier one of the same symbol is still open joins it) feed a Bernoulli CUSUM
     (:mod:`patx_core.serving.monitor`) of ``p0 = eval.target_precision`` against ``p1``; it
     suspends the champion when its statistic reaches ``threshold``. The defaults, at p0 = 0.7:
-    the average run to a false suspension is ~1,940 resolved signals (>= 1,000 required), and at
-    a true precision of 0.35 ~97 % of streams are suspended within 40 (>= 90 % required); both
-    are computed exactly from the CUSUM's Markov chain and checked by simulation in the tests.
-    A variant with another target precision should re-derive ``threshold`` the same way.
+    the average run to a false suspension is ~1,940 resolved bets (>= 1,000 required), and at
+    a true precision of 0.35 ~97 % of streams are suspended within 40 bets (>= 90 % required);
+    both are computed exactly from the CUSUM's Markov chain and checked by simulation in the
+    tests. A higher target keeps both at this threshold (p0 = 0.8: ARL0 ~4,700 bets, > 99 %
+    within 40); a lower one should re-derive ``threshold`` the same way.
     """
 
     p1: float = 0.5  # the precision the test is tuned to detect (below p0)

@@ -134,11 +134,6 @@ class VariantPaths:
         return self.ledger_dir / "signals.parquet"
 
     @property
-    def ledger_candles(self) -> Path:
-        """The candles the ledger's rows depend on, as last seen: how a store revision is noticed."""
-        return self.ledger_dir / "candles.parquet"
-
-    @property
     def ledger_lock(self) -> Path:
         """Held while a run reads, extends and publishes the ledger: one writer per cell at a time."""
         return self.ledger_dir / "ledger.lock"
