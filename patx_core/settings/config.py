@@ -177,8 +177,8 @@ class TrainConfig:
             isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.seeds)
             and len(set(self.seeds)) == len(self.seeds), "TrainConfig", "seeds",
             "a list of distinct non-negative integers", self.seeds)
+        object.__setattr__(self, "seeds", tuple(self.seeds))  # TOML and JSON give lists, even empty ones
         if self.seeds:
-            object.__setattr__(self, "seeds", tuple(self.seeds))  # TOML and JSON give lists
             default_seed = next(f.default for f in dataclasses.fields(self) if f.name == "seed")
             _require(self.seed in (default_seed, self.seeds[0]), "TrainConfig", "seed",
                      f"unset or seeds[0]={self.seeds[0]} when seeds is set", self.seed)
