@@ -146,6 +146,9 @@ class TrainConfig:
     # the champion candidate's seed and ``seed`` follows it (a different explicit ``seed`` is
     # refused), so promotion and checkpoints never change meaning.
     seeds: tuple[int, ...] = ()
+    # With ``seeds``: the candidate is the mean probability of the models of every seed (trained
+    # fused, saved together, judged and served as one model) instead of the first seed's model.
+    ensemble: bool = False
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA; never used on CPU
     compile: bool = False
@@ -187,6 +190,8 @@ class TrainConfig:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
                  or self.device == "mps", "TrainConfig", "device", '"auto", "cpu", "cuda[:N]" or "mps"',
                  self.device)
+        _require(isinstance(self.ensemble, bool) and (not self.ensemble or len(self.seeds) >= 2), "TrainConfig",
+                 "ensemble", "true only with at least 2 seeds (train.seeds = [s1, s2, ...])", self.ensemble)
         for name in ("shuffle", "amp", "compile"):
             _require(isinstance(getattr(self, name), bool), "TrainConfig", name, "true or false",
                      getattr(self, name))
