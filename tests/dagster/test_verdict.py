@@ -63,3 +63,14 @@ def test_patx_core_warnings_are_run_events_and_each_stage_is_announced(tmp_path,
     messages = [(r.level, r.user_message) for r in instance.all_logs(result.run_id) if r.dagster_event is None]
     assert any(level == 30 and "symbol 'short'" in text for level, text in messages), messages
     assert any(level == 20 and "raw_prices: reading and validating every symbol" in text for level, text in messages)
+
+
+def test_the_verdict_names_the_seed_study_and_what_the_candidate_is():
+    evaluation = {"dataset": {"name": "nasdaq"}, "variant": "ensemble", "diagnosis": [], "backtest": {},
+                  "checks": {"precision_gate": {"passed": False, "split": "test", "reason": "abstains"}},
+                  "seeds": {"n_seeds": 5, "passed": 1, "champion_seed": 0, "ensemble": True}}
+    assert verdict_lines(evaluation)[1] == "seeds: 1 of 5 pass; the candidate is the 5-seed ensemble"
+    evaluation["seeds"]["ensemble"] = False
+    assert verdict_lines(evaluation)[1] == "seeds: 1 of 5 pass; the candidate is seed 0's model"
+    evaluation["seeds"] = {"n_seeds": 1, "passed": 0, "champion_seed": 42, "ensemble": False}
+    assert not any(line.startswith("seeds:") for line in verdict_lines(evaluation))  # one seed: nothing to add
