@@ -74,3 +74,15 @@ def test_apply_params_sets_fields_and_window_follows_data():
     tuned = apply_params(base, {"train.lr": 0.005, "data.window_size": 16}, name="smoke_tuned")
     assert tuned.name == "smoke_tuned" and tuned.search is None
     assert tuned.train.lr == 0.005 and tuned.model.window_size == 16 == tuned.data.window_size
+
+
+def test_the_readmes_search_table_loads_as_written(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Search without fooling yourself", 1)[1]
+    block = next(b.split("\n", 1)[1] for b in section.split("```")[1::2] if b.startswith("toml"))
+    path = tmp_path / "variants.toml"
+    path.write_text(block, encoding="utf-8")
+    search = load_variants(path)["baseline"].search
+    assert search.parallel == 4 and {p.name for p in search.space} >= {"train.lr", "labels.horizon"}
