@@ -143,3 +143,23 @@ def test_patx_search_killed_and_rerun_ends_with_exactly_n_finished_trials(tmp_pa
     last, judge = out.stdout.strip().splitlines()[-2:]
     assert last.startswith("best trial #") and last.endswith(f"wrote {journal.parent / 'best.toml'}")
     assert judge.endswith("make materialize DATASET=gen VARIANT=smoke_tuned")
+
+
+def test_the_pruner_reads_each_epochs_val_loss_and_stops_a_trial_that_trails(tmp_path):
+    """Five earlier trials with val loss 0 at every epoch: a real trial trails their median at
+    epoch 1 (its val loss is above 0), so it is pruned there and its fused run stops."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    v = tiny_smoke(trials=6)
+    cell = make_cell(tmp_path, planted_candles(1200, seed=3), v)
+    study = open_study(cell.paths.search_journal, v.name, v.search)
+    dists = {"train.lr": FloatDistribution(1e-3, 1e-2, log=True), "model.dropout": FloatDistribution(0.0, 0.2),
+             "model.d_model": CategoricalDistribution([16, 32])}
+    for _ in range(5):  # MedianPruner starts pruning after 5 finished trials
+        study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": 3e-3, "model.dropout": 0.1, "model.d_model": 16}, distributions=dists,
+            value=0.99, intermediate_values={e: -0.0 for e in range(1, 4)}))  # -val_loss: maximized objective
+    report = run_search(cell)
+    last = report.trials.filter(pl.col("number") == 5).row(0, named=True)
+    assert last["state"] == "PRUNED" and last["best_epoch"] == 1
