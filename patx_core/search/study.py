@@ -261,7 +261,7 @@ def _train_group(study: Any, group: list[tuple[Any, VariantConfig, WindowedData]
     trials = [t for t, _, _ in group]
     # A trial trains the variant's first seed: the tuned variant's own seed study or ensemble is
     # what the judging materialization trains, once.
-    configs = [dataclasses.replace(v.train, seeds=(), seed=v.train.seed_list[0]) for _, v, _ in group]
+    configs = [dataclasses.replace(v.train, seeds=(), seed=v.train.seed_list[0], ensemble=False) for _, v, _ in group]
     sign = 1.0 if search.direction == "minimize" else -1.0
     pruned_at: dict[int, int] = {}
 

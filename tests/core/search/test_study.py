@@ -163,3 +163,12 @@ def test_the_pruner_reads_each_epochs_val_loss_and_stops_a_trial_that_trails(tmp
     report = run_search(cell)
     last = report.trials.filter(pl.col("number") == 5).row(0, named=True)
     assert last["state"] == "PRUNED" and last["best_epoch"] == 1
+
+
+def test_a_seed_ensemble_variant_is_searched_one_seed_per_trial(tmp_path):
+    v = tiny_smoke(trials=1)
+    v = dataclasses.replace(v, train=dataclasses.replace(v.train, seeds=(5, 6), ensemble=True))
+    report = run_search(make_cell(tmp_path, planted_candles(1200, seed=3), v))
+    assert report.trials["state"].to_list() == ["COMPLETE"]
+    tuned = load_variants(report.best_toml)["smoke_tuned"]
+    assert tuned.train.ensemble and tuned.train.seeds == (5, 6)  # the judged run trains the ensemble
