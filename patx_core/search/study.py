@@ -68,8 +68,9 @@ def search_windows(raw: pl.DataFrame, variant: VariantConfig) -> WindowedData:
     """Train and val windows of ``variant`` built only from the candles before its val split ends.
 
     The cutoffs are those :func:`~patx_core.data.splits.split_dataset` gives the variant on
-    ``raw`` (where test starts is a calendar fact the judged run shares); everything a trial
-    trains or is scored on is then recomputed from the earlier candles, so no test candle's
+    ``raw``: the judged run's own, so the search's val is exactly its val. They depend only on
+    which timestamps have features and a label, never on a value. Everything a trial trains or
+    is scored on is then recomputed from the candles before val ends, so no test candle's
     price, feature or label reaches it.
     """
     from patx_core.data.splits import build_feature_table, split_at_cutoffs, split_dataset
@@ -133,7 +134,6 @@ def _fail_orphans(study: Any) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         log.warning("search %s: trial #%d was left running by a search that was stopped; marked FAIL",
                     study.study_name, t.number)
-        study._storage.set_trial_user_attr(t._trial_id, "error", "the search running it was stopped")
         study.tell(t.number, state=TrialState.FAIL)
 
 
