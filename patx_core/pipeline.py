@@ -293,9 +293,17 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
         model, history, others = _train_seeds(variant, data, on_epoch_end)
     best = history["best_epoch"] - 1
     best_metrics = {k: float(v[best]) for k, v in history.items() if isinstance(v, list) and len(v) > best}
+    candidate, extra = model, {}
+    if variant.train.ensemble:  # the candidate is every seed's model, averaged; the curves stay the first seed's
+        from patx_core.model.ensemble import SeedEnsemble
+
+        candidate = SeedEnsemble.from_members([model, *(m for _, m, _ in others)])
+        extra = {"ensemble_seeds": list(seeds), "member_best_epochs": [h["best_epoch"] for h in
+                                                                       [history, *(h for _, _, h in others)]]}
     save_scaler(paths.scaler, scaler)
-    save_checkpoint(paths.checkpoint, model=model, variant=variant, scaler=scaler,
-                    metrics={**best_metrics, "best_epoch": history["best_epoch"], "history": json_safe(history)},
+    save_checkpoint(paths.checkpoint, model=candidate, variant=variant, scaler=scaler,
+                    metrics={**best_metrics, "best_epoch": history["best_epoch"], **extra,
+                             "history": json_safe(history)},
                     feature_columns=data.feature_columns,
                     interval_seconds=read_input_info(cell)["median_spacing_seconds"])
     _write_seed_predictions(paths, data, variant, [(seeds[0], model, history), *others])
@@ -305,6 +313,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
             "stopped_early": history.get("stopped_early"), "checkpoint": str(paths.checkpoint)}
     if len(seeds) > 1:
         meta["seeds"] = list(seeds)
+        meta["candidate"] = f"{len(seeds)}-seed ensemble" if variant.train.ensemble else f"seed {seeds[0]}"
         meta["seed_best_val_loss"] = {str(s): h["best_val_loss"] for s, _, h in [(seeds[0], model, history), *others]}
     return StepResult(value=history, metadata=meta)
 
@@ -320,7 +329,7 @@ def _train_seeds(variant: VariantConfig, data: WindowedData,
     from patx_core.model.fused import train_many
 
     seeds = variant.train.seed_list
-    configs = [dataclasses.replace(variant.train, seeds=(), seed=s) for s in seeds]
+    configs = [dataclasses.replace(variant.train, seeds=(), seed=s, ensemble=False) for s in seeds]
     forward = None if on_epoch_end is None else (lambda k, e, m: on_epoch_end(e, m) if k == 0 else None)
     trained = train_many(variant.model, configs, [data] * len(seeds), on_epoch_end=forward)
     (model, history), rest = trained[0], trained[1:]

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
+# A search (search_study) runs only when asked for: its winner is judged by an ordinary run.
 # The leaderboard is unpartitioned and reads every cell's report; it is refreshed by the
 # leaderboard sensor after runs finish rather than inside each cell's run.
 retrain_job = dg.define_asset_job(
     "retrain_variant",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard", "walk_forward"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("variant_leaderboard", "walk_forward", "search_study"),
     description="Rebuild one (dataset, variant) cell end to end: ingest landed candles → raw → features → "
                 "splits → windows → model → report → champion (behind the precision gate) → latest signal → "
                 "signal ledger → track record.",
@@ -29,3 +30,8 @@ score_job = dg.define_asset_job(
 walk_forward_job = dg.define_asset_job(
     "walk_forward_job", selection=dg.AssetSelection.assets("walk_forward").upstream(),
     description="Replay the nightly retrain at past cutoffs for one (dataset, variant): walk_forward.json/.md.")
+
+search_job = dg.define_asset_job(
+    "search", selection=dg.AssetSelection.assets("search_study"),
+    description="Tune one (dataset, variant) on val with its [NAME.search] table; the winner's best.toml is judged "
+                "on test by one ordinary run of the tuned variant.")

@@ -31,7 +31,8 @@ from patx_dagster.resources import GridResource
 
 def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
     """The gate's verdict (with the selection gate: looks and confidence), the diagnosis and the
-    backtest in three lines."""
+    backtest in three lines; a seed study (or seed ensemble) adds a line after the verdict: how many
+    seeds pass and what the candidate is."""
     gate = evaluation["checks"]["precision_gate"]
     name = f"{evaluation['dataset'].get('name')}|{evaluation['variant']}"
     per = evaluation.get("per_symbol") or {}
@@ -41,6 +42,11 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
     priced = f"; {selection_summary(selection)}" if selection is not None else ""
     lines = [f"{name}: precision gate {'PASSED' if gate['passed'] else 'FAILED'} on {gate['split']}{coverage} — "
              f"{gate['reason']}{priced}"]
+    seeds = evaluation.get("seeds") or {}
+    if seeds.get("n_seeds", 1) > 1:  # a seed study: whether the verdict is one initialization's luck
+        candidate = (f"the {seeds['n_seeds']}-seed ensemble" if seeds.get("ensemble")
+                     else f"seed {seeds['champion_seed']}'s model")
+        lines.append(f"seeds: {seeds['passed']} of {seeds['n_seeds']} pass; the candidate is {candidate}")
     codes = [d["code"] for d in evaluation.get("diagnosis", [])]
     lines.append(f"diagnosis: {', '.join(codes) if codes else 'none'}")
     bt = evaluation.get("backtest") or {}

@@ -4,6 +4,7 @@
     patx predict --checkpoint ...   score the newest candles with a trained model
     patx ledger DATASET VARIANT     a cell's forward track record (``reinstate`` lifts a suspension)
     patx check                      do the datasets and variants files load? (one line per problem)
+    patx search --dataset D --variant V   tune a variant on val; the winner is judged on test once
     patx verdict DATASET VARIANT    the verdict of the latest run (provided by patx_dagster)
 
 Each subcommand is a module with ``add_parser(subparsers)``: it adds its parser and sets
@@ -25,7 +26,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Sequence
 
 #: The subcommands of this package, in the order ``patx --help`` lists them.
-COMMANDS = ("ingest", "predict", "ledger", "check")
+COMMANDS = ("ingest", "predict", "ledger", "check", "search")
 #: Where other packages register subcommands: ``name = "module:add_parser"``.
 ENTRY_POINT_GROUP = "patx.commands"
 

@@ -141,7 +141,8 @@ def counted_looks(ledger: pl.DataFrame, window: pl.Series) -> pl.DataFrame:
 
 def evaluation_looks(evaluation: dict, window: pl.Series, *, judged_at: datetime) -> list[Look]:
     """The looks one ``evaluation.json`` body is: its candidate (eligible) and, for a seed study,
-    every other seed (diagnostics, not eligible), all on the gate split's ``window``."""
+    every other seed (diagnostics, not eligible), all on the gate split's ``window``. A seed
+    ensemble's candidate is the ensemble (its checkpoint); every member is a diagnostic."""
     gate = evaluation["checks"]["precision_gate"]
     metrics = evaluation["metrics"][gate["split"]]
     candles = window.cast(TIME)
@@ -152,7 +153,7 @@ def evaluation_looks(evaluation: dict, window: pl.Series, *, judged_at: datetime
                   hits=int(metrics["true_positives"]), eligible=True)]
     seeds = evaluation.get("seeds") or {}
     for row in seeds.get("per_seed", []) if seeds.get("n_seeds", 1) > 1 else []:
-        if row["seed"] == seeds.get("champion_seed"):
+        if row["seed"] == seeds.get("champion_seed") and not seeds.get("ensemble"):
             continue  # the candidate itself, recorded above under its own checkpoint
         n = int(row["n_signals"])
         looks.append(Look(**base, checkpoint_sha256=seed_identity(checkpoint, row["seed"]), n_signals=n,

@@ -262,7 +262,8 @@ def seed_study(variant: VariantConfig, predictions: Mapping[int, Mapping[str, Sp
     val, the precision gate on the gate split), and how many seeds pass.
 
     ``predictions`` maps each seed (the champion candidate's first) to its val/test predictions.
-    Answers whether a pass was luck of the initialization; the candidate stays the first seed's.
+    Answers whether a pass was luck of the initialization; the candidate is the first seed's
+    model, or with ``train.ensemble`` the mean of all of them (``ensemble: true``), judged apart.
     """
     gate_split, ev = variant.gate_split, variant.eval
     rows = []
@@ -275,7 +276,8 @@ def seed_study(variant: VariantConfig, predictions: Mapping[int, Mapping[str, Sp
                      "threshold": gate["threshold"], "roc_auc": metrics["roc_auc"],
                      "best_epoch": None if best_epochs is None else int(best_epochs[seed]),
                      "reason": gate["reason"]})
-    return json_safe({"split": gate_split, "champion_seed": rows[0]["seed"], "n_seeds": len(rows),
+    return json_safe({"split": gate_split, "champion_seed": rows[0]["seed"], "ensemble": variant.train.ensemble,
+                      "n_seeds": len(rows),
                       "passed": sum(r["passed"] for r in rows), "per_seed": rows})
 
 

@@ -218,8 +218,10 @@ def _seeds_table(evaluation: Mapping[str, Any]) -> list[str]:
         return []
     out = [f"## Seeds — {block['passed']} of {block['n_seeds']} pass the gate ({block['split']} split)",
            "",
-           "The same model and data under each seed; the champion candidate is seed "
-           f"{block['champion_seed']}'s, so promotion is judged on it alone.",
+           "The same model and data under each seed; "
+           + (f"the champion candidate is the {block['n_seeds']}-seed ensemble (the mean of these models' "
+              "probabilities), judged once as one model." if block.get("ensemble") else
+              f"the champion candidate is seed {block['champion_seed']}'s, so promotion is judged on it alone."),
            "",
            "| seed | gate | precision [95 % CI] | signals | threshold | ROC AUC | best epoch |",
            "|---:|---|---|---:|---:|---:|---:|"]

@@ -252,9 +252,27 @@ def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, 
 
     start = time.perf_counter()
     fold = _fold_data(features, plan, variant)
+    if variant.train.ensemble:
+        [(model, history)] = _train_candidates(variant, device, [fold])
+        return _judge_fold(fold, variant, model, history, time.perf_counter() - start)
     trainer = Trainer(variant.model, dataclasses.replace(variant.train, device=device), fold.windows)
     history = trainer.train()
     return _judge_fold(fold, variant, trainer.model, history, time.perf_counter() - start)
+
+
+def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldData"]) -> list[tuple[torch.nn.Module,
+                                                                                                   dict[str, Any]]]:
+    """Each fold's candidate as the nightly retrain builds it: the seed ensemble when
+    ``train.ensemble`` (every fold's every seed in one fused run; the history is the first
+    seed's), else the model of ``train.seed``."""
+    from patx_core.model.ensemble import train_ensembles
+    from patx_core.model.fused import train_many
+
+    config = dataclasses.replace(variant.train, device=device)
+    windows = [f.windows for f in folds]
+    if config.ensemble:
+        return [(ensemble, members[0][1]) for ensemble, members in train_ensembles(variant.model, config, windows)]
+    return train_many(variant.model, [config] * len(folds), windows)
 
 
 def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: VariantConfig, *,
@@ -270,12 +288,9 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
     A row's ``seconds`` is the fold's own data preparation and judging plus an equal share of the
     group's fused training time.
     """
-    from patx_core.model.fused import train_many
-
     start = time.perf_counter()
     folds = [_fold_data(features, plan, variant) for plan in plans]
-    config = dataclasses.replace(variant.train, device=device)
-    trained = train_many(variant.model, [config] * len(folds), [f.windows for f in folds])
+    trained = _train_candidates(variant, device, folds)
     share = (time.perf_counter() - start) / max(1, len(folds))
     results = []
     for fold, (model, history) in zip(folds, trained):

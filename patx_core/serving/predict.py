@@ -27,6 +27,7 @@ import torch
 
 from patx_core.storage.artifacts import PathLike, as_path, read_json, sha256_file
 from patx_core.data.intervals import format_interval, interval_differs, median_spacing_seconds
+from patx_core.model.ensemble import SeedEnsemble
 
 if TYPE_CHECKING:
     import polars as pl
@@ -82,7 +83,8 @@ def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: 
     ``checkpoint`` is a ``LoadedCheckpoint``. Each row: timestamp (ISO), probability, threshold,
     signal ("buy" if probability >= threshold, else "hold") and reason: ``None`` when the
     threshold decided, else why there was no threshold (``hold_reason``, by default that none
-    was given), with signal "hold".
+    was given), with signal "hold". A seed ensemble's rows add ``member_probabilities`` (one per
+    seed, in ``train.seeds`` order); its ``probability`` is their mean.
     """
     from patx_core.data.features import compute_features
 
@@ -114,15 +116,19 @@ def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: 
     model = checkpoint.model.eval()
     with torch.inference_mode():
         prob = torch.sigmoid(model(torch.from_numpy(windows))).double().numpy()
+        # A seed ensemble's probability is its members' mean; each member's is shown beside it.
+        members = (model.member_probabilities(torch.from_numpy(windows)).numpy().T  # (n, K)
+                   if isinstance(model, SeedEnsemble) else None)
     ts = feats["timestamp"].to_list()
     rows = []
-    for e, p in zip(ends, prob):
+    for i, (e, p) in enumerate(zip(ends, prob)):
         if threshold is None:
             signal, reason = "hold", hold_reason or "no decision threshold given"
         else:
             signal, reason = ("buy" if p >= threshold else "hold"), None
         rows.append({**({"symbol": symbol} if symbol is not None else {}), "timestamp": ts[e].isoformat(), "probability": float(p), "threshold": threshold,
-                     "signal": signal, "reason": reason})
+                     "signal": signal, "reason": reason,
+                     **({"member_probabilities": [float(m) for m in members[i]]} if members is not None else {})})
     return rows
 
 

@@ -16,6 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar, get_args
 
+from patx_core.settings.search import SearchConfig, check_space
+
 FeatureSet = Literal["seed", "relative"]
 FEATURE_SETS: tuple[str, ...] = get_args(FeatureSet)
 
@@ -144,6 +146,9 @@ class TrainConfig:
     # the champion candidate's seed and ``seed`` follows it (a different explicit ``seed`` is
     # refused), so promotion and checkpoints never change meaning.
     seeds: tuple[int, ...] = ()
+    # With ``seeds``: the candidate is the mean probability of the models of every seed (trained
+    # fused, saved together, judged and served as one model) instead of the first seed's model.
+    ensemble: bool = False
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # bf16 autocast on CUDA; never used on CPU
     compile: bool = False
@@ -175,8 +180,8 @@ class TrainConfig:
             isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.seeds)
             and len(set(self.seeds)) == len(self.seeds), "TrainConfig", "seeds",
             "a list of distinct non-negative integers", self.seeds)
+        object.__setattr__(self, "seeds", tuple(self.seeds))  # TOML and JSON give lists, even empty ones
         if self.seeds:
-            object.__setattr__(self, "seeds", tuple(self.seeds))  # TOML and JSON give lists
             default_seed = next(f.default for f in dataclasses.fields(self) if f.name == "seed")
             _require(self.seed in (default_seed, self.seeds[0]), "TrainConfig", "seed",
                      f"unset or seeds[0]={self.seeds[0]} when seeds is set", self.seed)
@@ -185,6 +190,8 @@ class TrainConfig:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
                  or self.device == "mps", "TrainConfig", "device", '"auto", "cpu", "cuda[:N]" or "mps"',
                  self.device)
+        _require(isinstance(self.ensemble, bool) and (not self.ensemble or len(self.seeds) >= 2), "TrainConfig",
+                 "ensemble", "true only with at least 2 seeds (train.seeds = [s1, s2, ...])", self.ensemble)
         for name in ("shuffle", "amp", "compile"):
             _require(isinstance(getattr(self, name), bool), "TrainConfig", name, "true or false",
                      getattr(self, name))
@@ -356,6 +363,11 @@ def refuse_unknown_fields(where: str, given: Any, known: Any) -> None:
     raise ValueError(f"{where}: unknown field(s) {unknown}{hint} (allowed: {known})")
 
 
+def section_fields(section: str) -> set[str]:
+    """The field names of one variant section (``"train"`` → ``{"lr", "weight_decay", ...}``)."""
+    return {f.name for f in dataclasses.fields(_SECTIONS[section])}
+
+
 def section_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
     """Build one config section, naming any unknown field and the fields that exist."""
     values = dict(values or {})
@@ -379,6 +391,8 @@ class VariantConfig:
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # ``[NAME.search]``: how ``patx search`` tunes this variant; None: it is not searched.
+    search: SearchConfig | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
@@ -406,17 +420,29 @@ class VariantConfig:
         variant file writes the window once.
         """
         values = dict(values)
-        refuse_unknown_fields(f"variant {name!r}", values, {"description", "nightly", *_SECTIONS})
+        refuse_unknown_fields(f"variant {name!r}", values, {"description", "nightly", "search", *_SECTIONS})
         sections = {key: section_from_dict(cls_, values.get(key), f"variant {name!r} [{key}]")
                     for key, cls_ in _SECTIONS.items() if key != "model"}
         model_values = dict(values.get("model") or {})
         model_values.setdefault("window_size", sections["data"].window_size)
         sections["model"] = section_from_dict(ModelConfig, model_values, f"variant {name!r} [model]")
         kwargs: dict[str, Any] = {k: values[k] for k in ("description", "nightly") if k in values}
-        return cls(name=name, **kwargs, **sections)
+        variant = cls(name=name, **kwargs, **sections)
+        if values.get("search") is None:
+            return variant
+        where = f"variant {name!r}"
+        if not isinstance(values["search"], Mapping):
+            raise ValueError(f"{where} [search] must be a table, got {values['search']!r}")
+        search = check_space(variant, SearchConfig.from_dict(values["search"], where), where)
+        return dataclasses.replace(variant, search=search)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML/torch-safe); ``from_dict(name, d)`` inverts it."""
         out = dataclasses.asdict(self)
         out.pop("name")
+        # A variant without a search writes no ``search`` key, so configs saved before searches
+        # existed compare equal to today's.
+        out["search"] = self.search.to_dict() if self.search is not None else None
+        if out["search"] is None:
+            out.pop("search")
         return out

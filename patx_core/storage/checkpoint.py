@@ -22,7 +22,7 @@ from torch import nn
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_with
 from patx_core.storage.jsonsafe import json_safe
 from patx_core.settings.config import VariantConfig
-from patx_core.model.transformer import PriceActionTransformer
+from patx_core.model.ensemble import build_model
 from patx_core.data.scaler import UniverseScaler
 from patx_core.model.trainer import unwrap
 
@@ -33,7 +33,7 @@ CHECKPOINT_FORMAT = 1
 class LoadedCheckpoint:
     """A model rebuilt from ``best_model.pth`` alone (in eval mode) and everything saved beside it."""
 
-    model: PriceActionTransformer
+    model: nn.Module  # a PriceActionTransformer, or a SeedEnsemble of them (train.ensemble)
     scaler: UniverseScaler
     variant: VariantConfig
     feature_columns: tuple[str, ...]
@@ -97,7 +97,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     if (variant.model.window_size, variant.model.input_dim) != (ckpt["window_size"], ckpt["input_dim"]):
         raise ValueError(f"{path}: saved window_size/input_dim {ckpt['window_size']}/{ckpt['input_dim']} "
                          f"disagree with its model config")
-    model = PriceActionTransformer(variant.model)
+    model = build_model(variant.model, variant.train)
     model.load_state_dict(ckpt["model_state_dict"])
     model.to(map_location).eval()
     metrics = ckpt.get("metrics") or {}

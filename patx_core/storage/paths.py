@@ -10,6 +10,8 @@
     <dataset>/ledger/<variant>/signals.parquet                   every signal, recorded before its outcome
     <dataset>/ledger/<variant>/track_record.json, .md, *.png     live figures of the ledger, the monitor
     <dataset>/work/<variant>/...                                 intermediate data (features, windows)
+    <dataset>/search/<variant>/study.journal, trials.parquet,    a hyper-parameter search on val
+        search.md, *.png, best.toml
     <dataset>/curated/                                           ingested candles (landing datasets)
     <dataset>/looks.parquet                                      every model judged on a gate window
     leaderboard.md                                               every (dataset, variant)
@@ -149,6 +151,34 @@ class VariantPaths:
     @property
     def work_dir(self) -> Path:
         return self.root / "work" / self.variant
+
+    @property
+    def search_dir(self) -> Path:
+        """``patx search``'s study and what it found; nothing in it is read by the graph."""
+        return self.root / "search" / self.variant
+
+    @property
+    def search_journal(self) -> Path:
+        """The Optuna study (a JournalFileBackend log): what lets a killed search resume."""
+        return self.search_dir / "study.journal"
+
+    @property
+    def search_lock(self) -> Path:
+        """Held for a whole search: two searches of one cell take turns."""
+        return self.search_dir / "search.lock"
+
+    @property
+    def search_trials(self) -> Path:
+        return self.search_dir / "trials.parquet"
+
+    @property
+    def search_md(self) -> Path:
+        return self.search_dir / "search.md"
+
+    @property
+    def search_best(self) -> Path:
+        """``best.toml``: the best trial as a complete variant table ``[<variant>_tuned]``."""
+        return self.search_dir / "best.toml"
 
 
 def leaderboard_md(root: PathLike | None = None) -> Path:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED_ASSETS = {"ingested_candles", "raw_prices", "features", "splits", "windows", "trained_model",
                    "evaluation_report", "champion_model", "latest_signal", "signal_ledger", "track_record", "walk_forward",
-                   "variant_leaderboard"}
+                   "variant_leaderboard", "search_study"}
 UNPARTITIONED = {"ingested_candles", "variant_leaderboard"}
 
 

@@ -73,3 +73,14 @@ def test_the_verdict_line_ends_with_the_selection_gate_looks_and_confidence():
                              "precision_gate_selection": selection_gate(46, 62, 12, target=0.7, min_confidence=0.5)}}
     assert verdict_lines(evaluation)[0] == ("nasdaq|smoke: precision gate PASSED on test — test precision 0.74; "
                                             "selection gate FAILED: 12 looks, confidence 0.00 < 0.5")
+
+
+def test_the_verdict_names_the_seed_study_and_what_the_candidate_is():
+    evaluation = {"dataset": {"name": "nasdaq"}, "variant": "ensemble", "diagnosis": [], "backtest": {},
+                  "checks": {"precision_gate": {"passed": False, "split": "test", "reason": "abstains"}},
+                  "seeds": {"n_seeds": 5, "passed": 1, "champion_seed": 0, "ensemble": True}}
+    assert verdict_lines(evaluation)[1] == "seeds: 1 of 5 pass; the candidate is the 5-seed ensemble"
+    evaluation["seeds"]["ensemble"] = False
+    assert verdict_lines(evaluation)[1] == "seeds: 1 of 5 pass; the candidate is seed 0's model"
+    evaluation["seeds"] = {"n_seeds": 1, "passed": 0, "champion_seed": 42, "ensemble": False}
+    assert not any(line.startswith("seeds:") for line in verdict_lines(evaluation))  # one seed: nothing to add

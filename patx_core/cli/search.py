@@ -1,0 +1,46 @@
+"""``patx search``: tune a variant on val with its ``[NAME.search]`` table; judge the winner once.
+
+    patx search --dataset D --variant V [--trials N]
+
+Runs (or resumes) the Optuna study at ``<dataset>/search/<variant>/study.journal`` until it holds
+N finished trials, writes ``trials.parquet``, ``search.md`` and ``best.toml`` beside it, and ends
+with ``best trial #k: <objective> <value> (<params>); wrote <path>/best.toml`` followed by the one
+command that judges it on test. Exit status 0; 1 when no trial completed; 2 when it could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("search", help="tune a variant on val (Optuna); the winner is judged on test once",
+                                   description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, help="a dataset of $PATX_DATASETS (default datasets.toml)")
+    parser.add_argument("--variant", required=True, help="a variant with a [VARIANT.search] table")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="finished trials the study ends with (default: the variant's search.trials)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    # One line per trial on stderr; the verdict lines on stdout.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("patx_core.search").setLevel(logging.INFO)
+    from patx_core.search.study import run_search
+    from patx_core.settings.grid import resolve_cell
+
+    try:
+        cell = resolve_cell(args.dataset, args.variant)
+        report = run_search(cell, trials=args.trials)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.final_line())
+    if report.judge_command is None:
+        return 1
+    print(f"judge it once on test: {report.judge_command}")
+    return 0
