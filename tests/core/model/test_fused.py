@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from patx_core.data.windows import WindowedData
 from patx_core.model import fused as fused_mod
 from patx_core.model.batched import BatchedTransformer, StackedAdamW, dropout_sites, site_view
 from patx_core.model.fused import train_many
-from patx_core.model.trainer import Trainer, predict_proba
+from patx_core.model.trainer import NonFiniteLossError, Trainer, predict_proba
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.settings.config import ModelConfig
 from tests.core.model.test_trainer import HOST_SYNCS, TINY, cfg, make_data
@@ -211,3 +212,48 @@ def test_fused_first_epoch_matches_alone_at_baseline_shapes() -> None:
         alone = Trainer(config, config_k, data).train()
         for key in ("train_loss", "val_loss"):
             assert _rel(history[key], alone[key]) < RTOL, (k, key, history[key], alone[key])
+
+
+def test_nan_in_one_models_train_rows_fails_naming_that_model_the_epoch_and_the_step() -> None:
+    datas = [make_data(), make_data(seed=1)]
+    bad_end = int(datas[1].ends["train"][40])  # the first window containing this row is sample 40
+    datas[1].matrix[bad_end, 3] = np.nan
+    with pytest.raises(NonFiniteLossError, match=r"model 1: non-finite training loss at epoch 1, step 3 "
+                                                 r"\(batch size 16\)"):
+        train_many(TINY, [cfg(shuffle=False), cfg(shuffle=False)], datas)
+    val_bad = [make_data(), make_data(seed=1)]
+    val_bad[0].matrix[-1, 0] = np.inf
+    with pytest.raises(NonFiniteLossError, match="model 0: non-finite validation loss .* epoch 1"):
+        train_many(TINY, [cfg(), cfg()], val_bad)
+
+
+def _fused_oom_above(monkeypatch: pytest.MonkeyPatch, limit: int) -> list[int]:
+    """Make the batched training forward raise CUDA OOM for batches larger than ``limit``."""
+    sizes: list[int] = []
+    forward = BatchedTransformer.forward
+
+    def limited(self: BatchedTransformer, x: torch.Tensor, masks: Any = None) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training steps, not the val pass
+            sizes.append(x.shape[1])
+            if x.shape[1] > limit:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x, masks)
+
+    monkeypatch.setattr(BatchedTransformer, "forward", limited)
+    return sizes
+
+
+def test_fused_cuda_oom_retries_once_at_half_the_batch_size(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    sizes = _fused_oom_above(monkeypatch, 8)
+    with caplog.at_level(logging.WARNING, logger="patx_core.model.fused"):
+        out = train_many(TINY, [cfg(max_epochs=1), cfg(max_epochs=1, seed=3)], [make_data(), make_data(seed=1)])
+    assert sizes[0] == 16 and set(sizes[1:]) == {8}
+    assert [h["batch_size"] for _, h in out] == [8, 8]
+    assert "retrying once at 8" in caplog.text
+
+
+def test_fused_cuda_oom_twice_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fused_oom_above(monkeypatch, 4)
+    with pytest.raises(RuntimeError, match="out of memory at batch size 16 and again at 8"):
+        train_many(TINY, [cfg(max_epochs=1), cfg(max_epochs=1)], [make_data(), make_data()])
