@@ -64,7 +64,8 @@ from patx_core.evaluation.risk import risk
 from patx_core.data.features import feature_columns
 from patx_core.evaluation.metrics import wilson_interval
 from patx_core.storage.jsonsafe import iso, json_safe
-from patx_core.model.trainer import Trainer, predict_proba, resolve_device
+from patx_core.model.inference import predict_proba
+from patx_core.model.trainer import Trainer, resolve_device
 from patx_core.data.universe import SYMBOL
 
 __all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_groups", "fold_table", "plan_folds", "run_fold",

@@ -36,7 +36,6 @@ model leaves the stack once it stopped, so a long-running fold does not pay for 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -50,15 +49,9 @@ from torch import nn
 
 from patx_core.data.windows import WindowedData
 from patx_core.model.batched import BatchedTransformer, StackedAdamW, dropout_sites
-from patx_core.model.device_step import WarmUp
-from patx_core.model.trainer import (
-    check_training_data,
-    METRIC_NAMES,
-    NonFiniteLossError,
-    _metrics,
-    resolve_device,
-    resolve_pos_weight,
-)
+from patx_core.model.device_step import GraphedStep, WarmUp
+from patx_core.model.loop import (EarlyStopping, autocast, capture_step, check_finite, check_training_data,
+                                  fit_with_oom_retry, resolve_device, resolve_pos_weight)
 from patx_core.model.transformer import PriceActionTransformer, count_parameters
 from patx_core.settings.config import ModelConfig, TrainConfig
 
@@ -86,39 +79,9 @@ class _Member:
     pos_weight: float | None
     shuffle_gen: torch.Generator
     dropout_gen: torch.Generator  # CPU: the global RNG state Trainer would have after init
-    history: dict[str, Any]
+    stopping: EarlyStopping  # its history, best epoch and patience
     best: dict[str, torch.Tensor] | None = None  # its best epoch's weights (device copies)
     warmup: WarmUp | None = None
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    wait: int = 0
-    running: bool = True
-    stopped_early: bool = False
-
-
-class _Graph:
-    """The fused training step captured as one CUDA graph over static input tensors."""
-
-    WARMUP_STEPS = 3  # side-stream iterations before capture (cuBLAS workspaces, allocator)
-
-    def __init__(self, step: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-                 inputs: tuple[torch.Tensor, ...], device: torch.device) -> None:
-        self.inputs = tuple(t.clone() for t in inputs)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP_STEPS):
-                step(*self.inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = step(*self.inputs)
-
-    def replay(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for static, new in zip(self.inputs, inputs):
-            static.copy_(new)
-        self.graph.replay()
-        return self.outputs
 
 
 # ------------------------------------------------------------------------------ the trainer
@@ -150,19 +113,8 @@ def train_many(model_config: ModelConfig, train_configs: Sequence[TrainConfig], 
     """
     _check(model_config, train_configs, datas)
     fused = _Fused(model_config, list(train_configs), list(datas), on_epoch_end)
-    batch, eval_batch = train_configs[0].batch_size, train_configs[0].eval_batch_size
-    try:
-        return fused.fit(batch, eval_batch)
-    except torch.cuda.OutOfMemoryError as exc:
-        if batch < 2:
-            raise RuntimeError(f"CUDA out of memory at batch size {batch}; nothing smaller to try") from exc
-        log.warning("train_many: CUDA out of memory at batch size %d; retrying once at %d", batch, batch // 2)
-    torch.cuda.empty_cache()
-    try:
-        return fused.fit(batch // 2, max(1, eval_batch // 2))
-    except torch.cuda.OutOfMemoryError as exc:
-        raise RuntimeError(f"train_many: CUDA out of memory at batch size {batch} and again at {batch // 2}; "
-                           f"fuse fewer models or lower TrainConfig.batch_size / eval_batch_size") from exc
+    return fit_with_oom_retry(fused.fit, train_configs[0].batch_size, train_configs[0].eval_batch_size,
+                              fused.device, where="train_many: ")
 
 
 class _Fused:
@@ -192,15 +144,13 @@ class _Fused:
             modules.append(PriceActionTransformer(self.model_config))
             dropout_gen = torch.Generator()
             dropout_gen.set_state(torch.get_rng_state())
-            history: dict[str, Any] = {f"{s}_{m}": [] for s in ("train", "val") for m in METRIC_NAMES}
-            history["epoch_seconds"] = []
             members.append(_Member(
                 config=cfg, data=data, offset=offset,
                 train_ends=torch.from_numpy(data.ends["train"] + offset).to(self.device),
                 val_ends=torch.from_numpy(data.ends["val"] + offset).to(self.device),
                 pos_weight=resolve_pos_weight(cfg.pos_weight, data.split_labels("train")),
                 shuffle_gen=torch.Generator().manual_seed(cfg.seed), dropout_gen=dropout_gen,
-                history=history))
+                stopping=EarlyStopping(cfg, log, where=f"model {len(members)}: ")))
         return members, modules
 
     @staticmethod
@@ -230,17 +180,12 @@ class _Fused:
         """(K, B) rows of the concatenated matrix → windows (K, B, W, F) and labels (K, B)."""
         return self.x[idx.unsqueeze(-1) + self.window_offsets], self.y[idx]
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
-        return contextlib.nullcontext()
-
     # -- the step ---------------------------------------------------------------------------------
 
     def _losses(self, run: "_Run", xb: torch.Tensor, yb: torch.Tensor, weight: torch.Tensor,
                 masks: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-model summed loss (K,) and fp32 logits (K, B) of one batch."""
-        with self._autocast():
+        with autocast(self.use_amp):
             logits = run.net(xb, masks)  # (K, B)
         logits = logits.float()  # the loss in fp32 under autocast, as Trainer
         loss = F.binary_cross_entropy_with_logits(logits, yb, reduction="none", pos_weight=run.pos_weight)
@@ -285,7 +230,7 @@ class _Fused:
         members, modules = self._members()
         run = _Run(self.model_config, members, modules, self.device)
         sites = dropout_sites(self.model_config, batch)
-        graph: _Graph | None = None
+        graph: GraphedStep | None = None
         if self.device.type == "cuda":
             graph = self._capture(run, sites, batch)
         val_idx, val_weight, _ = self._pad([m.val_ends for m in members],
@@ -294,8 +239,8 @@ class _Fused:
         max_epochs = max(m.config.max_epochs for m in members)
         for epoch in range(1, max_epochs + 1):
             epoch_start = time.perf_counter()
-            if self.device.type == "cpu" and len(run.slots) > sum(members[s].running for s in run.slots):
-                run.keep([j for j, s in enumerate(run.slots) if members[s].running])
+            if self.device.type == "cpu" and len(run.slots) > sum(members[s].stopping.running for s in run.slots):
+                run.keep([j for j, s in enumerate(run.slots) if members[s].stopping.running])
             rows = run.slots
             orders = []
             for s in rows:
@@ -307,7 +252,7 @@ class _Fused:
             own_steps = [math.ceil(o.numel() / batch) for o in orders]
             n_steps = max(own_steps)
             idx, weight, count = self._pad(orders, batch, n_steps, self.device)
-            running = [members[s].running for s in rows]
+            running = [members[s].stopping.running for s in rows]
             step_loss, pred = self._train_epoch(run, sites, graph, idx, weight, count, own_steps, running, batch)
             val_loss, val_pred = self._eval_epoch(run, val_idx, val_weight, eval_batch, rows)
             real = weight > 0
@@ -320,7 +265,7 @@ class _Fused:
                 if running[j]:
                     self._end_epoch(s, members[s], run, j, epoch, stats[j], orders[j].numel(),
                                     members[s].val_ends.numel(), seconds, step_loss[j], batch)
-            if not any(m.running for m in members):
+            if not any(m.stopping.running for m in members):
                 break
         out = []
         for member, module in zip(members, modules):
@@ -328,16 +273,12 @@ class _Fused:
             module = module.to(self.device)
             module.load_state_dict(member.best, strict=True)
             module.eval()
-            h = member.history
-            h.update(best_epoch=member.best_epoch, best_val_loss=member.best_loss, epochs_run=len(h["train_loss"]),
-                     seconds=time.perf_counter() - start, device=str(self.device), params=count_parameters(module),
-                     stopped_early=member.stopped_early, batch_size=batch, seed=member.config.seed,
-                     pos_weight=member.pos_weight, compiled=False, lr=member.config.lr,
-                     warmup_steps=member.config.warmup_steps, cuda_graph=graph is not None)
-            out.append((module, h))
+            out.append((module, member.stopping.finish(
+                seconds=time.perf_counter() - start, device=str(self.device), params=count_parameters(module),
+                batch_size=batch, pos_weight=member.pos_weight, compiled=False, cuda_graph=graph is not None)))
         return out
 
-    def _train_epoch(self, run: "_Run", sites: list[tuple[int, ...]], graph: _Graph | None, idx: torch.Tensor,
+    def _train_epoch(self, run: "_Run", sites: list[tuple[int, ...]], graph: GraphedStep | None, idx: torch.Tensor,
                      weight: torch.Tensor, count: torch.Tensor, own_steps: list[int], running: list[bool],
                      batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the longest stream; nothing here waits for the device."""
@@ -388,62 +329,29 @@ class _Fused:
 
     def _end_epoch(self, k: int, member: _Member, run: "_Run", row: int, epoch: int, stats: list[float],
                    n_train: int, n_val: int, seconds: float, step_loss: torch.Tensor, batch: int) -> None:
-        cfg, h = member.config, member.history
-        if not math.isfinite(stats[0]):
-            bad = torch.nonzero(~torch.isfinite(step_loss)).flatten()
-            raise NonFiniteLossError(f"train_many: model {k}: non-finite training loss at epoch {epoch}, step "
-                                     f"{int(bad[0]) + 1} (batch size {batch}); check its input matrix for NaN/inf "
-                                     f"values and its learning rate")
-        if not math.isfinite(stats[4]):
-            raise NonFiniteLossError(f"train_many: model {k}: non-finite validation loss ({stats[4]}) at epoch "
-                                     f"{epoch}; check the val rows of its input matrix for NaN/inf values")
-        tr, va = _metrics(*stats[:4], n_train), _metrics(*stats[4:], n_val)
-        for m in METRIC_NAMES:
-            h[f"train_{m}"].append(tr[m])
-            h[f"val_{m}"].append(va[m])
-        h["epoch_seconds"].append(seconds)
-        improved = va["loss"] < member.best_loss
-        log.info("model %d epoch [%d/%d] train loss %.4f | val loss %.4f | val F1 %.4f", k, epoch, cfg.max_epochs,
-                 tr["loss"], va["loss"], va["f1"])
-        if improved:
-            member.best_loss, member.best_epoch, member.wait = va["loss"], epoch, 0
+        where = f"train_many: model {k}: "
+        check_finite(stats[0], stats[4], epoch, step_loss, batch, where=where)
+        callback = None if self.on_epoch_end is None else lambda e, m: self.on_epoch_end(k, e, m)  # type: ignore[misc]
+        if member.stopping.end_epoch(epoch, stats, n_train, n_val, seconds, callback):
             member.best = run.net.state_dict_of(row)  # device copies: no sync
-        else:
-            member.wait += 1
-        if self.on_epoch_end is not None:
-            metrics = {f"train_{m}": tr[m] for m in METRIC_NAMES} | {f"val_{m}": va[m] for m in METRIC_NAMES}
-            metrics |= {"epoch_seconds": seconds, "best_val_loss": member.best_loss, "is_best": float(improved)}
-            self.on_epoch_end(k, epoch, metrics)
-        if member.wait >= cfg.patience:
-            member.running, member.stopped_early = False, True
-            log.info("model %d: early stopping at epoch %d (best %.4f at epoch %d)", k, epoch, member.best_loss,
-                     member.best_epoch)
-        elif epoch >= cfg.max_epochs:
-            member.running = False
 
-    def _capture(self, run: "_Run", sites: list[tuple[int, ...]], batch: int) -> _Graph | None:
-        """Record the fused step as a CUDA graph, or ``None`` (eager steps) if that fails.
-
-        The warm-up steps before capture are undone: parameters restored, AdamW state zeroed.
-        """
+    def _capture(self, run: "_Run", sites: list[tuple[int, ...]], batch: int) -> GraphedStep | None:
+        """The fused step (masks, gather, forward, loss, backward, AdamW) as a CUDA graph, or ``None``."""
         k = len(run.slots)
         saved = [p.detach().clone() for p in run.net.stacked]
+
+        @torch.no_grad()
+        def restore() -> None:  # the seeded inits and a fresh optimizer
+            for p, s in zip(run.net.stacked, saved):
+                p.copy_(s)
+            run.opt.reset()
+
         buffers = [torch.empty((k, *shape), device=self.device) for shape in sites]
         idx = torch.stack([m.train_ends[:1].expand(batch) for m in run.members])  # (K, B)
         inputs = (idx, torch.ones(k, batch, device=self.device), torch.full((k,), float(batch), device=self.device),
                   torch.ones(k, dtype=torch.bool, device=self.device))
-        try:
-            return _Graph(lambda i, w, c, a: self._step(run, buffers, i, w, c, a, None), inputs, self.device)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:
-            log.warning("train_many: CUDA graph capture of the fused step failed (%s); running eager steps", exc)
-            return None
-        finally:
-            with torch.no_grad():
-                for p, s in zip(run.net.stacked, saved):
-                    p.copy_(s)
-                run.opt.reset()
+        return capture_step(lambda i, w, c, a: self._step(run, buffers, i, w, c, a, None), inputs, self.device,
+                            restore=restore, where="train_many: ")
 
 
 class _Run:

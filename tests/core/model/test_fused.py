@@ -15,7 +15,8 @@ from patx_core.data.windows import WindowedData
 from patx_core.model import fused as fused_mod
 from patx_core.model.batched import BatchedTransformer, StackedAdamW, dropout_sites, site_view
 from patx_core.model.fused import train_many
-from patx_core.model.trainer import NonFiniteLossError, Trainer, predict_proba
+from patx_core.model.inference import predict_proba
+from patx_core.model.trainer import NonFiniteLossError, Trainer
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.settings.config import ModelConfig
 from tests.core.model.test_trainer import HOST_SYNCS, TINY, cfg, make_data
@@ -218,8 +219,8 @@ def test_nan_in_one_models_train_rows_fails_naming_that_model_the_epoch_and_the_
     datas = [make_data(), make_data(seed=1)]
     bad_end = int(datas[1].ends["train"][40])  # the first window containing this row is sample 40
     datas[1].matrix[bad_end, 3] = np.nan
-    with pytest.raises(NonFiniteLossError, match=r"model 1: non-finite training loss at epoch 1, step 3 "
-                                                 r"\(batch size 16\)"):
+    with pytest.raises(NonFiniteLossError, match=r"model 1: non-finite training loss \(nan\) at epoch 1, "
+                                                 r"step 3 of 10 \(batch size 16\)"):
         train_many(TINY, [cfg(shuffle=False), cfg(shuffle=False)], datas)
     val_bad = [make_data(), make_data(seed=1)]
     val_bad[0].matrix[-1, 0] = np.inf
@@ -250,10 +251,11 @@ def test_fused_cuda_oom_retries_once_at_half_the_batch_size(monkeypatch: pytest.
         out = train_many(TINY, [cfg(max_epochs=1), cfg(max_epochs=1, seed=3)], [make_data(), make_data(seed=1)])
     assert sizes[0] == 16 and set(sizes[1:]) == {8}
     assert [h["batch_size"] for _, h in out] == [8, 8]
-    assert "retrying once at 8" in caplog.text
+    assert "train_many: CUDA out of memory at batch size 16" in caplog.text
+    assert "retrying once at batch size 8" in caplog.text
 
 
 def test_fused_cuda_oom_twice_fails_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     _fused_oom_above(monkeypatch, 4)
-    with pytest.raises(RuntimeError, match="out of memory at batch size 16 and again at 8"):
+    with pytest.raises(RuntimeError, match="train_many: CUDA out of memory at batch size 16 and again at the retry with 8; .* fuse fewer"):
         train_many(TINY, [cfg(max_epochs=1), cfg(max_epochs=1)], [make_data(), make_data()])

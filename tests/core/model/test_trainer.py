@@ -14,7 +14,9 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score,
 from patx_core.model import trainer as train_mod
 from patx_core.settings.config import ModelConfig, TrainConfig
 from patx_core.model.transformer import PriceActionTransformer
-from patx_core.model.trainer import NonFiniteLossError, Trainer, predict_proba, resolve_pos_weight
+from patx_core.model import inference
+from patx_core.model.inference import predict_proba
+from patx_core.model.trainer import NonFiniteLossError, Trainer, resolve_pos_weight
 from patx_core.data.windows import WindowedData
 
 W = 8
@@ -329,7 +331,7 @@ def test_predict_proba_restores_training_mode_and_keeps_sample_order() -> None:
     with torch.no_grad():
         direct = torch.sigmoid(model.eval()(torch.from_numpy(data.windows("val").copy()))).numpy()
     np.testing.assert_allclose(prob, direct, rtol=1e-5, atol=1e-6)
-    assert train_mod.unwrap(torch.compile(model)) is model
+    assert inference.unwrap(torch.compile(model)) is model
 
 
 def test_warmup_ramps_the_lr_linearly_then_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
