@@ -249,8 +249,8 @@ def _warm_up(model_config: ModelConfig, device: torch.device, batch_size: int) -
 
 # -- commands ---------------------------------------------------------------------------------------
 
-def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile: bool = False,
-                compile_mode: str | None = None, reference: bool = False, lr: float | None = None,
+def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, reference: bool = False,
+                lr: float | None = None,
                 full: bool = False, seed: int = TrainConfig.seed) -> dict[str, Any]:
     """Time the project loop (and, interleaved epoch by epoch, the tutorial loop) on guide-shaped data."""
     if full and reference:
@@ -261,7 +261,7 @@ def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile
     max_epochs = 100 if full else epochs
     train_config = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=max_epochs,
                                patience=5 if full else max_epochs + 1, shuffle=False, seed=seed,
-                               device=device, compile=compile, compile_mode=compile_mode)
+                               device=device)
     dev = resolve_device(device)
     _warm_up(model_config, dev, batch_size)
     tutorial = TutorialLoop(model_config, train_config, data) if reference else None
@@ -281,7 +281,7 @@ def bench_train(*, rows: int, epochs: int, batch_size: int, device: str, compile
         "bench": "train_full" if full else "train", "rows": rows, "window": data.window_size,
         "train_windows": n_train, "val_windows": n_val, "batch_size": history["batch_size"], "lr": lr,
         "device": str(dev), "device_name": name, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "compile": compile, "compile_mode": compile_mode,
+        "threads": torch.get_num_threads(),
         "amp_bf16": dev.type == "cuda" and train_config.amp, "params": history["params"],
         "epochs_run": history["epochs_run"], "steps_per_epoch": math.ceil(n_train / history["batch_size"]),
         "epoch_s": [round(s, 4) for s in epoch_s], "median_epoch_s": median,
@@ -785,8 +785,6 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--batch-size", type=int, default=GUIDE_BATCH)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
-    train.add_argument("--compile", action="store_true")
-    train.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs)")
     train.add_argument("--reference", action="store_true", help="also run the tutorial DataLoader loop")
     train.add_argument("--lr", type=float, default=None, help="default: 1e-3 * sqrt(batch_size / 32)")
     train.add_argument("--full", action="store_true", help="train to early stopping (<= 100 epochs)")
@@ -853,7 +851,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "train":
         result = bench_train(rows=args.rows, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                             compile=args.compile or args.compile_mode is not None, compile_mode=args.compile_mode,
                              reference=args.reference, lr=args.lr, full=args.full, seed=args.seed)
     elif args.command == "pipeline":
         result = bench_pipeline(variant=args.variant, raw=args.raw)

@@ -342,7 +342,7 @@ def _write_seed_predictions(paths: VariantPaths, data: WindowedData, variant: Va
     so an evaluation never mixes a seed study with another training run."""
     import io
 
-    from patx_core.model.trainer import predict_proba
+    from patx_core.model.inference import predict_proba
     from patx_core.storage.artifacts import atomic_write_with
 
     arrays: dict[str, np.ndarray] = {"seeds": np.asarray([s for s, _, _ in runs], dtype=np.int64),
@@ -409,7 +409,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     from patx_core.storage.checkpoint import load_checkpoint
     from patx_core.evaluation.record import SplitPredictions, evaluate_variant
     from patx_core.evaluation.report import write_report
-    from patx_core.model.trainer import predict_proba
+    from patx_core.model.inference import predict_proba
 
     use_threads()  # the cores free now: a step beside another job must not thrash
     variant, paths = cell.variant, cell.paths

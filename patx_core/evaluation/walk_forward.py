@@ -306,7 +306,7 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
 def _judge_fold(fold: _FoldData, variant: VariantConfig, model: torch.nn.Module, history: dict[str, Any],
                 seconds: float) -> FoldResult:
     """Threshold on val, signals, metrics, gate and backtest on test of one trained fold."""
-    from patx_core.model.trainer import predict_proba
+    from patx_core.model.inference import predict_proba
 
     start = time.perf_counter()
     plan, table, ds, windows = fold.plan, fold.table, fold.ds, fold.windows

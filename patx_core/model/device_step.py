@@ -19,8 +19,8 @@ Why these pieces look the way they do — the default model is ~0.4 M parameters
 * Predictions are reduced to confusion counts on the device (:func:`confusion_counts`), so an
   epoch needs one transfer to the host.
 
-The loop that drives them — the recipe, early stopping, the out-of-memory retry — is
-:mod:`patx_core.model.trainer`.
+The rules that drive them — early stopping, the out-of-memory retry, the capture — are
+:mod:`patx_core.model.loop`, used by :mod:`patx_core.model.trainer` and :mod:`patx_core.model.fused`.
 """
 
 from __future__ import annotations
@@ -81,33 +81,33 @@ class Batches:
 
 
 class GraphedStep:
-    """A training step captured as one CUDA graph over static input/output tensors."""
+    """A training step captured as one CUDA graph over static input/output tensors.
+
+    ``step(*inputs)`` returns (loss sums, predictions); :meth:`replay` copies new inputs into the
+    static ones and reruns the recorded kernels.
+    """
 
     WARMUP_STEPS = 3  # side-stream iterations before capture (cuBLAS workspaces, lazy optimizer state)
 
-    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 example_idx: torch.Tensor, device: torch.device) -> None:
-        self.idx = example_idx  # (B,) static window end rows
-        self.weight = torch.ones(example_idx.numel(), device=device)  # (B,)
-        self.count = torch.tensor(float(example_idx.numel()), device=device)  # ()
+    def __init__(self, step: Callable[..., tuple[torch.Tensor, torch.Tensor]], inputs: tuple[torch.Tensor, ...],
+                 device: torch.device) -> None:
+        self.inputs = tuple(t.clone() for t in inputs)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP_STEPS):
-                step(self.idx, self.weight, self.count)
+                step(*self.inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss_sum, self.pred = step(self.idx, self.weight, self.count)  # (), (B,)
+            self.outputs = step(*self.inputs)
 
-    def replay(self, idx: torch.Tensor, weight: torch.Tensor,
-               count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def replay(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the step on new inputs (device-to-device copies, no sync); outputs are overwritten next call."""
-        self.idx.copy_(idx)
-        self.weight.copy_(weight)
-        self.count.copy_(count)
+        for static, new in zip(self.inputs, inputs):
+            static.copy_(new)
         self.graph.replay()
-        return self.loss_sum, self.pred
+        return self.outputs
 
 
 class WarmUp:

@@ -1,99 +1,50 @@
-"""The guide's training recipe as a GPU-first loop that is also correct (and deterministic) on CPU.
+"""Training one PriceActionTransformer: the guide's recipe as a GPU-first loop that is also correct
+(and deterministic) on CPU.
 
 The loop keeps the device busy: no host sync inside the step loop — the per-step loss sums and
 predictions are written into device buffers, and one transfer per epoch brings back the loss and
-confusion counts; a non-finite epoch loss is then located to its step from the per-step buffer.
-bf16 autocast and fused AdamW on CUDA; on CPU the same code runs in fp32 without autocast. The
+confusion counts. bf16 autocast and fused AdamW on CUDA; on CPU the same code runs in fp32. The
 device-resident pieces it drives (windows gathered on the device, padded batches, the CUDA-graph
-step, the lr warm-up) are :mod:`patx_core.model.device_step`; if graph capture fails, the same
-step runs eagerly.
-
-Early stopping watches the val loss (patience 5 by default) and the best epoch's weights are kept
-in memory and restored at the end.
+step, the lr warm-up) are :mod:`patx_core.model.device_step`; the rules it shares with K-model
+training (early stopping on val loss with the best weights restored, the out-of-memory retry, the
+non-finite-loss error, the graph capture) are :mod:`patx_core.model.loop`. Predicting is
+:mod:`patx_core.model.inference`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from patx_core.data.windows import WindowedData
 from patx_core.model.device_step import Batches, DeviceWindows, GraphedStep, WarmUp, confusion_counts
+from patx_core.model.loop import (
+    METRIC_NAMES,
+    EarlyStopping,
+    EpochCallback,
+    NonFiniteLossError,
+    _metrics,
+    autocast,
+    capture_step,
+    check_finite,
+    check_training_data,
+    fit_with_oom_retry,
+    resolve_device,
+    resolve_pos_weight,
+)
 from patx_core.model.progress import PROGRESS_INTERVAL_S, EpochProgress, ProgressCallback
 from patx_core.model.transformer import PriceActionTransformer, count_parameters
 from patx_core.settings.config import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
-EpochCallback = Callable[[int, dict[str, float]], None]
-METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "f1")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or ±inf; the message names the epoch and (for training) the step."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; an explicit CUDA request without CUDA fails."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device is {name!r} but CUDA is not available on this machine")
-    return device
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` wrapper holds (state dict keys without ``_orig_mod.``)."""
-    return getattr(model, "_orig_mod", model)
-
-
-def _metrics(loss_sum: float, tp: float, pred_pos: float, pos: float, n: int) -> dict[str, float]:
-    """Loss, accuracy, precision, recall, F1 (sklearn's ``zero_division=0`` convention)."""
-    tn = n - pred_pos - pos + tp
-    precision = tp / pred_pos if pred_pos else 0.0
-    recall = tp / pos if pos else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"loss": loss_sum / n, "accuracy": (tp + tn) / n, "precision": precision,
-            "recall": recall, "f1": f1}
-
-
-def resolve_pos_weight(pos_weight: float | str | None, train_labels: np.ndarray) -> float | None:
-    """``None`` → plain BCE; ``"auto"`` → negatives / positives of the train labels; a number as is."""
-    if pos_weight is None:
-        return None
-    if pos_weight == "auto":
-        pos = float((train_labels > 0.5).sum())
-        neg = float(train_labels.size - pos)
-        if pos == 0 or neg == 0:
-            raise ValueError(f'TrainConfig.pos_weight="auto" needs both classes in the train labels; '
-                             f"got {int(pos)} positives and {int(neg)} negatives")
-        return neg / pos
-    return float(pos_weight)
-
-
-def check_training_data(model_config: ModelConfig, data: WindowedData, *, where: str = "") -> None:
-    """Refuse windows of another shape than the model's, or without train and val samples.
-
-    ``where`` prefixes each message (``"train_many: model 2: "``) so a fused run names its model.
-    """
-    if data.window_size != model_config.window_size:
-        raise ValueError(f"{where}ModelConfig.window_size={model_config.window_size} but the data's windows "
-                         f"are {data.window_size} rows")
-    if data.matrix.shape[1] != model_config.input_dim:
-        raise ValueError(f"{where}ModelConfig.input_dim={model_config.input_dim} but the data has "
-                         f"{data.matrix.shape[1]} feature columns")
-    for split in ("train", "val"):
-        if split not in data.ends or data.n_sequences(split) == 0:
-            raise ValueError(f"{where or 'Trainer '}needs a non-empty {split!r} split; data has "
-                             f"{ {s: data.n_sequences(s) for s in data.ends} }")
+# The recipe's shared names, importable from the module that trains one model.
+__all__ = ["METRIC_NAMES", "EpochCallback", "NonFiniteLossError", "Trainer", "_metrics", "check_training_data",
+           "resolve_device", "resolve_pos_weight"]
 
 
 class Trainer:
@@ -133,36 +84,20 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Train to early stopping; on CUDA out-of-memory, retry once at half the batch size."""
         dev = DeviceWindows(self.data, self.device)
-        batch, eval_batch = self.train_config.batch_size, self.train_config.eval_batch_size
-        try:
-            return self._fit(dev, batch, eval_batch)
-        except torch.cuda.OutOfMemoryError as exc:
-            if batch < 2:
-                raise RuntimeError(f"CUDA out of memory at batch size {batch}; nothing smaller to try") from exc
-            log.warning("CUDA out of memory at batch size %d (%s); retrying once at batch size %d",
-                        batch, str(exc).splitlines()[0] if str(exc) else "OOM", batch // 2)
-        # Retried outside the except block so the failed attempt's frames (and tensors) are freed.
-        self._model, self._graph = None, None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        try:
-            return self._fit(dev, batch // 2, max(1, eval_batch // 2))
-        except torch.cuda.OutOfMemoryError as exc:
-            raise RuntimeError(f"CUDA out of memory at batch size {batch} and again at the retry with "
-                               f"{batch // 2}; lower TrainConfig.batch_size / eval_batch_size or free "
-                               f"GPU memory") from exc
+        return fit_with_oom_retry(lambda batch, eval_batch: self._fit(dev, batch, eval_batch),
+                                  self.train_config.batch_size, self.train_config.eval_batch_size, self.device)
 
     # -- one complete training run -------------------------------------------------------------
 
     def _fit(self, dev: DeviceWindows, batch_size: int, eval_batch_size: int) -> dict[str, Any]:
         cfg = self.train_config
         start = time.perf_counter()
+        self._model, self._graph = None, None  # a failed attempt's model and graph are freed first
         # Seed the global RNG (init, dropout) and a private one (shuffle): same inputs, same history.
         torch.manual_seed(cfg.seed)
         shuffle_gen = torch.Generator().manual_seed(cfg.seed)
         model = PriceActionTransformer(self.model_config).to(self.device)
         self._model = model
-        step_model = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
         pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=self.device)
         loss_fn = nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
         # Fused AdamW keeps its step counters on the device: one kernel, and no `.item()` per step;
@@ -175,14 +110,12 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay,
                                       fused=True if fused else None, capturable=self.device.type == "cuda")
         self._warmup = WarmUp(optimizer, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else None
-        self._graph = None
-        if self.device.type == "cuda" and not cfg.compile:
+        if self.device.type == "cuda":
             self._graph = self._capture_step(model, optimizer, loss_fn, dev, batch_size)
         val = Batches.pad(dev.ends["val"], eval_batch_size)
         train_ends = dev.ends["train"]
-        history: dict[str, Any] = {f"{s}_{m}": [] for s in ("train", "val") for m in METRIC_NAMES}
-        history["epoch_seconds"] = []
-        best_loss, best_epoch, best_state, wait, stopped_early = math.inf, 0, None, 0, False
+        stopping = EarlyStopping(cfg, log)
+        best_state: dict[str, torch.Tensor] | None = None
 
         for epoch in range(1, cfg.max_epochs + 1):
             epoch_start = time.perf_counter()
@@ -194,66 +127,29 @@ class Trainer:
             progress = EpochProgress(epoch, cfg.max_epochs, train.steps, callback=self.on_progress,
                                      interval_s=self.progress_interval_s)
             try:
-                step_loss, train_pred = self._train_epoch(step_model, optimizer, loss_fn, dev, train, progress)
+                step_loss, train_pred = self._train_epoch(model, optimizer, loss_fn, dev, train, progress)
             finally:
                 progress.close()
-            val_loss, val_pred = self._eval_epoch(step_model, loss_fn, dev, val)
+            val_loss, val_pred = self._eval_epoch(model, loss_fn, dev, val)
             # The epoch's single device→host transfer.
             stats = torch.cat([step_loss.sum().unsqueeze(0),
                                confusion_counts(train_pred[: train.n], dev.y[train.idx[: train.n]]),
                                val_loss.unsqueeze(0),
                                confusion_counts(val_pred[: val.n], dev.y[val.idx[: val.n]])]).tolist()
-            self._check_finite(stats[0], stats[4], epoch, step_loss, batch_size)
-            tr, va = _metrics(*stats[:4], train.n), _metrics(*stats[4:], val.n)
-            for m in METRIC_NAMES:
-                history[f"train_{m}"].append(tr[m])
-                history[f"val_{m}"].append(va[m])
-            history["epoch_seconds"].append(time.perf_counter() - epoch_start)
-
-            improved = va["loss"] < best_loss
-            log.info("Epoch [%d/%d]", epoch, cfg.max_epochs)
-            log.info("Train Loss: %.4f | Acc: %.4f | F1: %.4f", tr["loss"], tr["accuracy"], tr["f1"])
-            log.info("Val Loss: %.4f | Acc: %.4f | F1: %.4f", va["loss"], va["accuracy"], va["f1"])
-            if improved:
-                best_loss, best_epoch, wait = va["loss"], epoch, 0
+            check_finite(stats[0], stats[4], epoch, step_loss, batch_size)
+            if stopping.end_epoch(epoch, stats, train.n, val.n, time.perf_counter() - epoch_start, self.on_epoch_end):
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                log.info("New best val loss %.4f at epoch %d; weights kept in memory", va["loss"], epoch)
-            else:
-                wait += 1
-            if self.on_epoch_end is not None:
-                metrics = {f"train_{m}": tr[m] for m in METRIC_NAMES} | {f"val_{m}": va[m] for m in METRIC_NAMES}
-                metrics |= {"epoch_seconds": history["epoch_seconds"][-1], "best_val_loss": best_loss,
-                            "is_best": float(improved)}
-                self.on_epoch_end(epoch, metrics)
-            if wait >= cfg.patience:
-                stopped_early = True
-                log.info("Early stopping: val loss has not improved for %d epochs (best %.4f at epoch %d)",
-                         cfg.patience, best_loss, best_epoch)
+            if not stopping.running:
                 break
 
         assert best_state is not None  # the first epoch always improves on +inf (finite checked)
         model.load_state_dict(best_state)
         model.eval()
-        history.update(best_epoch=best_epoch, best_val_loss=best_loss, epochs_run=len(history["train_loss"]),
-                       seconds=time.perf_counter() - start, device=str(self.device),
-                       params=count_parameters(model), stopped_early=stopped_early, batch_size=batch_size,
-                       seed=cfg.seed, pos_weight=self.pos_weight, compiled=cfg.compile, lr=cfg.lr,
-                       warmup_steps=cfg.warmup_steps,
-                       cuda_graph=self._graph is not None)
+        history = stopping.finish(seconds=time.perf_counter() - start, device=str(self.device),
+                                  params=count_parameters(model), batch_size=batch_size, pos_weight=self.pos_weight,
+                                  compiled=False, cuda_graph=self._graph is not None)
         self._graph = None  # frees the graph's memory pool
         return history
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.use_amp:
-            # No weight-cast cache: graph capture needs it off, and each weight is cast once per step.
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
-        return contextlib.nullcontext()
-
-    def _mark_step(self) -> None:
-        # CUDA-graph trees reuse output memory between replays; marking each step tells them that
-        # the previous step's outputs (already consumed) may be overwritten.
-        if self.train_config.compile and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
 
     def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      dev: DeviceWindows, batches: Batches,
@@ -281,8 +177,7 @@ class Trainer:
               idx: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather, forward, loss, backward, AdamW: returns the batch's summed loss and predictions."""
         xb, yb = dev.gather(idx)  # (B, W, F), (B,)
-        self._mark_step()
-        with self._autocast():
+        with autocast(self.use_amp):
             logits = model(xb)  # (B,)
         logits = logits.float()  # (B,) the loss in fp32 under autocast
         loss_sum = (loss_fn(logits, yb) * weight).sum()  # () padding has weight 0
@@ -292,30 +187,23 @@ class Trainer:
         return loss_sum.detach(), logits.detach() > 0  # (), (B,)
 
     def _capture_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                      dev: DeviceWindows, batch_size: int) -> "GraphedStep | None":
-        """Record one whole training step as a CUDA graph, or ``None`` (eager steps) if that fails.
-
-        At batch 32 a step is ~200 tiny kernels: launching them from Python costs more than running
-        them. Replaying one graph per step removes that. Warm-up steps (needed before capture) are
-        undone afterwards, so training starts from the seeded init and a fresh optimizer.
-        """
+                      dev: DeviceWindows, batch_size: int) -> GraphedStep | None:
+        """The whole training step (gather, forward, loss, backward, AdamW) as a CUDA graph, or ``None``."""
         saved = [p.detach().clone() for p in model.parameters()]
-        try:
-            return GraphedStep(lambda i, w, c: self._step(model, optimizer, loss_fn, dev, i, w, c),
-                                dev.ends["train"][:1].expand(batch_size).clone(), self.device)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:
-            log.warning("CUDA graph capture of the training step failed (%s); running eager steps", exc)
-            return None
-        finally:
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), saved):
-                    p.copy_(s)
-                for state in optimizer.state.values():
-                    for value in state.values():
-                        if isinstance(value, torch.Tensor):
-                            value.zero_()  # AdamW's fresh state: step 0, zero moments
+
+        @torch.no_grad()
+        def restore() -> None:  # the seeded init and a fresh optimizer
+            for p, s in zip(model.parameters(), saved):
+                p.copy_(s)
+            for state in optimizer.state.values():
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()  # AdamW's fresh state: step 0, zero moments
+
+        inputs = (dev.ends["train"][:1].expand(batch_size).clone(), torch.ones(batch_size, device=self.device),
+                  torch.tensor(float(batch_size), device=self.device))
+        return capture_step(lambda i, w, c: self._step(model, optimizer, loss_fn, dev, i, w, c), inputs,
+                            self.device, restore=restore)
 
     @torch.no_grad()
     def _eval_epoch(self, model: nn.Module, loss_fn: nn.Module, dev: DeviceWindows,
@@ -326,53 +214,9 @@ class Trainer:
         pred = torch.empty(batches.idx.numel(), dtype=torch.bool, device=self.device)
         for _, sl in batches:
             xb, yb = dev.gather(batches.idx[sl])  # (B, W, F), (B,)
-            self._mark_step()
-            with self._autocast():
+            with autocast(self.use_amp):
                 logits = model(xb)  # (B,)
             logits = logits.float()
             total += (loss_fn(logits, yb) * batches.weight[sl]).sum()
             pred[sl] = logits > 0
         return total, pred
-
-    @staticmethod
-    def _check_finite(train_loss_sum: float, val_loss_sum: float, epoch: int, step_loss: torch.Tensor,
-                      batch_size: int) -> None:
-        if not math.isfinite(train_loss_sum):
-            # Failure path only: one more transfer to find the first bad step.
-            bad = torch.nonzero(~torch.isfinite(step_loss)).flatten()
-            step = int(bad[0]) + 1
-            value = float(step_loss[step - 1])
-            raise NonFiniteLossError(
-                f"non-finite training loss ({value}) at epoch {epoch}, step {step} of {step_loss.numel()} "
-                f"(batch size {batch_size}); check the input matrix for NaN/inf values and the learning rate")
-        if not math.isfinite(val_loss_sum):
-            raise NonFiniteLossError(f"non-finite validation loss ({val_loss_sum}) at epoch {epoch}; "
-                                     f"check the val rows of the input matrix for NaN/inf values")
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, data: WindowedData, split: str, *, batch_size: int | None = None,
-                  device: str | torch.device | None = None) -> np.ndarray:
-    """Buy probabilities (float64, one per sample of ``split``, in ``data.ends[split]`` order).
-
-    Runs in fp32 without autocast so evaluation figures do not depend on the device's precision.
-    ``device=None`` uses the model's own device; another device moves the model there.
-    The model's train/eval mode is restored afterwards.
-    """
-    if split not in data.ends:
-        raise ValueError(f"predict_proba: unknown split {split!r}; data has {list(data.ends)}")
-    batch_size = batch_size or TrainConfig().eval_batch_size
-    module = unwrap(model)
-    target = next(module.parameters()).device if device is None else torch.device(device)
-    module.to(target)
-    was_training = module.training
-    module.eval()
-    try:
-        dev = DeviceWindows(data, target)
-        ends = dev.ends[split]
-        probs = [torch.sigmoid(module(dev.gather(ends[i:i + batch_size])[0]).float())  # (b,)
-                 for i in range(0, ends.numel(), batch_size)]
-        out = torch.cat(probs) if probs else torch.empty(0, device=target)
-        return out.cpu().numpy().astype(np.float64)
-    finally:
-        module.train(was_training)

@@ -94,7 +94,7 @@ def objective_value(objective: str, variant: VariantConfig, model: Any, data: Wi
     rule abstains, so an abstaining trial still ranks by how close it came)."""
     from patx_core.evaluation.metrics import classification_metrics
     from patx_core.evaluation.threshold import select_threshold
-    from patx_core.model.trainer import predict_proba
+    from patx_core.model.inference import predict_proba
 
     if objective == "val_loss":
         return float(history["val_loss"][history["best_epoch"] - 1])

@@ -24,7 +24,7 @@ from patx_core.storage.jsonsafe import json_safe
 from patx_core.settings.config import VariantConfig
 from patx_core.model.ensemble import build_model
 from patx_core.data.scaler import UniverseScaler
-from patx_core.model.trainer import unwrap
+from patx_core.model.inference import unwrap
 
 CHECKPOINT_FORMAT = 1
 

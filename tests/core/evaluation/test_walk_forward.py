@@ -363,7 +363,7 @@ def _fold_rows(table: pl.DataFrame, plan, variant: VariantConfig) -> pl.DataFram
 
 def test_fold_threshold_is_the_val_rule_on_the_folds_own_val_predictions(watched_folds) -> None:
     from patx_core.evaluation.threshold import select_threshold
-    from patx_core.model.trainer import predict_proba
+    from patx_core.model.inference import predict_proba
 
     _, result, trainers = watched_folds
     for fold, trainer in zip(result.results, trainers):

@@ -16,7 +16,7 @@ import torch
 from patx_core import pipeline
 from patx_core.data.contract import validate_raw
 from patx_core.model.ensemble import SeedEnsemble
-from patx_core.model.trainer import predict_proba
+from patx_core.model.inference import predict_proba
 from patx_core.serving.predict import predict_frame
 from patx_core.settings.config import TrainConfig
 from patx_core.settings.variants import get_variant, load_variants

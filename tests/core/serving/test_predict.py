@@ -14,7 +14,7 @@ from patx_core.storage.artifacts import sha256_file
 from patx_core.storage.checkpoint import load_checkpoint
 from patx_core.cli import main as patx
 from patx_core.serving.predict import NO_THRESHOLD, SHORT_HISTORY, predict_frame, recorded_threshold
-from patx_core.model.trainer import predict_proba
+from patx_core.model.inference import predict_proba
 from patx_core.data.contract import validate_raw
 from patx_core.settings.variants import get_variant
 from tests.cells import make_cell

@@ -16,7 +16,7 @@ from patx_core.storage.checkpoint import load_checkpoint, save_checkpoint, save_
 from patx_core.settings.config import DataConfig, ModelConfig, VariantConfig
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.data.scaler import Scaler
-from patx_core.model.trainer import predict_proba
+from patx_core.model.inference import predict_proba
 from patx_core.data.windows import WindowedData
 
 W = 8
