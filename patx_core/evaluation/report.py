@@ -71,7 +71,8 @@ def verdict(evaluation: Mapping[str, Any]) -> str:
 
 def selection_line(evaluation: Mapping[str, Any]) -> str | None:
     """The selection gate's line under the title: how many models were judged on this test window,
-    the confidence left after paying for them, and why (None for an evaluation without the block)."""
+    the confidence left after paying for them, and why (None for an evaluation without the block);
+    it follows the title (and the coverage line of a dataset with an untested symbol)."""
     block = evaluation["checks"].get("precision_gate_selection")
     if block is None:
         return None
@@ -251,8 +252,8 @@ def render_markdown(evaluation: Mapping[str, Any], images: Sequence[tuple[str, s
     lines = [
         title_line(evaluation),
         "",
-        *([selection, ""] if selection else []),
         *([coverage, ""] if coverage else []),
+        *([selection, ""] if selection else []),
         verdict(evaluation),
         "",
         *_diagnosis_lines(evaluation),
