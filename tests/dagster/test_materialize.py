@@ -106,6 +106,9 @@ def test_latest_signal_and_the_predict_cli_agree(good_run, planted_raw):
     assert rows[-1]["probability"] == pytest.approx(line["probability"], abs=1e-6)
     assert rows[-1]["threshold"] == line["threshold"] and rows[-1]["signal"] == line["signal"]
     assert line["signal"] in ("buy", "hold")
+    # the champion's rule: buy exactly when the probability reaches the promoted threshold
+    assert line["signal"] == ("buy" if line["probability"] >= line["threshold"] else "hold")
+    assert line["threshold"] == read_json(paths.champion_manifest)["threshold"]["value"]
     assert signal["model"]["checkpoint_sha256"] == read_json(paths.champion_manifest)["checkpoint_sha256"]
 
 

@@ -42,6 +42,13 @@ def test_report_files_are_valid_pngs(report: tuple[Path, str, Evaluation]) -> No
         with Image.open(out / name) as img:
             img.verify()
             assert img.format == "PNG" and img.width > 300 and img.height > 200
+        with Image.open(out / name) as img:  # verify() leaves the image unusable: open it again
+            gray = img.convert("L")
+            # a figure, not a blank canvas: dark strokes (axes, text) on a light background, and
+            # more than a few percent of the pixels drawn
+            lo, hi = gray.getextrema()
+            drawn = sum(gray.histogram()[:200]) / (gray.width * gray.height)
+            assert hi - lo > 150 and drawn > 0.02, (name, lo, hi, drawn)
 
 
 def test_markdown_on_disk_links_files_and_ui_markdown_inlines_them(report: tuple[Path, str, Evaluation]) -> None:

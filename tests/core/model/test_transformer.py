@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -28,6 +29,10 @@ def test_forward_gives_one_logit_per_window_and_sigmoid_is_a_probability() -> No
     prob = torch.sigmoid(logits)
     assert torch.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()
     assert prob.std() > 0  # not a constant output
+    # each window's logit is its own: scoring one window alone gives what it got in the batch
+    with torch.no_grad():
+        alone = torch.cat([model(x[i:i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(alone, logits, rtol=1e-5, atol=1e-5)  # float32, batched vs single GEMMs
 
 
 def test_positional_encoding_is_a_fixed_buffer_that_makes_order_matter() -> None:
@@ -54,9 +59,12 @@ def test_weight_matrices_use_xavier_uniform_bounds() -> None:
     assert w.abs().max() > 0.95 * bound
 
 
-@pytest.mark.parametrize("kwargs", [{"d_model": 130, "n_heads": 4}, {"n_layers": 0}, {"dropout": 1.0}])
-def test_invalid_configurations_raise_value_error(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"d_model": 130, "n_heads": 4}, "ModelConfig.d_model must be divisible by n_heads=4, got 130"),
+    ({"n_layers": 0}, "ModelConfig.n_layers must be a positive integer, got 0"),
+    ({"dropout": 1.0}, "ModelConfig.dropout must be < 1, got 1.0")])
+def test_invalid_configurations_raise_value_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ModelConfig(**kwargs)
 
 
