@@ -21,12 +21,14 @@ class GridResource(dg.ConfigurableResource):
     the *settings* a partition key resolves to, which is how tests run a known partition such as
     ``nasdaq|smoke`` on their own data.
 
-    Within a run the grid is parsed once, when Dagster initializes the resource for the run: every
-    step of the run sees the same settings, even if ``variants.toml`` is edited while it trains (a
-    model trained with one window size and evaluated with another would be nonsense). The code
-    location runs every step in one process (``in_process_executor``), so one initialization
-    serves the whole run. Outside a run (a plain ``GridResource()`` in a script or a test) each
-    call re-reads the files.
+    The grid is parsed once per process that initializes the resource: under the in-process
+    executor that is once per run, so every step sees the settings the run started with even if
+    ``variants.toml`` is edited while it trains. Under the multiprocess and Celery executors each
+    step's process initializes its own copy and reads the files as they are when that step starts:
+    an edit during such a run reaches its later steps, and the evaluation's training-data check
+    (``pipeline._require_same_training_data``) is what refuses a model judged on settings it was
+    not trained with. Outside a run (a plain ``GridResource()`` in a script or a test) each call
+    re-reads the files.
     """
 
     datasets_file: str = Field(default="", description="Datasets TOML; empty = $PATX_DATASETS or datasets.toml")

@@ -100,14 +100,14 @@ def _symbol_table(raw: pl.DataFrame, data: DataConfig, labels: LabelConfig) -> p
     return table
 
 
-def _processed_mask(table: pl.DataFrame, columns: tuple[str, ...]) -> pl.Expr:
+def processed_mask(table: pl.DataFrame, columns: tuple[str, ...]) -> pl.Expr:
     """Rows a model can use: every feature present (not null, not NaN) and a label."""
     present = [pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in columns]
     return pl.all_horizontal(*present, pl.col("label").is_not_null())
 
 
 def _check_label_balance(table: pl.DataFrame, data: DataConfig, labels: LabelConfig) -> None:
-    processed = table.filter(_processed_mask(table, feature_columns(data.feature_set)))
+    processed = table.filter(processed_mask(table, feature_columns(data.feature_set)))
     if processed.height == 0:
         raise RawDataError("features", [Violation(
             "enough rows", "label", 0, (),
@@ -273,7 +273,7 @@ def _processed_frame(table: pl.DataFrame, labels: LabelConfig, data: DataConfig)
     table = table.with_columns(
         pl.col("timestamp").shift(-labels.horizon).over(SYMBOL).alias("label_end"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
-        _processed_mask(table, columns).alias("_keep"))
+        processed_mask(table, columns).alias("_keep"))
     _require_contiguous(table)
     return table.filter(pl.col("_keep")).drop("_keep"), has_symbol
 

@@ -57,7 +57,7 @@ from patx_core.evaluation.backtest import RandomBaseline, portfolio
 from patx_core.evaluation.formatting import num
 from patx_core.evaluation.gate import judge
 from patx_core.settings.config import SplitConfig, VariantConfig
-from patx_core.data.splits import OUTCOME_COLUMNS, _processed_mask, calendar_cutoffs, split_at_cutoffs
+from patx_core.data.splits import OUTCOME_COLUMNS, processed_mask, calendar_cutoffs, split_at_cutoffs
 from patx_core.evaluation.record import SplitPredictions, symbol_backtests
 from patx_core.evaluation.risk import risk
 from patx_core.data.features import feature_columns
@@ -103,7 +103,7 @@ class FoldPlan:
 
 def _calendar(features: pl.DataFrame, variant: VariantConfig) -> pl.Series:
     """Sorted distinct timestamps of the processed rows (every feature and a label), all symbols."""
-    keep = _processed_mask(features, feature_columns(variant.data.feature_set))
+    keep = processed_mask(features, feature_columns(variant.data.feature_set))
     return features.filter(keep).get_column("timestamp").unique().sort()
 
 
@@ -119,7 +119,7 @@ def derived_test_candles(features: pl.DataFrame, variant: VariantConfig, calenda
     horizon = variant.labels.horizon
     cut_index = max(first_test - horizon, 1)
     cut = calendar[cut_index]
-    keep = _processed_mask(features, feature_columns(variant.data.feature_set))
+    keep = processed_mask(features, feature_columns(variant.data.feature_set))
     early = features.filter(keep & (pl.col("timestamp") < cut))
     positives = int(early.get_column("label").sum() or 0)
     if early.height == 0 or positives == 0:
