@@ -257,6 +257,7 @@ def test_splits_are_chronological_train_before_val_before_test() -> None:
 def _judged_cell(tmp_path: Path, *, passed: bool, reachable: bool = True, judged: bytes | None = None) -> GridCell:
     """A cell whose checkpoint file and evaluation.json are on disk: the gate's verdict, and the
     sha256 of the checkpoint bytes the evaluation judged (default: the file's own)."""
+    from patx_core.evaluation.selection import selection_gate
     from patx_core.storage.artifacts import atomic_write_json, sha256_file
 
     cell = make_cell(tmp_path, make_candles(300, seed=1), _guard_variant())
@@ -269,9 +270,11 @@ def _judged_cell(tmp_path: Path, *, passed: bool, reachable: bool = True, judged
     gate = {"passed": passed, "split": "test", "precision": 0.9 if passed else 0.6, "n_signals": 40,
             "threshold": 0.6 if reachable else None, "threshold_reachable": reachable,
             "reason": "test precision 0.90 on 40 signals" if passed else "test precision 0.60 — not above 0.7"}
+    # as evaluate_model writes it: the selection gate of the same signals, one look on the window
+    selection = selection_gate(36 if passed else 24, 40, 1, target=0.7, min_confidence=0.5)
     paths.evaluation_json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(paths.evaluation_json, {
-        "checks": {"precision_gate": gate}, "checkpoint_sha256": sha, "dataset": {}, "splits": {}, "metrics": {},
+        "checks": {"precision_gate": gate, "precision_gate_selection": selection}, "checkpoint_sha256": sha, "dataset": {}, "splits": {}, "metrics": {},
         "threshold": {"value": gate["threshold"], "rule": "wilson_lower_bound" if reachable else "abstain"}})
     return cell
 
@@ -291,4 +294,24 @@ def test_promotion_requires_the_evaluation_to_have_judged_this_very_checkpoint(t
     cell = _judged_cell(tmp_path, passed=True, judged=b"an earlier checkpoint")  # retrained since
     step = pipeline.promote_champion(cell)
     assert step.metadata["promoted"] is False and "changed since it was evaluated" in step.metadata["reason"]
+    assert not cell.paths.champion_checkpoint.exists()
+
+
+def test_promotion_needs_the_selection_gate_too(tmp_path: Path) -> None:
+    from patx_core.evaluation.selection import selection_gate
+    from patx_core.storage.artifacts import atomic_write_json, read_json
+
+    cell = _judged_cell(tmp_path, passed=True)
+    body = read_json(cell.paths.evaluation_json)
+    # the literal gate passed; 12 models judged on this window leave too little confidence
+    body["checks"]["precision_gate_selection"] = selection_gate(30, 40, 12, target=0.7, min_confidence=0.5)
+    atomic_write_json(cell.paths.evaluation_json, body)
+    step = pipeline.promote_champion(cell)
+    assert step.metadata["promoted"] is False
+    assert step.metadata["reason"].startswith("selection gate failed: test precision 0.75 on 40 signals would pass "
+                                              "alone, but 12 models were judged on this test window")
+    # an evaluation written before looks were counted is re-judged, not promoted on the literal gate alone
+    del body["checks"]["precision_gate_selection"]
+    atomic_write_json(cell.paths.evaluation_json, body)
+    assert "has no selection gate" in pipeline.promote_champion(cell).metadata["reason"]
     assert not cell.paths.champion_checkpoint.exists()
