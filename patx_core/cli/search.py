@@ -4,8 +4,8 @@
 
 Runs (or resumes) the Optuna study at ``<dataset>/search/<variant>/study.journal`` until it holds
 N finished trials, writes ``trials.parquet``, ``search.md`` and ``best.toml`` beside it, and ends
-with ``best trial #k: <objective> <value> (<params>); wrote <path>/best.toml`` followed by the one
-command that judges it on test. Exit status 0; 1 when no trial completed; 2 when it could not run.
+with ``best trial #k: <objective> <value> (<params>); wrote <path>/best.toml`` and, on the next
+line, the one command that judges it on test. Exit status 0; 1 when no trial completed; 2 when it could not run.
 """
 
 from __future__ import annotations
@@ -42,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     print(report.final_line())
     if report.judge_command is None:
         return 1
-    print(f"judge it once on test: {report.judge_command}")
+    print(report.judge_command)  # alone on its line, to copy: the one look on test
     return 0

@@ -142,7 +142,7 @@ def test_patx_search_killed_and_rerun_ends_with_exactly_n_finished_trials(tmp_pa
     assert frame["number"].is_unique().all()
     last, judge = out.stdout.strip().splitlines()[-2:]
     assert last.startswith("best trial #") and last.endswith(f"wrote {journal.parent / 'best.toml'}")
-    assert judge.endswith("make materialize DATASET=gen VARIANT=smoke_tuned")
+    assert judge == f"PATX_VARIANTS={journal.parent / 'best.toml'} make materialize DATASET=gen VARIANT=smoke_tuned"
 
 
 def test_the_pruner_reads_each_epochs_val_loss_and_stops_a_trial_that_trails(tmp_path):
