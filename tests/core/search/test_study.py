@@ -130,7 +130,8 @@ def test_patx_search_killed_and_rerun_ends_with_exactly_n_finished_trials(tmp_pa
     journal = tmp_path / "data" / "gen" / "search" / "smoke" / "study.journal"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_text().count('"state": 1') >= 2:  # two trials told COMPLETE
+        if journal.exists() and study_module.finished_count(
+                open_study(journal, "smoke", tiny_smoke().search)) >= 2:  # read as the search writes it
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
