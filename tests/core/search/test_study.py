@@ -173,3 +173,16 @@ def test_a_seed_ensemble_variant_is_searched_one_seed_per_trial(tmp_path):
     assert report.trials["state"].to_list() == ["COMPLETE"]
     tuned = load_variants(report.best_toml)["smoke_tuned"]
     assert tuned.train.ensemble and tuned.train.seeds == (5, 6)  # the judged run trains the ensemble
+
+
+def test_a_study_begun_under_other_settings_or_data_is_not_resumed(tmp_path):
+    v = tiny_smoke(trials=1)
+    candles = planted_candles(1200, seed=3)
+    run_search(make_cell(tmp_path, candles, v))
+    more = dataclasses.replace(v, search=dataclasses.replace(v.search, trials=2, parallel=2))
+    assert run_search(make_cell(tmp_path, candles, more)).trials.height == 2  # more trials: the same study
+    other = dataclasses.replace(v, train=dataclasses.replace(v.train, max_epochs=2))
+    with pytest.raises(ValueError, match=r"under other settings \(changed: train\)"):
+        run_search(make_cell(tmp_path, candles, other))
+    with pytest.raises(ValueError, match=r"changed: input_sha256"):
+        run_search(make_cell(tmp_path, planted_candles(1200, seed=4), v))
