@@ -116,7 +116,7 @@ def _figures(outcomes: list[TrialOutcome], objective: str, direction: str, best:
         ax = fig.subplots()
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel(f"importance for {objective} (fANOVA)")
+        ax.set_xlabel(f"importance for {objective} (optuna.importance.get_param_importances)")
         fig.tight_layout()
         figs.append(("param_importances.png", "Parameter importances", fig))
     return figs
