@@ -293,7 +293,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     if variant.train.ensemble:  # the candidate is every seed's model, averaged; the curves stay the first seed's
         from patx_core.model.ensemble import SeedEnsemble
 
-        candidate = SeedEnsemble.from_members([model, *(m for _, m, _ in others)])
+        candidate = SeedEnsemble.from_members(variant.model, [model, *(m for _, m, _ in others)])
         extra = {"ensemble_seeds": list(seeds), "member_best_epochs": [h["best_epoch"] for h in
                                                                        [history, *(h for _, _, h in others)]]}
     save_scaler(paths.scaler, scaler)

@@ -268,7 +268,7 @@ def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldDat
     config = dataclasses.replace(variant.train, device=device)
     windows = [f.windows for f in folds]
     if config.ensemble:
-        return [(SeedEnsemble.from_members([m for m, _ in members]), members[0][1])
+        return [(SeedEnsemble.from_members(variant.model, [m for m, _ in members]), members[0][1])
                 for members in train_seeds(variant.model, config, windows)]
     return train_many(variant.model, [config] * len(folds), windows)
 

@@ -33,12 +33,13 @@ class SeedEnsemble(nn.Module):
         self.members = nn.ModuleList(PriceActionTransformer(config) for _ in range(n_members))
 
     @classmethod
-    def from_members(cls, models: Sequence[nn.Module]) -> "SeedEnsemble":
-        """An ensemble holding copies of ``models``' weights (in eval mode)."""
-        config = models[0].config
+    def from_members(cls, config: ModelConfig, models: Sequence[nn.Module]) -> "SeedEnsemble":
+        """An ensemble of ``config`` holding copies of ``models``' weights (in eval mode)."""
+        from patx_core.model.trainer import unwrap
+
         ensemble = cls(config, len(models))
         for member, model in zip(ensemble.members, models):
-            member.load_state_dict(model.state_dict())
+            member.load_state_dict(unwrap(model).state_dict())  # a compiled wrapper's keys carry _orig_mod.
         return ensemble.to(next(models[0].parameters()).device).eval()
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
