@@ -186,3 +186,19 @@ def test_a_study_begun_under_other_settings_or_data_is_not_resumed(tmp_path):
         run_search(make_cell(tmp_path, candles, other))
     with pytest.raises(ValueError, match=r"changed: input_sha256"):
         run_search(make_cell(tmp_path, planted_candles(1200, seed=4), v))
+
+
+def test_patx_search_refuses_a_variant_without_a_search_table_in_one_line(tmp_path, monkeypatch, capsys):
+    from patx_core import cli
+
+    source = tmp_path / "raw.parquet"
+    planted_candles(600, seed=3).write_parquet(source)
+    datasets = write_datasets_file(tmp_path / "datasets.toml", {"gen": {"source": str(source), "interval": "1d"}})
+    monkeypatch.setenv("PATX_DATASETS", str(datasets))
+    monkeypatch.setenv("PATX_DATA_DIR", str(tmp_path / "data"))
+    assert cli.main(["search", "--dataset", "gen", "--variant", "seed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: variant 'seed' has no [seed.search] table to search "
+                       "(README: \"Search without fooling yourself\")")
+    assert not (tmp_path / "data" / "gen" / "search").exists()
+    assert "search" in cli.COMMANDS
