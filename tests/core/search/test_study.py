@@ -202,3 +202,22 @@ def test_patx_search_refuses_a_variant_without_a_search_table_in_one_line(tmp_pa
                        "(README: \"Search without fooling yourself\")")
     assert not (tmp_path / "data" / "gen" / "search").exists()
     assert "search" in cli.COMMANDS
+
+
+def test_trials_of_one_architecture_train_together_parallel_at_a_time(tmp_path, monkeypatch):
+    from patx_core.model import fused
+    from patx_core.settings.search import SearchParam
+
+    v = tiny_smoke(trials=3)
+    v = dataclasses.replace(v, search=dataclasses.replace(
+        v.search, parallel=2, space=(SearchParam("train.lr", low=1e-3, high=1e-2, log=True),)))
+    runs = []
+    real = fused.train_many
+    monkeypatch.setattr(fused, "train_many", lambda m, configs, datas, **k: runs.append(len(configs))
+                        or real(m, configs, datas, **k))
+    run_search(make_cell(tmp_path, planted_candles(1200, seed=3), v))
+    assert runs == [2, 1]  # a round of two trials in one fused run, then the third alone
+
+    small, large = (dataclasses.replace(v, model=dataclasses.replace(v.model, d_model=d)) for d in (16, 32))
+    groups = study_module._by_architecture([("a", small, None), ("b", large, None), ("c", small, None)])
+    assert [[t for t, _, _ in g] for g in groups] == [["a", "c"], ["b"]]  # one fused run per shape
