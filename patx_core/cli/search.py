@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     # One line per trial on stderr; the verdict lines on stdout.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("patx_core.search").setLevel(logging.INFO)
+    import optuna
+
+    # Optuna's own per-trial INFO lines would repeat ours with less in them.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from patx_core.search.study import run_search
     from patx_core.settings.grid import resolve_cell
 
