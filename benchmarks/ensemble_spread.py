@@ -5,9 +5,10 @@
 Each realization is ``tests.synthetic.planted_candles(rows, seed=r)``: the same planted pattern,
 other noise. Every realization trains ``smoke`` under seed 0 alone and as the ensemble of seeds
 ``0..K-1`` (``train.ensemble``), through the pipeline's own steps (split, train, evaluate), and
-reports test precision, gate verdict and training seconds. The spread (max - min) of test
-precision across realizations is what a single seed's luck adds to the verdict. Prints one JSON
-object (per-run rows and the summary).
+reports test precision, gate verdict and training seconds; the ensemble's seed study adds each
+seed's model judged alone. The spread (max - min) of test precision across realizations mixes the
+data's noise with the initialization's; the spread across seeds within one realization is the
+initialization's alone. Prints one JSON object (per-run rows and the summary).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ def run_cell(root: Path, candles: Any, variant: VariantConfig) -> dict[str, Any]
     pipeline.build_windows(frame, cell)
     trained = pipeline.train_model(cell)
     pipeline.evaluate_model(table, frame, cell)
-    gate = read_json(cell.paths.evaluation_json)["checks"]["precision_gate"]
+    evaluation = read_json(cell.paths.evaluation_json)
+    gate = evaluation["checks"]["precision_gate"]
+    # A seed study also judges each seed's model alone: the initialization's share of the spread.
+    per_seed = {r["seed"]: r["precision"] for r in evaluation["seeds"]["per_seed"]}
     return {"precision": gate["precision"], "n_signals": gate["n_signals"], "passed": gate["passed"],
-            "training_seconds": trained.metadata["training_seconds"]}
+            "training_seconds": trained.metadata["training_seconds"],
+            **({"seed_precisions": per_seed} if len(per_seed) > 1 else {})}
 
 
 def spread(values: list[float | None]) -> float | None:
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                          "spread": spread([r["precision"] for r in mine]),
                          "passed": sum(r["passed"] for r in mine),
                          "training_seconds": [round(r["training_seconds"], 1) for r in mine]}
+        if "seed_precisions" in mine[0]:  # each realization's spread across its seeds, each model alone
+            summary[kind]["seed_spread_within_realization"] = [
+                spread(list(r["seed_precisions"].values())) for r in mine]
     print(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0
 

@@ -297,7 +297,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     if variant.train.ensemble:  # the candidate is every seed's model, averaged; the curves stay the first seed's
         from patx_core.model.ensemble import SeedEnsemble
 
-        candidate = SeedEnsemble.from_members([model, *(m for _, m, _ in others)])
+        candidate = SeedEnsemble.from_members(variant.model, [model, *(m for _, m, _ in others)])
         extra = {"ensemble_seeds": list(seeds), "member_best_epochs": [h["best_epoch"] for h in
                                                                        [history, *(h for _, _, h in others)]]}
     save_scaler(paths.scaler, scaler)
@@ -326,12 +326,11 @@ def _seeds_path(paths: VariantPaths) -> Path:
 def _train_seeds(variant: VariantConfig, data: WindowedData,
                  on_epoch_end: Callable[[int, dict[str, float]], None] | None) -> tuple[Any, dict[str, Any], list]:
     """Train the cell's model under every seed of ``train.seeds``, fused; progress of the first seed."""
-    from patx_core.model.fused import train_many
+    from patx_core.model.ensemble import train_seeds
 
     seeds = variant.train.seed_list
-    configs = [dataclasses.replace(variant.train, seeds=(), seed=s, ensemble=False) for s in seeds]
     forward = None if on_epoch_end is None else (lambda k, e, m: on_epoch_end(e, m) if k == 0 else None)
-    trained = train_many(variant.model, configs, [data] * len(seeds), on_epoch_end=forward)
+    [trained] = train_seeds(variant.model, variant.train, [data], on_epoch_end=forward)
     (model, history), rest = trained[0], trained[1:]
     return model, history, [(s, m, h) for s, (m, h) in zip(seeds[1:], rest)]
 

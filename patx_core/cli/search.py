@@ -4,8 +4,8 @@
 
 Runs (or resumes) the Optuna study at ``<dataset>/search/<variant>/study.journal`` until it holds
 N finished trials, writes ``trials.parquet``, ``search.md`` and ``best.toml`` beside it, and ends
-with ``best trial #k: <objective> <value> (<params>); wrote <path>/best.toml`` followed by the one
-command that judges it on test. Exit status 0; 1 when no trial completed; 2 when it could not run.
+with ``best trial #k: <objective> <value> (<params>); wrote <path>/best.toml`` and, on the next
+line, the one command that judges it on test. Exit status 0; 1 when no trial completed; 2 when it could not run.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     # One line per trial on stderr; the verdict lines on stdout.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("patx_core.search").setLevel(logging.INFO)
+    import optuna
+
+    # Optuna's own per-trial INFO lines would repeat ours with less in them.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from patx_core.search.study import run_search
     from patx_core.settings.grid import resolve_cell
 
@@ -42,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     print(report.final_line())
     if report.judge_command is None:
         return 1
-    print(f"judge it once on test: {report.judge_command}")
+    print(report.judge_command)  # alone on its line, to copy: the one look on test
     return 0

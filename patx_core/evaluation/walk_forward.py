@@ -265,13 +265,14 @@ def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldDat
     """Each fold's candidate as the nightly retrain builds it: the seed ensemble when
     ``train.ensemble`` (every fold's every seed in one fused run; the history is the first
     seed's), else the model of ``train.seed``."""
-    from patx_core.model.ensemble import train_ensembles
+    from patx_core.model.ensemble import SeedEnsemble, train_seeds
     from patx_core.model.fused import train_many
 
     config = dataclasses.replace(variant.train, device=device)
     windows = [f.windows for f in folds]
     if config.ensemble:
-        return [(ensemble, members[0][1]) for ensemble, members in train_ensembles(variant.model, config, windows)]
+        return [(SeedEnsemble.from_members(variant.model, [m for m, _ in members]), members[0][1])
+                for members in train_seeds(variant.model, config, windows)]
     return train_many(variant.model, [config] * len(folds), windows)
 
 

@@ -33,12 +33,13 @@ class SeedEnsemble(nn.Module):
         self.members = nn.ModuleList(PriceActionTransformer(config) for _ in range(n_members))
 
     @classmethod
-    def from_members(cls, models: Sequence[nn.Module]) -> "SeedEnsemble":
-        """An ensemble holding copies of ``models``' weights (in eval mode)."""
-        config = models[0].config
+    def from_members(cls, config: ModelConfig, models: Sequence[nn.Module]) -> "SeedEnsemble":
+        """An ensemble of ``config`` holding copies of ``models``' weights (in eval mode)."""
+        from patx_core.model.trainer import unwrap
+
         ensemble = cls(config, len(models))
         for member, model in zip(ensemble.members, models):
-            member.load_state_dict(model.state_dict())
+            member.load_state_dict(unwrap(model).state_dict())  # a compiled wrapper's keys carry _orig_mod.
         return ensemble.to(next(models[0].parameters()).device).eval()
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,22 +66,18 @@ def build_model(model: ModelConfig, train: TrainConfig) -> nn.Module:
     return SeedEnsemble(model, n) if n > 1 else PriceActionTransformer(model)
 
 
-def train_ensembles(model_config: ModelConfig, train_config: TrainConfig, datas: Sequence[WindowedData], *,
-                    on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None
-                    ) -> list[tuple[SeedEnsemble, list[tuple[nn.Module, dict[str, Any]]]]]:
-    """For each of ``datas``, one model per seed of ``train_config.seed_list``, all trained in one
-    :func:`~patx_core.model.fused.train_many` run; returns each data's ensemble and its members
-    with their histories, seeds in order. ``on_epoch_end`` gets the index over every model
-    (data-major: data ``i``'s seed ``s`` is model ``i * K + s``)."""
+def train_seeds(model_config: ModelConfig, train_config: TrainConfig, datas: Sequence[WindowedData], *,
+                on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None
+                ) -> list[list[tuple[nn.Module, dict[str, Any]]]]:
+    """For each of ``datas``, one model per seed of ``train_config.seed_list`` (seeds in order),
+    all trained in one :func:`~patx_core.model.fused.train_many` run: a seed study's models, or a
+    seed ensemble's members. ``on_epoch_end`` gets the index over every model (data-major: data
+    ``i``'s ``s``-th seed is model ``i * K + s``)."""
     from patx_core.model.fused import train_many
 
     seeds = train_config.seed_list
     configs = [dataclasses.replace(train_config, seeds=(), seed=s, ensemble=False) for s in seeds]
-    trained = train_many(model_config, [c for _ in datas for c in configs],
-                         [d for d in datas for _ in seeds], on_epoch_end=on_epoch_end)
+    trained = train_many(model_config, [c for _ in datas for c in configs], [d for d in datas for _ in seeds],
+                         on_epoch_end=on_epoch_end)
     k = len(seeds)
-    out = []
-    for i in range(len(datas)):
-        members = trained[i * k:(i + 1) * k]
-        out.append((SeedEnsemble.from_members([m for m, _ in members]), members))
-    return out
+    return [trained[i * k:(i + 1) * k] for i in range(len(datas))]

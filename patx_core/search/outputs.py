@@ -80,6 +80,7 @@ def _importances(study: Any) -> dict[str, float] | str:
 def _figures(outcomes: list[TrialOutcome], objective: str, direction: str, best: TrialOutcome | None,
              importances: dict[str, float] | str) -> list[tuple[str, str, Any]]:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figs = []
     fig = Figure(figsize=(7, 3.5))
@@ -95,6 +96,7 @@ def _figures(outcomes: list[TrialOutcome], objective: str, direction: str, best:
         numbers = [o.number for o in outcomes if o.state == state]
         if numbers:
             ax.scatter(numbers, [ax.get_ylim()[0]] * len(numbers), marker=marker, color="grey", label=state.lower())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{objective} (val)")
     ax.legend(fontsize=8)
@@ -114,7 +116,7 @@ def _figures(outcomes: list[TrialOutcome], objective: str, direction: str, best:
         ax = fig.subplots()
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel(f"importance for {objective} (fANOVA)")
+        ax.set_xlabel(f"importance for {objective} (optuna.importance.get_param_importances)")
         fig.tight_layout()
         figs.append(("param_importances.png", "Parameter importances", fig))
     return figs

@@ -20,6 +20,7 @@ or pruned) trials.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -137,6 +138,33 @@ def _fail_orphans(study: Any) -> None:
         study.tell(t.number, state=TrialState.FAIL)
 
 
+def study_fingerprint(cell: GridCell) -> dict[str, Any]:
+    """What a study's trials depend on: the variant (its search space and rules included, not how
+    many trials or how many at once) and the dataset's input digest, as plain JSON values."""
+    from patx_core.data.universe import source_digest
+
+    values = cell.variant.to_dict()
+    search = dict(values.pop("search"))
+    for key in ("trials", "parallel"):  # asking for more trials, or more at once, continues the same study
+        search.pop(key, None)
+    return json.loads(json.dumps({**values, "search": search, "input_sha256": source_digest(cell.input_files())}))
+
+
+def _require_same_study(study: Any, cell: GridCell) -> None:
+    """Refuse to resume a study begun for another configuration or other data: its trials would be
+    ranked against trials of a different problem."""
+    now = study_fingerprint(cell)
+    before = study.user_attrs.get("fingerprint")
+    if before is None:
+        study.set_user_attr("fingerprint", now)
+        return
+    changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    if changed:
+        raise ValueError(f"{cell.paths.search_journal} holds a search of {cell.key} under other settings "
+                         f"(changed: {', '.join(changed)}); move {cell.paths.search_dir} away to start a new "
+                         "search, or restore the settings to resume it")
+
+
 def _suggest(trial: Any, p: SearchParam) -> Any:
     if p.choices is not None:
         return trial.suggest_categorical(p.name, list(p.choices))
@@ -168,6 +196,7 @@ def run_search(cell: GridCell, *, trials: int | None = None,
                    busy=lambda t: RuntimeError(f"{cell.key}: another search has held {paths.search_lock} for over "
                                                f"{t:g} s; run again when it has finished")):
         study = open_study(paths.search_journal, variant.name, search)
+        _require_same_study(study, cell)
         _fail_orphans(study)
         if finished_count(study) >= target:
             log.info("search %s: the study already holds %d finished trials", cell.key, finished_count(study))

@@ -57,7 +57,7 @@ def test_every_dataset_and_variant_pair_is_a_partition_of_the_per_cell_assets():
 def test_the_nightly_job_leaves_walk_forward_and_the_leaderboard_out():
     job = defs.resolve_job_def("retrain_variant")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert selected == EXPECTED_ASSETS - {"walk_forward", "variant_leaderboard", "search_study"}
+    assert selected == EXPECTED_ASSETS - {"walk_forward", "variant_leaderboard", "search_study"}  # a search is asked for
     score = defs.resolve_job_def("score")
     assert {k.to_user_string() for k in score.asset_layer.executable_asset_keys} == {
         "ingested_candles", "latest_signal", "signal_ledger", "track_record"}, "scoring retrains nothing"

@@ -128,8 +128,8 @@ def test_a_walk_forward_fold_trains_and_judges_the_ensemble(trained, monkeypatch
 
     cell, _, table, _ = trained
     calls = []
-    real = ens_module.train_ensembles
-    monkeypatch.setattr(ens_module, "train_ensembles", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    real = ens_module.train_seeds
+    monkeypatch.setattr(ens_module, "train_seeds", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     variant = dataclasses.replace(cell.variant, walk_forward=dataclasses.replace(cell.variant.walk_forward, folds=2))
     plans = wf.plan_folds(table, variant)[:1]
     [result] = wf.run_fold_group(table, plans, variant, device="cpu")

@@ -130,7 +130,8 @@ def test_patx_search_killed_and_rerun_ends_with_exactly_n_finished_trials(tmp_pa
     journal = tmp_path / "data" / "gen" / "search" / "smoke" / "study.journal"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_text().count('"state": 1') >= 2:  # two trials told COMPLETE
+        if journal.exists() and study_module.finished_count(
+                open_study(journal, "smoke", tiny_smoke().search)) >= 2:  # read as the search writes it
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
@@ -142,7 +143,7 @@ def test_patx_search_killed_and_rerun_ends_with_exactly_n_finished_trials(tmp_pa
     assert frame["number"].is_unique().all()
     last, judge = out.stdout.strip().splitlines()[-2:]
     assert last.startswith("best trial #") and last.endswith(f"wrote {journal.parent / 'best.toml'}")
-    assert judge.endswith("make materialize DATASET=gen VARIANT=smoke_tuned")
+    assert judge == f"PATX_VARIANTS={journal.parent / 'best.toml'} make materialize DATASET=gen VARIANT=smoke_tuned"
 
 
 def test_the_pruner_reads_each_epochs_val_loss_and_stops_a_trial_that_trails(tmp_path):
@@ -172,3 +173,51 @@ def test_a_seed_ensemble_variant_is_searched_one_seed_per_trial(tmp_path):
     assert report.trials["state"].to_list() == ["COMPLETE"]
     tuned = load_variants(report.best_toml)["smoke_tuned"]
     assert tuned.train.ensemble and tuned.train.seeds == (5, 6)  # the judged run trains the ensemble
+
+
+def test_a_study_begun_under_other_settings_or_data_is_not_resumed(tmp_path):
+    v = tiny_smoke(trials=1)
+    candles = planted_candles(1200, seed=3)
+    run_search(make_cell(tmp_path, candles, v))
+    more = dataclasses.replace(v, search=dataclasses.replace(v.search, trials=2, parallel=2))
+    assert run_search(make_cell(tmp_path, candles, more)).trials.height == 2  # more trials: the same study
+    other = dataclasses.replace(v, train=dataclasses.replace(v.train, max_epochs=2))
+    with pytest.raises(ValueError, match=r"under other settings \(changed: train\)"):
+        run_search(make_cell(tmp_path, candles, other))
+    with pytest.raises(ValueError, match=r"changed: input_sha256"):
+        run_search(make_cell(tmp_path, planted_candles(1200, seed=4), v))
+
+
+def test_patx_search_refuses_a_variant_without_a_search_table_in_one_line(tmp_path, monkeypatch, capsys):
+    from patx_core import cli
+
+    source = tmp_path / "raw.parquet"
+    planted_candles(600, seed=3).write_parquet(source)
+    datasets = write_datasets_file(tmp_path / "datasets.toml", {"gen": {"source": str(source), "interval": "1d"}})
+    monkeypatch.setenv("PATX_DATASETS", str(datasets))
+    monkeypatch.setenv("PATX_DATA_DIR", str(tmp_path / "data"))
+    assert cli.main(["search", "--dataset", "gen", "--variant", "seed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: variant 'seed' has no [seed.search] table to search "
+                       "(README: \"Search without fooling yourself\")")
+    assert not (tmp_path / "data" / "gen" / "search").exists()
+    assert "search" in cli.COMMANDS
+
+
+def test_trials_of_one_architecture_train_together_parallel_at_a_time(tmp_path, monkeypatch):
+    from patx_core.model import fused
+    from patx_core.settings.search import SearchParam
+
+    v = tiny_smoke(trials=3)
+    v = dataclasses.replace(v, search=dataclasses.replace(
+        v.search, parallel=2, space=(SearchParam("train.lr", low=1e-3, high=1e-2, log=True),)))
+    runs = []
+    real = fused.train_many
+    monkeypatch.setattr(fused, "train_many", lambda m, configs, datas, **k: runs.append(len(configs))
+                        or real(m, configs, datas, **k))
+    run_search(make_cell(tmp_path, planted_candles(1200, seed=3), v))
+    assert runs == [2, 1]  # a round of two trials in one fused run, then the third alone
+
+    small, large = (dataclasses.replace(v, model=dataclasses.replace(v.model, d_model=d)) for d in (16, 32))
+    groups = study_module._by_architecture([("a", small, None), ("b", large, None), ("c", small, None)])
+    assert [[t for t, _, _ in g] for g in groups] == [["a", "c"], ["b"]]  # one fused run per shape
