@@ -35,7 +35,7 @@ class SeedEnsemble(nn.Module):
     @classmethod
     def from_members(cls, config: ModelConfig, models: Sequence[nn.Module]) -> "SeedEnsemble":
         """An ensemble of ``config`` holding copies of ``models``' weights (in eval mode)."""
-        from patx_core.model.trainer import unwrap
+        from patx_core.model.inference import unwrap
 
         ensemble = cls(config, len(models))
         for member, model in zip(ensemble.members, models):
