@@ -54,8 +54,10 @@ def _both_paths(monkeypatch: pytest.MonkeyPatch, skill: float) -> tuple[dict[str
     the same val and test predictions of the first fold; and the test probabilities."""
     table = build_feature_table(validate_raw(planted_candles(1500, seed=3)), VARIANT.data, VARIANT.labels)
     plan = wf.plan_folds(table, VARIANT)[0]
-    monkeypatch.setattr(wf, "Trainer", _StubTrainer)
-    monkeypatch.setattr(wf, "predict_proba",
+    # walk-forward imports the training loop where it trains (so planning a fold needs no torch):
+    # the stubs replace the names it imports, at their source
+    monkeypatch.setattr("patx_core.model.trainer.Trainer", _StubTrainer)
+    monkeypatch.setattr("patx_core.model.inference.predict_proba",
                         lambda model, windows, split: _probabilities(windows.split_labels(split), split, skill))
     fold = wf.run_fold(table, plan, VARIANT)
 
