@@ -271,11 +271,15 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
     group's fused training time.
     """
     from patx_core.model.fused import train_many
+    from patx_core.model.progress import Heartbeat, ModelsProgress
 
     start = time.perf_counter()
     folds = [_fold_data(features, plan, variant) for plan in plans]
     config = dataclasses.replace(variant.train, device=device)
-    trained = train_many(variant.model, [config] * len(folds), [f.windows for f in folds])
+    progress = ModelsProgress(f"walk-forward {variant.name}", [f"fold {p.index}" for p in plans], config.max_epochs)
+    with Heartbeat(progress.line):
+        trained = train_many(variant.model, [config] * len(folds), [f.windows for f in folds],
+                             on_epoch_end=progress.on_epoch_end)
     share = (time.perf_counter() - start) / max(1, len(folds))
     results = []
     for fold, (model, history) in zip(folds, trained):
