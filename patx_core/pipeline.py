@@ -327,10 +327,18 @@ def _train_seeds(variant: VariantConfig, data: WindowedData,
                  on_epoch_end: Callable[[int, dict[str, float]], None] | None) -> tuple[Any, dict[str, Any], list]:
     """Train the cell's model under every seed of ``train.seeds``, fused; progress of the first seed."""
     from patx_core.model.ensemble import train_seeds
+    from patx_core.model.progress import Heartbeat, ModelsProgress
 
     seeds = variant.train.seed_list
-    forward = None if on_epoch_end is None else (lambda k, e, m: on_epoch_end(e, m) if k == 0 else None)
-    [trained] = train_seeds(variant.model, variant.train, [data], on_epoch_end=forward)
+    progress = ModelsProgress(f"seed study {variant.name}", [f"seed {s}" for s in seeds], variant.train.max_epochs)
+
+    def forward(k: int, epoch: int, metrics: dict[str, float]) -> None:
+        progress.on_epoch_end(k, epoch, metrics)
+        if k == 0 and on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+
+    with Heartbeat(progress.line):
+        [trained] = train_seeds(variant.model, variant.train, [data], on_epoch_end=forward)
     (model, history), rest = trained[0], trained[1:]
     return model, history, [(s, m, h) for s, (m, h) in zip(seeds[1:], rest)]
 

@@ -260,11 +260,13 @@ def run_fold(features: pl.DataFrame, plan: FoldPlan, variant: VariantConfig, *, 
     return _judge_fold(fold, variant, trainer.model, history, time.perf_counter() - start)
 
 
-def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldData"]) -> list[tuple[torch.nn.Module,
-                                                                                                   dict[str, Any]]]:
+def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldData"], *,
+                      on_epoch_end: Callable[[int, int, dict[str, float]], None] | None = None
+                      ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
     """Each fold's candidate as the nightly retrain builds it: the seed ensemble when
     ``train.ensemble`` (every fold's every seed in one fused run; the history is the first
-    seed's), else the model of ``train.seed``."""
+    seed's), else the model of ``train.seed``. ``on_epoch_end(model index, epoch, metrics)`` as
+    :func:`~patx_core.model.fused.train_many` calls it (fold-major, then seed)."""
     from patx_core.model.ensemble import SeedEnsemble, train_seeds
     from patx_core.model.fused import train_many
 
@@ -272,8 +274,8 @@ def _train_candidates(variant: VariantConfig, device: str, folds: list["_FoldDat
     windows = [f.windows for f in folds]
     if config.ensemble:
         return [(SeedEnsemble.from_members(variant.model, [m for m, _ in members]), members[0][1])
-                for members in train_seeds(variant.model, config, windows)]
-    return train_many(variant.model, [config] * len(folds), windows)
+                for members in train_seeds(variant.model, config, windows, on_epoch_end=on_epoch_end)]
+    return train_many(variant.model, [config] * len(folds), windows, on_epoch_end=on_epoch_end)
 
 
 def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: VariantConfig, *,
@@ -289,9 +291,15 @@ def run_fold_group(features: pl.DataFrame, plans: list[FoldPlan], variant: Varia
     A row's ``seconds`` is the fold's own data preparation and judging plus an equal share of the
     group's fused training time.
     """
+    from patx_core.model.progress import Heartbeat, ModelsProgress
+
     start = time.perf_counter()
     folds = [_fold_data(features, plan, variant) for plan in plans]
-    trained = _train_candidates(variant, device, folds)
+    seeds = variant.train.seed_list if variant.train.ensemble else (variant.train.seed,)
+    names = [f"fold {p.index}" + (f" seed {s}" if len(seeds) > 1 else "") for p in plans for s in seeds]
+    progress = ModelsProgress(f"walk-forward {variant.name}", names, variant.train.max_epochs)
+    with Heartbeat(progress.line):
+        trained = _train_candidates(variant, device, folds, on_epoch_end=progress.on_epoch_end)
     share = (time.perf_counter() - start) / max(1, len(folds))
     results = []
     for fold, (model, history) in zip(folds, trained):

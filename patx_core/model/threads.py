@@ -12,7 +12,9 @@ threads against 95 ms with 1. Two rules prevent it:
 - :func:`use_threads`, called where a step starts training or predicting, counts the cores in
   this process's affinity mask (``os.sched_getaffinity``: a cgroup, ``taskset`` or a batch
   scheduler's share, not the machine's count), measures how busy they are over a short sample of
-  ``/proc/stat``, and uses the cores left free, rounded, at least one.
+  ``/proc/stat``, and uses the cores left free, rounded, at least one; every core when they are
+  oversubscribed by many runnable threads, where time is shared per thread
+  (:func:`choose_threads`).
 
 Overrides, first match wins: the ``threads`` argument, ``PATX_THREADS``, then ``OMP_NUM_THREADS``
 (the OpenMP setting users already know; the test suite sets it to 1). The choice is logged at
@@ -31,8 +33,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["ThreadChoice", "allowed_cores", "busy_between", "busy_cores", "choose_threads", "cpu_ticks", "sleep_waiting_threads",
-           "thread_choice", "use_threads", "THREADS_ENV", "SAMPLE_S"]
+__all__ = ["Load", "ThreadChoice", "allowed_cores", "busy_between", "choose_threads", "cpu_ticks", "measure_load",
+           "procs_running", "sleep_waiting_threads", "thread_choice", "use_threads", "THREADS_ENV", "SAMPLE_S",
+           "OVERSUBSCRIBED"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,12 @@ THREADS_ENV = "PATX_THREADS"
 #: Seconds of ``/proc/stat`` sampled to see how busy the allowed cores are: long enough for a few
 #: scheduler ticks per core (100 Hz), short beside a training step's seconds.
 SAMPLE_S = 0.2
+#: Looks at the run queue during the sample.
+SAMPLE_READINGS = 5
+#: Other runnable threads per allowed core from which the cores count as oversubscribed. Measured
+#: on 2 cores at load ~10 (other users' jobs), waiting threads asleep: 2 threads 3.4 s per epoch,
+#: 1 thread 13.4 s. One job beside us (the runnable count ~1 per core) is the other case.
+OVERSUBSCRIBED = 2.0
 
 #: Whether ``OMP_WAIT_POLICY`` was in place before torch loaded (None: not decided yet).
 _passive_in_time: bool | None = None
@@ -51,17 +60,18 @@ _last_logged: int | None = None
 @dataclass(frozen=True)
 class ThreadChoice:
     """The intra-op thread count and why: ``source`` is ``"argument"``, the environment variable that
-    set it, or ``"load"`` (chosen from ``cores`` allowed and ``busy`` of them in use by others)."""
+    set it, or ``"load"`` (chosen from ``cores`` allowed and the measured ``load``)."""
 
     threads: int
     cores: int
-    busy: float | None
+    load: Load | None
     source: str
 
     def describe(self) -> str:
-        if self.source == "load":
-            return (f"{self.threads} torch thread(s): {self.cores} core(s) allowed, {self.busy:.2f} busy with other "
-                    f"work over {SAMPLE_S:g} s (set {THREADS_ENV} to fix the count)")
+        if self.load is not None:
+            return (f"{self.threads} torch thread(s): {self.cores} core(s) allowed, {self.load.busy:.2f} busy and "
+                    f"{self.load.runnable:.1f} other thread(s) runnable over {SAMPLE_S:g} s (set {THREADS_ENV} to "
+                    "fix the count)")
         return f"{self.threads} torch thread(s), set by {self.source} ({self.cores} core(s) allowed)"
 
 
@@ -111,33 +121,60 @@ def busy_between(before: dict[int, tuple[int, int]], after: dict[int, tuple[int,
     return busy
 
 
-def busy_cores(sample_s: float = SAMPLE_S) -> float:
-    """How many of the allowed cores other work keeps busy, in cores (0 … allowed), measured over
-    ``sample_s`` seconds while this thread sleeps. Without ``/proc/stat`` (not Linux): the 1-minute
-    load average, capped at the allowed cores; 0 when neither is readable."""
+def procs_running(stat: str) -> int:
+    """Threads running or ready to run, machine-wide, from the text of ``/proc/stat`` (the reader
+    included)."""
+    for line in stat.splitlines():
+        if line.startswith("procs_running "):
+            return int(line.split()[1])
+    raise ValueError("/proc/stat has no procs_running line")
+
+
+@dataclass(frozen=True)
+class Load:
+    """What other work does on the cores: ``busy`` cores' worth of CPU time on the allowed cpus,
+    ``runnable`` other threads running or waiting for a cpu (machine-wide, mean over the sample)."""
+
+    busy: float
+    runnable: float
+
+
+def measure_load(sample_s: float = SAMPLE_S, readings: int = SAMPLE_READINGS) -> Load:
+    """:class:`Load` over ``sample_s`` seconds while this thread sleeps (``readings`` looks at the
+    run queue, whose length changes by the millisecond). Without ``/proc/stat`` (not Linux): the
+    1-minute load average for both; zero when neither is readable."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
-        with open("/proc/stat") as f:
-            before = cpu_ticks(f.read(), cpus)
-        time.sleep(sample_s)
-        with open("/proc/stat") as f:
-            after = cpu_ticks(f.read(), cpus)
+        stats = []
+        for i in range(readings + 1):
+            if i:
+                time.sleep(sample_s / readings)
+            with open("/proc/stat") as f:
+                stats.append(f.read())
+        busy = busy_between(cpu_ticks(stats[0], cpus), cpu_ticks(stats[-1], cpus))
+        runnable = sum(procs_running(t) - 1 for t in stats) / len(stats)  # - 1: this thread, reading
+        return Load(busy=busy, runnable=max(0.0, runnable))
     except (OSError, ValueError):
         try:
-            return min(float(os.getloadavg()[0]), float(allowed_cores()))
+            avg = float(os.getloadavg()[0])
         except OSError:
-            return 0.0
-    return busy_between(before, after)
+            return Load(0.0, 0.0)
+        return Load(busy=min(avg, float(allowed_cores())), runnable=avg)
 
 
-def choose_threads(cores: int, busy: float) -> int:
-    """The cores left free by ``busy`` cores of other work, rounded, between 1 and ``cores``.
+def choose_threads(cores: int, load: Load) -> int:
+    """Every allowed core when they are oversubscribed (:data:`OVERSUBSCRIBED`), else the cores left
+    free by the busy ones, rounded, between 1 and ``cores``.
 
     Rounding (rather than taking every core that is not fully busy) because a thread placed on a
-    core another process holds stalls every op's barrier: one thread too few costs at most its
-    share of the work, one too many has cost 9x.
+    core one other process holds stalls every op's barrier: one thread too few costs at most its
+    share of the work, one too many has cost 9x. Oversubscribed cores are the opposite case: the
+    scheduler shares their time per thread among many, so each of this process's threads is a
+    share, and with waiting threads asleep an extra one costs nothing.
     """
-    return max(1, min(cores, math.floor(cores - busy + 0.5)))
+    if load.runnable >= OVERSUBSCRIBED * cores:
+        return cores
+    return max(1, min(cores, math.floor(cores - load.busy + 0.5)))
 
 
 def _positive_int(name: str) -> int | None:
@@ -164,8 +201,8 @@ def thread_choice(threads: int | None = None) -> ThreadChoice:
         value = _positive_int(name)
         if value is not None:
             return ThreadChoice(value, cores, None, name)
-    busy = busy_cores()
-    return ThreadChoice(choose_threads(cores, busy), cores, busy, "load")
+    load = measure_load()
+    return ThreadChoice(choose_threads(cores, load), cores, load, "load")
 
 
 def use_threads(threads: int | None = None) -> ThreadChoice:

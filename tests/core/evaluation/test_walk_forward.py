@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime
+import logging
+import re
 
 import numpy as np
 import polars as pl
@@ -479,3 +481,17 @@ def test_summary_pools_the_folds_signals_and_counts_an_abstaining_fold_as_failed
     assert summary["precision"] == pytest.approx(29 / 50)  # pooled, not the folds' mean (0.7)
     assert summary["gate_passed_folds"] == 1 and summary["n_folds"] == 3
     assert summary["gate_pass_rate"] == pytest.approx(1 / 3)  # the abstaining fold counts, as a fail
+
+
+def test_a_fused_fold_group_logs_each_folds_progress_while_it_trains(monkeypatch, caplog) -> None:
+    from patx_core.model import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.01)  # the ~10 s of a real run, shortened
+    table = _table(planted_candles(1500, seed=3), TINY)
+    plans = plan_folds(table, TINY)
+    with caplog.at_level(logging.INFO, logger=progress.__name__):
+        run_fold_group(table, plans, TINY)
+    beats = [r.getMessage() for r in caplog.records if r.name == progress.__name__]
+    assert beats, "fused fold training must report while it runs, not only at the end"
+    assert all(re.search(rf"fold {p.index} epoch [1-9]", beats[-1]) for p in plans), beats[-1]
+    assert beats[-1].startswith(f"walk-forward {TINY.name}: training")

@@ -30,17 +30,26 @@ intr 12399
 """
 
 
-@pytest.mark.parametrize("cores, busy, expected", [
-    (2, 0.0, 2),   # idle: every core
-    (2, 0.4, 2),   # a little background work still leaves both cores mostly free
-    (2, 0.6, 1),   # more than half a core taken: one thread fewer, not a stalled barrier
-    (2, 1.0, 1),   # a competitor on one core
-    (2, 2.0, 1),   # saturated: still one thread, never zero
-    (8, 3.0, 5),
-    (1, 0.0, 1),
+@pytest.mark.parametrize("cores, busy, runnable, expected", [
+    (2, 0.0, 0.0, 2),   # idle: every core
+    (2, 0.4, 1.0, 2),   # a little background work still leaves both cores mostly free
+    (2, 0.6, 1.0, 1),   # more than half a core taken: one thread fewer, not a stalled barrier
+    (2, 1.0, 1.0, 1),   # a competitor on one core
+    (2, 2.0, 2.0, 1),   # two competitors (or another training process): still one thread, never zero
+    (2, 2.0, 3.9, 1),
+    (2, 2.0, 4.0, 2),   # oversubscribed: time is shared per thread, every core is a share
+    (8, 3.0, 3.0, 5),
+    (1, 0.0, 0.0, 1),
 ])
-def test_threads_are_the_free_cores_rounded_at_least_one(cores, busy, expected):
-    assert threads.choose_threads(cores, busy) == expected
+def test_threads_are_the_free_cores_rounded_at_least_one_or_all_when_oversubscribed(cores, busy, runnable,
+                                                                                     expected):
+    assert threads.choose_threads(cores, threads.Load(busy=busy, runnable=runnable)) == expected
+
+
+def test_the_run_queue_is_read_from_proc_stat():
+    assert threads.procs_running(STAT_AFTER + "procs_running 7\nprocs_blocked 0\n") == 7
+    with pytest.raises(ValueError, match="procs_running"):
+        threads.procs_running(STAT_AFTER)
 
 
 def test_busy_cores_count_only_the_allowed_cpus_and_treat_iowait_as_idle():
@@ -60,18 +69,18 @@ def test_the_choice_without_overrides_follows_the_measured_load(monkeypatch):
     for name in (threads.THREADS_ENV, "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)
+    monkeypatch.setattr(threads, "measure_load", lambda: threads.Load(busy=1.0, runnable=1.0))
     choice = threads.thread_choice()
-    assert (choice.threads, choice.cores, choice.busy, choice.source) == (1, 2, 1.0, "load")
-    monkeypatch.setattr(threads, "busy_cores", lambda: 0.1)
+    assert (choice.threads, choice.cores, choice.load.busy, choice.source) == (1, 2, 1.0, "load")
+    monkeypatch.setattr(threads, "measure_load", lambda: threads.Load(busy=0.1, runnable=0.0))
     assert threads.thread_choice().threads == 2
 
 
 def test_the_argument_then_patx_threads_then_omp_num_threads_override_the_load(monkeypatch):
-    def no_sample() -> float:
+    def no_sample() -> threads.Load:
         raise AssertionError("an override must not sample the load")
 
-    monkeypatch.setattr(threads, "busy_cores", no_sample)
+    monkeypatch.setattr(threads, "measure_load", no_sample)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert (threads.thread_choice().threads, threads.thread_choice().source) == (3, "OMP_NUM_THREADS")
     monkeypatch.setenv(threads.THREADS_ENV, "2")
@@ -153,3 +162,17 @@ def test_each_pipeline_step_that_trains_or_predicts_chooses_its_threads_before_i
     monkeypatch.setattr(pipeline, "use_threads", choose)
     with pytest.raises(Chosen):
         getattr(pipeline, step)(*args)
+
+
+def test_the_load_is_the_busy_share_between_the_first_and_last_look_and_the_mean_run_queue_of_others(
+        monkeypatch):
+    import io
+
+    texts = iter([STAT_BEFORE + "procs_running 3\n", STAT_BEFORE + "procs_running 5\n",
+                  STAT_AFTER + "procs_running 4\n"])
+    monkeypatch.setattr(threads, "open", lambda path: io.StringIO(next(texts)), raising=False)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    load = threads.measure_load(readings=2)
+    assert load.busy == pytest.approx(1.0, abs=1e-12)  # cpu0 busy, cpu1 idle; cpu2 is not allowed
+    assert load.runnable == pytest.approx(3.0, abs=1e-12)  # (3 + 5 + 4) / 3, less the reader itself
