@@ -76,7 +76,6 @@ EXECUTOR_ENV = "PATX_TRAIN_MANY"
 SHARED_FIELDS = ("batch_size", "eval_batch_size", "device", "amp")
 
 
-
 # --------------------------------------------------------------------------- the fused state
 
 @dataclass
