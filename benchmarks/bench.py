@@ -736,7 +736,7 @@ def bench_fused(*, ks: Sequence[int], steps: int, device: str, repeats: int = 3,
     train windows per second of epoch time (``history["epoch_seconds"]``, model build excluded).
     On CUDA the fused step is CUDA-graphed and the JSON gives model FLOP/s against the card's peak.
     """
-    from patx_core.model.fused import train_many
+    from patx_core.model.fused import EXECUTOR_ENV, fuses, train_many
 
     config = ModelConfig()
     rows = math.ceil(steps * GUIDE_BATCH / 0.8) + config.window_size - 1
@@ -748,7 +748,16 @@ def bench_fused(*, ks: Sequence[int], steps: int, device: str, repeats: int = 3,
         return TrainConfig(device=str(dev), max_epochs=1, seed=seed + k, batch_size=GUIDE_BATCH)
 
     def fused(k: int) -> float:
-        return train_many(config, [cfg(j) for j in range(k)], [data] * k)[0][1]["epoch_seconds"][0]
+        # The fused step itself, whatever the engine's rule would choose for this device.
+        saved = os.environ.get(EXECUTOR_ENV)
+        os.environ[EXECUTOR_ENV] = "fused"
+        try:
+            return train_many(config, [cfg(j) for j in range(k)], [data] * k)[0][1]["epoch_seconds"][0]
+        finally:
+            if saved is None:
+                del os.environ[EXECUTOR_ENV]
+            else:
+                os.environ[EXECUTOR_ENV] = saved
 
     def one_by_one(k: int) -> float:
         return sum(Trainer(config, cfg(j), data).train()["epoch_seconds"][0] for j in range(k))
@@ -767,7 +776,8 @@ def bench_fused(*, ks: Sequence[int], steps: int, device: str, repeats: int = 3,
         f, q = min(times[k]["fused"]), min(times[k]["sequential"])
         row = {"k": k, "fused_s": f, "sequential_s": q, "ratio": q / f,
                "fused_samples_per_s": k * n_train / f, "sequential_samples_per_s": k * n_train / q,
-               "fused_runs_s": times[k]["fused"], "sequential_runs_s": times[k]["sequential"]}
+               "fused_runs_s": times[k]["fused"], "sequential_runs_s": times[k]["sequential"],
+               "engine_fuses": fuses(dev, k)}  # what train_many does here by its rule (FUSE_FROM_K)
         if peak:
             row["fused_flops_fraction_of_peak"] = k * n_train * flops / f / peak
         rows_out.append(row)

@@ -114,8 +114,12 @@ class BatchedTransformer(nn.Module):
             n = f"encoder.layers.{layer}."
             qkv = _linear(h, p[n + "self_attn.in_proj_weight"], p[n + "self_attn.in_proj_bias"])  # (K, B·W, 3C)
             q, key, v = qkv.view(k * b, w, 3, heads, hd).permute(2, 0, 3, 1, 4)  # 3 × (K·B, H, W, hd)
-            attn = drop(torch.softmax((q * scale) @ (key * scale).transpose(-2, -1), dim=-1))  # (K·B, H, W, W)
-            o = (attn @ v).permute(0, 2, 1, 3).reshape(k, b * w, d)  # (K, B·W, C)
+            if site is None:  # eval: the fused kernel, without a (K·B, H, W, W) matrix in memory
+                o = F.scaled_dot_product_attention(q, key, v)  # (K·B, H, W, hd)
+            else:  # training: the math path the native module takes with dropout, masks included
+                attn = drop(torch.softmax((q * scale) @ (key * scale).transpose(-2, -1), dim=-1))  # (K·B, H, W, W)
+                o = attn @ v  # (K·B, H, W, hd)
+            o = o.permute(0, 2, 1, 3).reshape(k, b * w, d)  # (K, B·W, C)
             o = drop(_linear(o, p[n + "self_attn.out_proj.weight"], p[n + "self_attn.out_proj.bias"]))
             h = _layer_norm(h + o, p[n + "norm1.weight"], p[n + "norm1.bias"])
             f = drop(F.relu(_linear(h, p[n + "linear1.weight"], p[n + "linear1.bias"])))  # (K, B·W, d_ff)

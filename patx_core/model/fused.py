@@ -36,8 +36,10 @@ model leaves the stack once it stopped, so a long-running fold does not pay for 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -52,6 +54,7 @@ from patx_core.model.batched import BatchedTransformer, StackedAdamW, dropout_si
 from patx_core.model.device_step import GraphedStep, WarmUp
 from patx_core.model.loop import (EarlyStopping, autocast, capture_step, check_finite, check_training_data,
                                   fit_with_oom_retry, resolve_device, resolve_pos_weight)
+from patx_core.model.trainer import Trainer
 from patx_core.model.transformer import PriceActionTransformer, count_parameters
 from patx_core.settings.config import ModelConfig, TrainConfig
 
@@ -60,9 +63,17 @@ log = logging.getLogger(__name__)
 #: ``on_epoch_end(model_index, epoch, metrics)``: ``Trainer``'s callback with the model's index.
 ManyEpochCallback = Callable[[int, int, dict[str, float]], None]
 
+#: Fewest models from which the fused step was measured faster than the same models one after
+#: another, per device type (``python -m benchmarks fused``, rows in benchmarks/RESULTS.md); below
+#: it, or where ``None``, ``train_many`` trains them one after another. A rule rather than a timing
+#: taken at run time, so that the same inputs give the same results on every run.
+FUSE_FROM_K: dict[str, int | None] = {"cpu": 2, "cuda": 2}
+
+#: Environment override of that rule: "fused" or "sequential" (or "auto", the rule).
+EXECUTOR_ENV = "PATX_TRAIN_MANY"
+
 #: TrainConfig fields one fused step must share (one batch shape, one device, one precision).
 SHARED_FIELDS = ("batch_size", "eval_batch_size", "device", "amp")
-
 
 
 # --------------------------------------------------------------------------- the fused state
@@ -108,13 +119,46 @@ def train_many(model_config: ModelConfig, train_configs: Sequence[TrainConfig], 
     with ``Trainer.train()``'s keys (``epoch_seconds`` is the fused epoch's wall time, shared by
     the models that ran in it). ``train_configs`` may differ in lr, weight decay, warm-up,
     pos_weight, shuffle, seed, max_epochs and patience; :data:`SHARED_FIELDS` must agree.
-    ``torch.compile`` settings are not applied (the fused step has its own CUDA graph).
     On CUDA out-of-memory the run is retried once at half the batch size, as ``Trainer`` does.
+
+    Where fusing K models was measured slower than training them one after another on this kind
+    of device (:func:`fuses`), they are trained one after another with ``Trainer``, and the log
+    says so; the results are the lone models' (the fused ones equal them to float rounding).
     """
     _check(model_config, train_configs, datas)
+    device = resolve_device(train_configs[0].device)
+    if not fuses(device, len(train_configs)):
+        log.info("train_many: training %d models one after another on %s: %s", len(train_configs), device.type,
+                 "one model needs no fusing" if len(train_configs) == 1 else
+                 f"fusing was measured slower there ({EXECUTOR_ENV}=fused overrides)")
+        return _one_after_another(model_config, train_configs, datas, on_epoch_end)
     fused = _Fused(model_config, list(train_configs), list(datas), on_epoch_end)
     return fit_with_oom_retry(fused.fit, train_configs[0].batch_size, train_configs[0].eval_batch_size,
                               fused.device, where="train_many: ")
+
+
+def fuses(device: torch.device, k: int) -> bool:
+    """Whether ``train_many`` fuses ``k`` models on ``device``: :data:`FUSE_FROM_K`, unless
+    :data:`EXECUTOR_ENV` says ``fused`` or ``sequential``."""
+    choice = os.environ.get(EXECUTOR_ENV, "auto")
+    if choice not in ("auto", "fused", "sequential"):
+        raise ValueError(f'{EXECUTOR_ENV}={choice!r}; expected "auto", "fused" or "sequential"')
+    if choice != "auto":
+        return choice == "fused"
+    smallest = FUSE_FROM_K.get(device.type)
+    return smallest is not None and k >= smallest
+
+
+def _one_after_another(model_config: ModelConfig, train_configs: Sequence[TrainConfig],
+                       datas: Sequence[WindowedData],
+                       on_epoch_end: ManyEpochCallback | None) -> list[tuple[nn.Module, dict[str, Any]]]:
+    out = []
+    for k, (config, data) in enumerate(zip(train_configs, datas)):
+        callback = None if on_epoch_end is None else functools.partial(on_epoch_end, k)
+        trainer = Trainer(model_config, config, data, on_epoch_end=callback)
+        history = trainer.train()
+        out.append((trainer.model, history))
+    return out
 
 
 class _Fused:
@@ -124,8 +168,6 @@ class _Fused:
         self.on_epoch_end = on_epoch_end
         self.device = resolve_device(configs[0].device)
         self.use_amp = configs[0].amp and self.device.type == "cuda"
-        if any(c.compile for c in configs):
-            log.info("train_many: TrainConfig.compile is not applied to the fused step (it has its own CUDA graph)")
         offsets = np.cumsum([0] + [d.matrix.shape[0] for d in datas])
         self.offsets = [int(o) for o in offsets[:-1]]
         # One matrix and label vector for every model: one gather per step serves all of them.

@@ -19,7 +19,13 @@ from patx_core.model.inference import predict_proba
 from patx_core.model.trainer import NonFiniteLossError, Trainer
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.settings.config import ModelConfig
-from tests.core.model.test_trainer import HOST_SYNCS, TINY, cfg, make_data
+from tests.core.model.test_trainer import HOST_SYNCS, TINY, cfg, epoch_metrics, make_data
+
+@pytest.fixture(autouse=True)
+def _always_fused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the fused step, whatever the rule says for this machine's device."""
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "fused")
+
 
 #: Relative tolerance of fused against alone (issue contract; measured ~2e-7 on CPU float32).
 RTOL = 1e-4
@@ -259,3 +265,43 @@ def test_fused_cuda_oom_twice_fails_with_a_clear_error(monkeypatch: pytest.Monke
     _fused_oom_above(monkeypatch, 4)
     with pytest.raises(RuntimeError, match="train_many: CUDA out of memory at batch size 16 and again at the retry with 8; .* fuse fewer"):
         train_many(TINY, [cfg(max_epochs=1), cfg(max_epochs=1)], [make_data(), make_data()])
+
+
+def test_where_fusing_was_measured_slower_the_models_train_one_after_another_and_the_log_says_so(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "auto")
+    monkeypatch.setitem(fused_mod.FUSE_FROM_K, "cpu", None)  # as if measured slower fused on every K
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the fused step ran")
+
+    monkeypatch.setattr(fused_mod._Fused, "fit", refuse)
+    configs, datas = [cfg(seed=1), cfg(seed=2, lr=1e-2)], [make_data(), make_data(260, seed=1)]
+    seen: list[tuple[int, int]] = []
+    with caplog.at_level(logging.INFO, logger="patx_core.model.fused"):
+        out = train_many(TINY, configs, datas, on_epoch_end=lambda k, e, m: seen.append((k, e)))
+    assert "training 2 models one after another on cpu: fusing was measured slower there" in caplog.text
+    assert seen == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for (model, history), config, data in zip(out, configs, datas):
+        trainer = Trainer(TINY, config, data)
+        alone = trainer.train()
+        assert epoch_metrics(history) == epoch_metrics(alone)  # exact: the same Trainer run
+        assert not model.training
+
+
+def test_the_fusing_rule_follows_the_measured_table_and_the_environment_overrides_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "auto")
+    monkeypatch.setitem(fused_mod.FUSE_FROM_K, "cpu", 4)
+    assert [fused_mod.fuses(cpu, k) for k in (1, 3, 4, 8)] == [False, False, True, True]
+    monkeypatch.setitem(fused_mod.FUSE_FROM_K, "cpu", None)
+    assert not fused_mod.fuses(cpu, 8)
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "fused")
+    assert fused_mod.fuses(cpu, 8)
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "sequential")
+    monkeypatch.setitem(fused_mod.FUSE_FROM_K, "cpu", 2)
+    assert not fused_mod.fuses(cpu, 8)
+    monkeypatch.setenv(fused_mod.EXECUTOR_ENV, "fast")
+    with pytest.raises(ValueError, match="PATX_TRAIN_MANY='fast'"):
+        fused_mod.fuses(cpu, 8)
