@@ -105,7 +105,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
         raise RawDataError(f"dataset {dataset.name!r}", [Violation("file exists", "", 0, (),
                                                                    f"no candles to read yet: {where}")])
     universe = read_universe(files, min_rows=required_rows(*settings), symbol=dataset.symbol or None,
-                             min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
+                             volume=dataset.volume, min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     raw = universe.frame
     spacing = check_interval(raw, dataset.interval_seconds, dataset=dataset.name, interval=dataset.interval)
     newest = dict(raw.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max()).iter_rows())
@@ -532,7 +532,7 @@ def latest_signal(cell: GridCell) -> StepResult:
     from patx_core.data.universe import read_universe
 
     paths = cell.paths
-    universe = read_universe(cell.input_files()).frame
+    universe = read_universe(cell.input_files(), volume=cell.dataset.volume).frame
     newest = universe.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max())
     model: dict[str, Any] | None = None
     if not paths.champion_checkpoint.exists() or not paths.champion_manifest.exists():
@@ -653,7 +653,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     from patx_core.serving.monitor import SUSPENDED, alarm_run
 
     paths, variant = cell.paths, cell.variant
-    universe = read_universe(cell.input_files()).frame
+    universe = read_universe(cell.input_files(), volume=cell.dataset.volume).frame
     outcomes = symbol_outcomes(universe, variant.labels)
     ledger = read_ledger(paths.ledger)
     seen = read_seen_candles(paths.ledger, ledger)
