@@ -29,8 +29,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _group(pgid: int) -> dict[int, str]:
-    """Every live process of process group ``pgid``: pid → command line."""
+def _session(sid: int) -> dict[int, str]:
+    """Every live process of session ``sid``: pid → command line."""
     out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -38,7 +38,7 @@ def _group(pgid: int) -> dict[int, str]:
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[3]) == sid and fields[0] != "Z":
             out[int(stat.parent.name)] = cmdline
     return out
 
@@ -59,8 +59,12 @@ def test_make_ui_stop_ends_every_process_of_a_ui_started_in_the_background(tmp_p
     if (VENV / ".installed").exists():
         make += ["-o", f"{VENV}/.installed"]  # never reinstall the running venv
     log = tmp_path / "ui.log"
-    # the README's way: a background job of a non-interactive shell, in a session of its own
-    subprocess.run(["bash", "-c", f"setsid {' '.join(make)} ui > {log} 2>&1 < /dev/null &"], env=env, check=True)
+    # the README's way, from a script: a background job there starts with SIGINT ignored (set here
+    # explicitly, since whether this shell's own `&` does so depends on how pytest was started)
+    started = subprocess.run(["bash", "-c", f"setsid {' '.join(make)} ui > {log} 2>&1 < /dev/null & echo $!"],
+                             env=env, check=True, capture_output=True, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    session = int(started.stdout.split()[0])  # setsid became make: its pid is the session's id
     pid_file = tmp_path / "home" / "ui.pid"
     group: dict[int, str] = {}
     try:
@@ -74,8 +78,7 @@ def test_make_ui_stop_ends_every_process_of_a_ui_started_in_the_background(tmp_p
                     pytest.fail(f"dagster dev did not answer in {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
                 time.sleep(2)
         time.sleep(3)  # the daemon starts after the webserver answers
-        dev = int(pid_file.read_text().split()[0])
-        group = _group(os.getpgid(dev))
+        group = _session(session)
         kinds = ("make", "dagster dev", "code-server", "api grpc", "dagster_webserver", "dagster._daemon")
         assert all(any(k in cmd for cmd in group.values()) for k in kinds), group
         # the cause of the bug: none of them may ignore SIGTERM any more
