@@ -15,7 +15,7 @@ RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "$(LOG_LEVEL)"}}}
 # it is still the documented shell entry point, so that one warning is kept off the screen.
 export PYTHONWARNINGS = ignore:Function `asset_materialize_command` is superseded
 
-.PHONY: setup settings-check baseline materialize score walk-forward ingest test test-ui ui leaderboard clean-outputs workers workers-stop
+.PHONY: setup settings-check baseline materialize score walk-forward ingest test test-ui ui ui-stop leaderboard clean-outputs workers workers-stop
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -75,8 +75,13 @@ workers: setup
 workers-stop:
 	$(PY) -m patx_dagster.workers stop
 
+# `make ui-stop` (from any shell) ends every process of it: see patx_dagster/ui.py.
+UI_PORT ?= 3000
 ui: setup settings-check
-	$(DAGSTER) dev -h 127.0.0.1 -p 3000
+	$(PY) -m patx_dagster.ui start -- -h 127.0.0.1 -p $(UI_PORT)
+
+ui-stop:
+	$(PY) -m patx_dagster.ui stop
 
 # Dagster imports both settings files with the code location: a typo there would fail every target
 # behind pages of tracebacks. This prints the file, table, field and near match in one line instead,

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, read_parquet, sha256_file
-from patx_core.storage.jsonsafe import iso, json_safe
+from patx_core.storage.jsonsafe import iso, json_safe, rounded
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.looks import counted_looks, evaluation_looks, fold_looks, record_looks
 from patx_core.evaluation.record import split_summaries
@@ -108,7 +108,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
         raise RawDataError(f"dataset {dataset.name!r}", [Violation("file exists", "", 0, (),
                                                                    f"no candles to read yet: {where}")])
     universe = read_universe(files, min_rows=required_rows(*settings), symbol=dataset.symbol or None,
-                             min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
+                             volume=dataset.volume, min_rows_for=f"variant {variant.name!r}: {describe_row_requirement(*settings)}")
     raw = universe.frame
     spacing = check_interval(raw, dataset.interval_seconds, dataset=dataset.name, interval=dataset.interval)
     newest = dict(raw.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max()).iter_rows())
@@ -572,7 +572,7 @@ def latest_signal(cell: GridCell) -> StepResult:
     from patx_core.data.universe import read_universe
 
     paths = cell.paths
-    universe = read_universe(cell.input_files()).frame
+    universe = read_universe(cell.input_files(), volume=cell.dataset.volume).frame
     newest = universe.group_by(SYMBOL, maintain_order=True).agg(pl.col("timestamp").max())
     model: dict[str, Any] | None = None
     if not paths.champion_checkpoint.exists() or not paths.champion_manifest.exists():
@@ -587,13 +587,15 @@ def latest_signal(cell: GridCell) -> StepResult:
 
         # Resolution and the monitor's decision come before tonight's signal: the night the
         # champion is suspended, it issues no buy.
-        manifest = review_champion(cell).manifest or manifest
+        state = review_champion(cell)
+        manifest = state.manifest or manifest
         threshold, reason = recorded_threshold(manifest, str(paths.champion_manifest))
         lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
                                  threshold=threshold, hold_reason=reason)
         if manifest.get("suspended"):
             held = f"{SUSPENDED_PREFIX}: {manifest['suspended']['reason']}"
             lines = [{**line, "signal": "hold", "reason": held} for line in lines]
+        lines = _as_recorded(lines, state.ledger.rows, manifest["checkpoint_sha256"])
         model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
                                               "precision_gate", "suspended")}
     reason = None if model else "no champion"
@@ -607,6 +609,26 @@ def latest_signal(cell: GridCell) -> StepResult:
             "signals": {line["symbol"]: line["signal"] for line in lines},
             "newest_candle": {line["symbol"]: line["timestamp"] for line in lines}}
     return StepResult(value=signal, metadata=meta)
+
+
+def _as_recorded(lines: list[dict[str, Any]], rows: pl.DataFrame, sha256: str) -> list[dict[str, Any]]:
+    """Each line as the champion's ledger row of its candle records it, where there is one: a candle
+    scored while the champion was suspended stays a hold after a reinstatement (a recorded signal is
+    never rewritten), and ``latest.json`` says the same as the ledger, with the reason."""
+    from patx_core.serving.ledger import CHAMPION
+
+    mine = rows.filter((pl.col("role") == CHAMPION) & (pl.col("model_sha256") == sha256))
+    recorded = {(s, t.isoformat()): (sig, why) for s, t, sig, why in
+                mine.select("symbol", "timestamp", "signal", "reason").iter_rows()}
+    out = []
+    for line in lines:
+        sig, why = recorded.get((line["symbol"], line["timestamp"]), (line["signal"], line["reason"]))
+        if sig != line["signal"]:
+            line = {**line, "signal": sig,
+                    "reason": f"as recorded in the ledger when this candle was scored ({why}); a recorded signal is "
+                              "never rewritten"}
+        out.append(line)
+    return out
 
 
 # ------------------------------------------------------------------------ ledger and monitor
@@ -671,7 +693,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
     from patx_core.serving.monitor import SUSPENDED, alarm_run
 
     paths, variant = cell.paths, cell.variant
-    universe = read_universe(cell.input_files()).frame
+    universe = read_universe(cell.input_files(), volume=cell.dataset.volume).frame
     outcomes = symbol_outcomes(universe, variant.labels)
     ledger = read_ledger(paths.ledger)
     seen = read_seen_candles(paths.ledger, ledger)
@@ -857,11 +879,12 @@ def track_record(cell: GridCell) -> StepResult:
     desc = (f"no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
             f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
-    check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
-    meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
-            "monitor": check_meta["decision"],
-            **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
-               for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}}
+    # the UI shows these: rounded (track_record.json keeps every digit)
+    check = CheckOutcome("track_record_live_precision", not suspended, rounded(check_meta), desc)
+    meta = rounded({"path": str(paths.track_record_json), "champion": state.manifest is not None,
+                    "monitor": check_meta["decision"],
+                    **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
+                       for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}})
     return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
 
 

@@ -61,14 +61,21 @@ def verdict_lines(evaluation: dict[str, Any]) -> list[str]:
 
 
 def track_record_line(record: dict[str, Any]) -> str:
-    """``make score``'s verdict: the monitor's decision and each role's live figures, in one line."""
+    """``make score``'s verdict: the monitor's decision and each role's live figures, in one line.
+
+    Per role: how many candles were scored in all and how many of them count (the out-of-sample
+    ones; the rest fall in the model's own training data), then the counted buys, the bets they
+    make and the precision over resolved bets, the figure the monitor reads."""
     parts = []
     for role, f in record["roles"].items():
         precision = "n/a" if f["precision"] is None else f"{f['precision']:.3f}"
-        # a record written before n_in_sample existed has no such key: nothing to say about it
-        in_sample = f" ({f['n_in_sample']} in sample, not counted)" if f.get("n_in_sample") else ""
-        parts.append(f"{role} {f['n_scored']} scored{in_sample}, {f['n_signals']} signals, {f['n_resolved']} "
-                     f"resolved, precision {precision}")
+        # a record written before n_in_sample / n_bets existed has no such keys: nothing to say about them
+        in_sample = f.get("n_in_sample") or 0
+        bets = f" in {f['n_bets']} bets" if "n_bets" in f else ""
+        resolved = f.get("n_bets_resolved", f["n_resolved"])
+        parts.append(f"{role} {f['n_scored'] + in_sample} scored, {f['n_scored']} counted"
+                     + (f" ({in_sample} in sample)" if in_sample else "")
+                     + f", {f['n_signals']} signals{bets}, {resolved} resolved, precision {precision}")
     mon = record.get("monitor")
     state = ("no champion" if not record["champion_present"] else
              f"monitor {mon['decision']} ({mon['statistic']:.1f}/{mon['threshold']:.1f})")

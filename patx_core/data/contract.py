@@ -173,19 +173,29 @@ def read_raw_parquet(path: PathLike, *, min_rows: int | None = None, min_rows_fo
     return validate_raw(read_candle_file(path), min_rows=min_rows, min_rows_for=min_rows_for, source=str(path))
 
 
+#: What a dataset declared ``volume = false`` gets in its volume column: the candle's range,
+#: ``high - low``. Tick volume, which is what FX brokers that do publish a volume report, tracks
+#: the range closely; so ``volume_logratio_20`` (log of volume over its 20-candle mean) still reads
+#: "is this candle more active than usual", and the guide's 14 inputs keep their meaning and their
+#: count, so variants, checkpoints and the scaler work unchanged. A constant (e.g. all-zero) or
+#: absent column would be a dead input whose z-score is undefined.
+RANGE_AS_VOLUME = "high - low"
+
+
 def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for: str = "",
-                 source: str = "raw data") -> pl.DataFrame:
+                 source: str = "raw data", volume: bool = True) -> pl.DataFrame:
     """Return ``df`` normalized to the raw contract, or raise :class:`RawDataError`.
 
     The result has exactly :data:`RAW_COLUMNS` (extra columns are dropped), ``timestamp`` as
     ``Datetime("us", "UTC")`` (naive timestamps are taken as UTC, other zones converted) and
     prices/volume as Float64. ``min_rows`` is usually :func:`required_rows`, and ``min_rows_for``
-    names the settings it came from; ``source`` names the file in messages.
+    names the settings it came from; ``source`` names the file in messages. ``volume=False`` (a
+    dataset declared ``volume = false``): any volume column is replaced by :data:`RANGE_AS_VOLUME`.
     """
     if df.height == 0:
         raise RawDataError(source, [Violation("non-empty file", "", 0, (),
                                               f"the file has no rows (columns: {df.columns})")])
-    df = normalize_structure(df, source)
+    df = normalize_structure(df, source, volume=volume)
     try:
         RawPricesSchema.validate(df, lazy=True)
     except SchemaErrors as exc:
@@ -197,7 +207,8 @@ def validate_raw(df: pl.DataFrame, *, min_rows: int | None = None, min_rows_for:
         raise RawDataError(source, [Violation(
             "column varies", c, df.height, (), f"column {c!r} has the same value ({df.get_column(c)[0]}) on "
             f"all {df.height} rows; every feature is z-scored, so a constant input (e.g. all-zero volume) "
-            "cannot be used — supply a real volume series") for c in constant])
+            "cannot be used — supply a real volume series, or declare `volume = false` in the dataset's "
+            "table when the data has none") for c in constant])
     if min_rows is not None and df.height < min_rows:
         raise RawDataError(source, [too_few_rows(df.height, min_rows, min_rows_for)])
     return df
@@ -213,8 +224,12 @@ def too_few_rows(rows: int, min_rows: int, min_rows_for: str = "") -> Violation:
         + (f"; with {min_rows_for}" if min_rows_for else ""))
 
 
-def normalize_structure(df: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Stage 1: columns present, dtypes usable; cast to the contract's dtypes."""
+def normalize_structure(df: pl.DataFrame, source: str, *, volume: bool = True) -> pl.DataFrame:
+    """Stage 1: columns present, dtypes usable; cast to the contract's dtypes. ``volume=False``:
+    the volume column, present or not, becomes :data:`RANGE_AS_VOLUME`."""
+    if not volume:
+        # a placeholder through the checks below, replaced by the range once prices are numbers
+        df = df.drop("volume", strict=False).with_columns(pl.lit(0.0).alias("volume"))
     missing = [c for c in RAW_COLUMNS if c not in df.columns]
     if missing:
         violations = []
@@ -247,7 +262,8 @@ def normalize_structure(df: pl.DataFrame, source: str) -> pl.DataFrame:
                                            "write prices and volume as numbers, not text"))
     if violations:
         raise RawDataError(source, violations)
-    return df.with_columns(pl.col(NUMERIC_COLUMNS).cast(pl.Float64))
+    df = df.with_columns(pl.col(NUMERIC_COLUMNS).cast(pl.Float64))
+    return df if volume else df.with_columns((pl.col("high") - pl.col("low")).alias("volume"))
 
 
 def _dtype_violation(df: pl.DataFrame, col: str, expected: str, hint: str) -> Violation:

@@ -77,7 +77,7 @@ def symbol_source(symbol: str, sources: Sequence[str]) -> str:
 
 
 def validate_symbols(parts: dict[str, list[tuple[pl.DataFrame, str]]], *, min_rows: int | None = None,
-                     min_rows_for: str = "") -> Universe:
+                     min_rows_for: str = "", volume: bool = True) -> Universe:
     """Validate each symbol's frames (in file order) and join them into one universe.
 
     Every rule violation of every symbol is collected and raised together, naming the symbol; a
@@ -92,7 +92,7 @@ def validate_symbols(parts: dict[str, list[tuple[pl.DataFrame, str]]], *, min_ro
         source = symbol_source(symbol, [src for _, src in pieces])
         frame = pl.concat([f for f, _ in pieces], how="diagonal_relaxed") if len(pieces) > 1 else pieces[0][0]
         try:
-            valid = validate_raw(frame, source=source)
+            valid = validate_raw(frame, source=source, volume=volume)
         except RawDataError as exc:
             violations.extend(Violation(v.rule, v.column, v.count, v.rows, f"{source}: {v.detail}")
                               for v in exc.violations)
@@ -123,11 +123,12 @@ def _strip_source(v: Violation, source: str) -> Violation:
 
 
 def read_universe(files: Sequence[PathLike], *, min_rows: int | None = None, min_rows_for: str = "",
-                  symbol: str | None = None) -> Universe:
+                  symbol: str | None = None, volume: bool = True) -> Universe:
     """Read every file of a dataset (in the order given) and validate it per symbol.
 
     Rows of a file without a ``symbol`` column belong to ``symbol`` when given (the dataset's
-    ``symbol`` field), else to the file's stem.
+    ``symbol`` field), else to the file's stem. ``volume`` is the dataset's field (False: the
+    range stands in for volume, :data:`patx_core.data.contract.RANGE_AS_VOLUME`).
     """
     if not files:
         raise RawDataError("dataset", [Violation("file exists", "", 0, (), "the source matches no file")])
@@ -136,7 +137,7 @@ def read_universe(files: Sequence[PathLike], *, min_rows: int | None = None, min
         frame = read_candle_file(path)
         for name, part in symbol_frames(frame, symbol or Path(str(path)).stem).items():
             parts.setdefault(name, []).append((part, str(path)))
-    return validate_symbols(parts, min_rows=min_rows, min_rows_for=min_rows_for)
+    return validate_symbols(parts, min_rows=min_rows, min_rows_for=min_rows_for, volume=volume)
 
 
 def universe_spacing_seconds(frame: pl.DataFrame) -> float | None:

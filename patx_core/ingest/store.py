@@ -124,7 +124,8 @@ def seed_frame(dataset: DatasetConfig) -> tuple[pl.DataFrame, list[Path]]:
         return STORE_SCHEMA.to_frame(), []
     try:
         # One column-less seed file is the dataset's one symbol; several are a universe named by stem.
-        universe = read_universe(files, symbol=dataset.symbol or (dataset.name if len(files) == 1 else None))
+        universe = read_universe(files, symbol=dataset.symbol or (dataset.name if len(files) == 1 else None),
+                                 volume=dataset.volume)
     except RawDataError as exc:
         raise IngestError(f"dataset {dataset.name!r}: its source cannot seed the curated store: {exc}") from exc
     return universe.frame.select(UNIVERSE_COLUMNS), files
@@ -146,7 +147,7 @@ def apply_batch(frame: pl.DataFrame, path: Path, dataset: DatasetConfig) -> tupl
                                f"{dataset.name!r} holds {len(held)} symbols ({shown}); add a {SYMBOL!r} "
                                f"column naming each row's symbol (the file has {raw.columns})")
         parts = symbol_frames(raw, sole)
-    batch = _validate_batch(parts, path, frame)
+    batch = _validate_batch(parts, path, frame, volume=dataset.volume)
     return _merge(frame, batch, path=path, dataset=dataset)
 
 
@@ -158,14 +159,15 @@ def _sole_symbol(frame: pl.DataFrame, default: str) -> str | None:
     return str(symbols[0]) if symbols.len() == 1 else None
 
 
-def _validate_batch(parts: dict[str, pl.DataFrame], path: Path, stored: pl.DataFrame) -> pl.DataFrame:
+def _validate_batch(parts: dict[str, pl.DataFrame], path: Path, stored: pl.DataFrame, *,
+                    volume: bool = True) -> pl.DataFrame:
     """Every symbol of one file validated (all violations of all symbols raised together)."""
     frames: list[pl.DataFrame] = []
     violations: list[Violation] = []
     for symbol in sorted(parts):
         source = symbol_source(symbol, [path.name])
         try:
-            valid = _validate_part(parts[symbol], source=source, symbol=symbol, stored=stored)
+            valid = _validate_part(parts[symbol], source=source, symbol=symbol, stored=stored, volume=volume)
         except RawDataError as exc:
             violations.extend(Violation(v.rule, v.column, v.count, v.rows, f"symbol {symbol!r}: {v.detail}")
                               for v in exc.violations)
@@ -176,10 +178,11 @@ def _validate_batch(parts: dict[str, pl.DataFrame], path: Path, stored: pl.DataF
     return pl.concat(frames)
 
 
-def _validate_part(part: pl.DataFrame, *, source: str, symbol: str, stored: pl.DataFrame) -> pl.DataFrame:
+def _validate_part(part: pl.DataFrame, *, source: str, symbol: str, stored: pl.DataFrame,
+                   volume: bool = True) -> pl.DataFrame:
     """One symbol's rows of a batch, validated; a constant column is judged on the whole series."""
     try:
-        return validate_raw(part, source=source)
+        return validate_raw(part, source=source, volume=volume)
     except RawDataError as exc:
         if not all(v.rule == _RULE_VARIES for v in exc.violations):
             raise
@@ -188,10 +191,10 @@ def _validate_part(part: pl.DataFrame, *, source: str, symbol: str, stored: pl.D
             raise
         # Every other rule passed, so the batch normalizes cleanly to the stored dtypes (with the
         # contract's own normalization, so that the rows match what validate_raw would return).
-        rows = normalize_structure(part, source)
+        rows = normalize_structure(part, source, volume=volume)
         series = pl.concat([history.join(rows.select("timestamp"), on="timestamp", how="anti"), rows])
         try:
-            whole = validate_raw(series.sort("timestamp"), source=source)
+            whole = validate_raw(series.sort("timestamp"), source=source, volume=volume)
         except RawDataError:
             raise exc from None
         return whole.join(rows.select("timestamp"), on="timestamp", how="semi")

@@ -56,6 +56,10 @@ class DatasetConfig:
     # its symbol (as before this field existed, so trained checkpoints, signals and evaluations
     # keep theirs); a landing dataset's one seed file and its batches take the dataset's name.
     symbol: str = ""
+    # false: the data has no real volume (FX quotes from most brokers, many index exports): a missing
+    # or constant volume column is accepted, and each candle's range stands in for it (see
+    # patx_core.data.contract.RANGE_AS_VOLUME). Only a dataset that says so is relaxed.
+    volume: bool = True
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
@@ -66,7 +70,7 @@ class DatasetConfig:
         for name in ("description", "source", "interval", "landing", "max_staleness", "symbol"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{where}: {name} must be a string, got {getattr(self, name)!r}")
-        for name in ("nightly", "allow_revisions"):
+        for name in ("nightly", "allow_revisions", "volume"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{where}: {name} must be true or false, got {getattr(self, name)!r}")
         parse_duration(self.interval, field=f"{where}: interval")

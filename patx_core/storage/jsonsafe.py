@@ -47,3 +47,15 @@ def json_safe(value: Any, *, strict: bool = False) -> Any:
     if strict:
         raise TypeError(f"expected plain numbers, strings, lists or mappings; got {type(value).__name__}")
     return value
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float cut to ``digits`` significant digits, for metadata a person reads
+    in the UI (``0.9191``, not ``0.9190751445086706``); the JSON artifacts keep full precision."""
+    if isinstance(value, Mapping):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        return float(f"{float(value):.{digits}g}")
+    return value

@@ -53,8 +53,12 @@ def test_make_score_ends_with_one_verdict_line_from_the_track_record():
               "roles": {"champion": {**figures, "n_scored": 0, "precision": None},
                         "shadow": {**figures, "n_in_sample": 500}}}
     line = track_record_line(record)
-    assert line == ("nasdaq|baseline: no champion; champion 0 scored, 2 signals, 1 resolved, precision n/a; "
-                    "shadow 5 scored (500 in sample, not counted), 2 signals, 1 resolved, precision 1.000")
+    assert line == ("nasdaq|baseline: no champion; champion 0 scored, 0 counted, 2 signals, 1 resolved, precision n/a; "
+                    "shadow 505 scored, 5 counted (500 in sample), 2 signals, 1 resolved, precision 1.000")
+    # with bets: how many bets the signals make, and the resolved bets the precision is over
+    betted = {**record, "roles": {"shadow": {**figures, "n_signals": 12, "n_bets": 4, "n_bets_resolved": 3}}}
+    assert track_record_line(betted).endswith("shadow 5 scored, 5 counted, 12 signals in 4 bets, 3 resolved, "
+                                              "precision 1.000")
     watched = {**record, "champion_present": True, "monitor": {"decision": "watching", "statistic": 1.2,
                                                                "threshold": 5.6}}
     assert track_record_line(watched).startswith("nasdaq|baseline: monitor watching (1.2/5.6); ")

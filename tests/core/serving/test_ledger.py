@@ -3,7 +3,10 @@ landing folder batch by batch with a score after each (no retraining).
 
 Two cells share the trained champion: ``broken``, whose planted pattern stops working after
 the second batch (the wick and volume spike still come, the rally does not), and ``control``,
-where it never stops.
+where it never stops. Two more, ``bursts`` and ``bursts_broken``, are the same two series with
+bursts like the case that once suspended a 0.93 champion: twelve consecutive candles with a
+volume spike on which the champion fires again and again, all still open when one move down
+resolves them together as misses.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -37,12 +41,17 @@ from patx_core.storage.artifacts import read_json
 from patx_core.storage.paths import DatasetPaths
 from tests.synthetic import planted_candles
 
+if TYPE_CHECKING:
+    from patx_core.serving.monitor import MonitorResult
+
 REPO = Path(__file__).resolve().parents[3]
 HISTORY = 3000  # candles the champion trains on
 BATCH = 120
 BATCHES = 4
 BREAK = HISTORY + 2 * BATCH  # the pattern stops working from the third batch on
-DETECTION = 40  # resolved signals: what the monitor's defaults promise at precision 0.35
+DETECTION = 40  # resolved bets: what the monitor's defaults promise at precision 0.35
+BURST = 12  # candles of a burst: the champion fires on most, all resolved together
+BURSTS = (HISTORY + 150, HISTORY + 400)  # one while the pattern works (in every series), one after BREAK
 
 # One training and five scoring nights per cell: ~50 s of CPU.
 pytestmark = pytest.mark.slow
@@ -64,12 +73,35 @@ def _score(cell: GridCell) -> dict:
     return {"signal": signal, "ledger": ledger, "record": record}
 
 
+def with_bursts(frame: pl.DataFrame, starts: tuple[int, ...]) -> pl.DataFrame:
+    """``frame`` with a burst at each start: ``BURST`` flat candles of ordinary range (so the ATR
+    and the stops stay ordinary) with 2.5x volume, on which the champion fires again and again,
+    then one candle falling 3 %, through every stop at once. The candles after continue from there."""
+    o, h, lo, c, v = (frame[col].to_numpy().copy() for col in ("open", "high", "low", "close", "volume"))
+    for at in starts:
+        level = c[at - 1]
+        end = at + BURST
+        scale = 0.97 * level / c[end]
+        for arr in (o, h, lo, c):
+            arr[end:] *= scale
+        o[end] = level
+        c[at:end], o[at:end] = level, level
+        h[at:end], lo[at:end] = level * 1.006, level * 0.994
+        v[at:end] *= 2.5
+    h, lo = np.maximum(h, np.maximum(o, c)), np.minimum(lo, np.minimum(o, c))
+    return frame.with_columns(*(pl.Series(name, arr) for name, arr in
+                                (("open", o), ("high", h), ("low", lo), ("close", c), ("volume", v))))
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     root = tmp_path_factory.mktemp("ledger")
     series = {"broken": planted_candles(HISTORY + BATCHES * BATCH, seed=1, stops_at=BREAK),
               "control": planted_candles(HISTORY + BATCHES * BATCH, seed=1)}
     assert series["broken"][:BREAK].equals(series["control"][:BREAK])
+    series["bursts"] = with_bursts(series["control"], BURSTS)
+    series["bursts_broken"] = with_bursts(series["broken"], BURSTS)
+    assert series["bursts"][:HISTORY].equals(series["control"][:HISTORY])  # the same champion's history
     cells = {}
     for name, frame in series.items():
         (root / "raw").mkdir(exist_ok=True)
@@ -86,8 +118,9 @@ def scenario(tmp_path_factory):
     pipeline.evaluate_model(features, splits, cell)
     promoted = pipeline.promote_champion(cell)
     assert promoted.metadata["promoted"], promoted.metadata["reason"]
-    for sub in ("checkpoints", "reports", "models", "work"):
-        shutil.copytree(cell.paths.root / sub, cells["control"].paths.root / sub)
+    for other in ("control", "bursts", "bursts_broken"):
+        for sub in ("checkpoints", "reports", "models", "work"):
+            shutil.copytree(cell.paths.root / sub, cells[other].paths.root / sub)
     history = {name: [_score(c)] for name, c in cells.items()}  # the night of the promotion
     for b in range(BATCHES):
         for name, c in cells.items():
@@ -379,3 +412,52 @@ def test_a_sigkill_between_the_temp_write_and_the_rename_leaves_the_old_ledger(s
     assert proc.returncode == -signal.SIGKILL
     assert path.read_bytes() == before
     assert read_ledger(path).rows.height == pl.read_parquet(path).height
+
+
+def _signal_by_signal(rows: pl.DataFrame, manifest: dict) -> "MonitorResult":
+    """The chart fed every resolved buy, as it was before bets: what the burst would have done."""
+    from patx_core.serving.monitor import CusumDesign, run_cusum
+    from patx_core.settings.config import MonitorConfig
+
+    buys = counted_rows(rows, CHAMPION).filter((pl.col("model_sha256") == manifest["checkpoint_sha256"])
+                                               & (pl.col("signal") == "buy") & (pl.col("status") == "resolved"))
+    hits = buys.sort("resolved_at", "timestamp")["label"].to_numpy() == 1
+    return run_cusum(hits, CusumDesign.build(0.7, MonitorConfig()))
+
+
+def test_bursts_of_overlapping_buys_resolved_together_never_suspend_a_champion_that_still_works(scenario):
+    from patx_core.serving.ledger import bets
+
+    cell = scenario["cells"]["bursts"]
+    records = [n["record"].value for n in scenario["history"]["bursts"]]
+    assert [r["monitor"]["decision"] for r in records] == ["watching"] * (BATCHES + 1)
+    assert "suspended" not in _manifest(cell)
+    rows = read_ledger(cell.paths.ledger).rows
+    mine = counted_rows(rows, CHAMPION).filter(pl.col("model_sha256") == _manifest(cell)["checkpoint_sha256"])
+    ts = scenario["series"]["bursts"]["timestamp"].cast(LEDGER_SCHEMA["timestamp"])
+    placed = bets(mine)
+    for at in BURSTS:
+        # the case: the champion fired on (nearly) every candle of the burst, and one move resolved them as misses
+        burst = mine.filter(pl.col("timestamp").is_between(ts[at], ts[at + BURST - 1]) & (pl.col("signal") == "buy"))
+        assert burst.height >= BURST // 2 and (burst["label"] == 0).all(), burst.height
+        assert burst["resolved_at"].n_unique() <= 2  # the move, and for the first buy maybe the candle before
+        # ... and counts as at most two bets (a buy on the exit candle of the first opens the second)
+        assert bets(burst).height <= 2 and placed["n_signals"].max() >= BURST // 2
+    champ = records[-1]["roles"][CHAMPION]
+    assert champ["n_bets"] < champ["n_signals"] and champ["precision"] > 0.7
+    # read signal by signal, these bursts would have suspended this champion
+    assert _signal_by_signal(rows, _manifest(cell)).decision == "suspended"
+
+
+def test_with_bursts_a_champion_whose_pattern_stopped_is_suspended_within_the_promised_bets(scenario):
+    cell = scenario["cells"]["bursts_broken"]
+    decisions = [n["record"].value["monitor"]["decision"] for n in scenario["history"]["bursts_broken"]]
+    assert decisions[:3] == ["watching"] * 3, decisions
+    assert decisions[-1] == "suspended", decisions
+    rows = read_ledger(cell.paths.ledger).rows
+    manifest = _manifest(cell)
+    stream = pipeline._monitor_stream(rows, manifest)
+    alarm = pipeline.champion_monitor(cell, rows, manifest).alarm_index
+    after_break = stream.head(alarm + 1).filter(pl.col("timestamp") >= scenario["series"]["bursts_broken"]["timestamp"][BREAK])
+    assert 0 < after_break.height <= DETECTION, after_break.height
+    assert manifest["suspended"]["reason"].split(" bets lost since ")[0].split(" of the last ")[0].isdigit()

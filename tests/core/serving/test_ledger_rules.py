@@ -199,3 +199,36 @@ def test_suspension_and_reinstatement_are_marked_on_the_live_precision_plot_and_
     assert "**reinstated** at 2030-01-02T00:00:00 by hand: checked by hand" in text
     assert f"Suspended from the outcome of {ends[2].date()} (3 of the last 3 bets lost" in text
     assert "**Suspended** at 2030-02-01T00:00:00" in text and "2 of the last 2 bets lost" in text
+
+
+def test_latest_json_says_what_the_champions_ledger_row_recorded_for_its_candle():
+    # After a reinstatement the newest candle may have been scored while the champion was suspended:
+    # its ledger row says hold, and tonight's fresh score would say buy. The file follows the ledger.
+    rows = _misses(validate_raw(planted_candles(400, seed=6)), 2).with_columns(
+        pl.Series("signal", ["hold", "buy"]), pl.Series("reason", ["champion suspended: 8 of the last 8", None]))
+    t_held, t_buy = (t.isoformat() for t in rows["timestamp"])
+    lines = [{"symbol": "data", "timestamp": t_held, "probability": 0.9, "threshold": 0.5, "signal": "buy",
+              "reason": None},
+             {"symbol": "data", "timestamp": t_buy, "probability": 0.9, "threshold": 0.5, "signal": "buy",
+              "reason": None},
+             {"symbol": "other", "timestamp": t_held, "probability": 0.2, "threshold": 0.5, "signal": "hold",
+              "reason": None}]
+    out = pipeline._as_recorded(lines, rows, SHA)
+    assert [line["signal"] for line in out] == ["hold", "buy", "hold"]
+    assert "champion suspended: 8 of the last 8" in out[0]["reason"] and "never rewritten" in out[0]["reason"]
+    assert out[1:] == lines[1:]
+    # another model's rows say nothing about this champion's signal
+    assert pipeline._as_recorded(lines, rows, "e" * 64) == lines
+
+
+def test_the_track_records_ui_metadata_is_rounded_and_its_json_keeps_every_digit(tmp_path):
+    cell = _champion_cell(tmp_path, 0.7, 3)
+    rows = pl.read_parquet(cell.paths.ledger)
+    write_ledger(cell.paths.ledger, Ledger(rows.with_columns(pl.Series("label", [1, 1, 0], dtype=pl.Int8))))
+    step = pipeline.track_record(cell)
+    assert step.metadata["champion_precision"] == 0.6667  # 2 hits of 3 bets
+    [check] = step.checks
+    assert check.metadata["live_precision"] == 0.6667
+    assert all(round(x, 4) == x for x in check.metadata["live_precision_ci"])
+    record = json.loads(cell.paths.track_record_json.read_text())
+    assert record["roles"][CHAMPION]["precision"] == 2 / 3
