@@ -27,6 +27,7 @@ import torch
 
 from patx_core.storage.artifacts import PathLike, as_path, read_json, sha256_file
 from patx_core.data.intervals import format_interval, interval_differs, median_spacing_seconds
+from patx_core.evaluation.metrics import signal_mask
 from patx_core.model.ensemble import SeedEnsemble
 
 if TYPE_CHECKING:
@@ -120,12 +121,13 @@ def predict_frame(checkpoint: "LoadedCheckpoint", raw: "pl.DataFrame", *, last: 
         members = (model.member_probabilities(torch.from_numpy(windows)).numpy().T  # (n, K)
                    if isinstance(model, SeedEnsemble) else None)
     ts = feats["timestamp"].to_list()
+    buys = signal_mask(prob, threshold)  # the evaluation's signal rule, not a second spelling of it
     rows = []
     for i, (e, p) in enumerate(zip(ends, prob)):
         if threshold is None:
             signal, reason = "hold", hold_reason or "no decision threshold given"
         else:
-            signal, reason = ("buy" if p >= threshold else "hold"), None
+            signal, reason = ("buy" if buys[i] else "hold"), None
         rows.append({**({"symbol": symbol} if symbol is not None else {}), "timestamp": ts[e].isoformat(), "probability": float(p), "threshold": threshold,
                      "signal": signal, "reason": reason,
                      **({"member_probabilities": [float(m) for m in members[i]]} if members is not None else {})})
