@@ -19,7 +19,7 @@ from patx_dagster.placement import QUEUE_TAG, worker_metadata
 from tests.tools import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-GPU_STEPS = {"trained_model", "evaluation_report", "train_fold_group"}
+GPU_STEPS = {"trained_model", "evaluation_report", "train_fold_group", "search_study"}  # a search trains too
 
 
 @pytest.fixture
