@@ -50,13 +50,23 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
+    def __post_init__(self) -> None:
+        # a person reads it in the UI (0.9191, not 0.9190751445086706)
+        object.__setattr__(self, "metadata", rounded(self.metadata))
+
 
 @dataclass
 class StepResult:
+    """What a step returns: ``value`` for the next step; ``metadata`` (floats rounded for the UI, the
+    artifacts keep every digit), ``checks`` and ``markdown`` for the asset."""
+
     value: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckOutcome] = field(default_factory=list)
     markdown: str = ""
+
+    def __post_init__(self) -> None:
+        self.metadata = rounded(self.metadata)
 
 
 def _date_range(frame: pl.DataFrame) -> dict[str, Any]:
@@ -879,12 +889,11 @@ def track_record(cell: GridCell) -> StepResult:
     desc = (f"no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
             f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
-    # the UI shows these: rounded (track_record.json keeps every digit)
-    check = CheckOutcome("track_record_live_precision", not suspended, rounded(check_meta), desc)
-    meta = rounded({"path": str(paths.track_record_json), "champion": state.manifest is not None,
-                    "monitor": check_meta["decision"],
-                    **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
-                       for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}})
+    check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
+    meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
+            "monitor": check_meta["decision"],
+            **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
+               for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}}
     return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
 
 

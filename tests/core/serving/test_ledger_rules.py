@@ -221,7 +221,7 @@ def test_latest_json_says_what_the_champions_ledger_row_recorded_for_its_candle(
     assert pipeline._as_recorded(lines, rows, "e" * 64) == lines
 
 
-def test_the_track_records_ui_metadata_is_rounded_and_its_json_keeps_every_digit(tmp_path):
+def test_step_metadata_shown_in_the_ui_is_rounded_and_the_artifacts_keep_every_digit(tmp_path):
     cell = _champion_cell(tmp_path, 0.7, 3)
     rows = pl.read_parquet(cell.paths.ledger)
     write_ledger(cell.paths.ledger, Ledger(rows.with_columns(pl.Series("label", [1, 1, 0], dtype=pl.Int8))))
