@@ -11,7 +11,6 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score
 
-from patx_core.model import trainer as train_mod
 from patx_core.settings.config import ModelConfig, TrainConfig
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.model import inference
