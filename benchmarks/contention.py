@@ -14,7 +14,8 @@ beside a competitor (a pure-Python busy loop pinned to one allowed core), ``--re
 interleaved so that a change of background load hits every configuration alike; each round
 rotates the order. Reported per condition and configuration: the epochs' seconds (median and
 best), the threads used, and CPU seconds per wall second (a spinning waiter burns CPU while
-waiting: the check that the wait policy took effect). The ratios the targets read:
+waiting: the check that the wait policy took effect) and ``OMP_WAIT_POLICY`` as OpenMP read it.
+The ratios the targets read:
 ``default / best fixed`` beside the competitor and ``default / today`` idle, on medians.
 """
 
@@ -41,6 +42,7 @@ SETTLE_S = 1.0
 
 def _worker(config: str, steps: int) -> int:
     """Child: build the data once, then train one epoch per ``run`` line on stdin, reply one JSON line."""
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset")  # what OpenMP reads when torch loads below
     if config == "today":
         import torch  # noqa: F401  (before patx_core: OpenMP loads with its default, spinning wait policy)
     import patx_core  # noqa: F401  (before torch: sets the passive wait policy unless the parent removed it)
@@ -71,8 +73,8 @@ def _worker(config: str, steps: int) -> int:
         seconds = Trainer(model, train, data).train()["epoch_seconds"][0]
         wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
         cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-        print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(), "cpu_per_wall": cpu / wall}),
-              flush=True)
+        print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(), "cpu_per_wall": cpu / wall,
+                          "wait_policy": wait_policy}), flush=True)
     return 0
 
 
@@ -142,7 +144,8 @@ def bench_contention(*, fixed: Sequence[int], steps: int, repeats: int) -> dict[
             secs = [x["seconds"] for x in rs]
             rows[config] = {"median_s": statistics.median(secs), "best_s": min(secs), "runs_s": secs,
                             "threads": [x["threads"] for x in rs],
-                            "cpu_per_wall": statistics.median(x["cpu_per_wall"] for x in rs)}
+                            "cpu_per_wall": statistics.median(x["cpu_per_wall"] for x in rs),
+                            "wait_policy": rs[0]["wait_policy"]}
         best_fixed = min(rows[str(n)]["median_s"] for n in fixed)
         rows["default_vs_best_fixed"] = rows["default"]["median_s"] / best_fixed
         rows["default_vs_today"] = rows["default"]["median_s"] / rows["today"]["median_s"]

@@ -36,14 +36,19 @@ def installed_env(tmp: Path, **extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join([str(tmp), str(REPO), env.get("PYTHONPATH", "")])}
 
 
-def torch_loaded(code: str, env: dict[str, str]) -> bool:
-    """Whether a fresh interpreter that runs ``code`` (in :data:`REPO`, with ``env``) ends with torch
-    imported: the pin that commands which neither train nor predict start without it."""
-    probe = "import sys; print('torch imported:', 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", f"{code}\n{probe}"], cwd=REPO, env=env,
+def first_to_load_torch(steps: list[str], env: dict[str, str]) -> str | None:
+    """Run each piece of Python in ``steps``, in order, in one fresh interpreter (in :data:`REPO`,
+    with ``env``) and return the first after which torch is imported, or None: the pin that
+    imports and commands which neither train nor predict start without torch. One interpreter
+    for all the steps, since each start costs seconds; the answer still names the culprit."""
+    lines = []
+    for i, step in enumerate(steps):
+        lines += [step, f"print('step {i}:', 'torch' in __import__('sys').modules, flush=True)"]
+    out = subprocess.run([sys.executable, "-c", "\n".join(lines)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert "torch imported:" in out.stdout, out.stderr
-    return "torch imported: True" in out.stdout
+    assert f"step {len(steps) - 1}:" in out.stdout, out.stderr
+    loaded = [i for i in range(len(steps)) if f"step {i}: True" in out.stdout]
+    return steps[loaded[0]] if loaded else None
 
 
 def patx_script(*args: str) -> str:

@@ -17,8 +17,8 @@ threads against 95 ms with 1. Two rules prevent it:
   (:func:`choose_threads`).
 
 Overrides, first match wins: the ``threads`` argument, ``PATX_THREADS``, then ``OMP_NUM_THREADS``
-(the OpenMP setting users already know; the test suite sets it to 1). The choice is logged at
-INFO the first time and whenever it changes, so a run's log says what it trained with.
+(the OpenMP setting users already know; the test suite sets it to 1). Each choice is logged at
+INFO, once per step that trains or predicts, so a run's log says what it trained with.
 
 Float results depend on the thread count (reductions are split differently), by rounding only;
 set ``PATX_THREADS`` to repeat a run bit for bit on another load.
@@ -53,8 +53,8 @@ OVERSUBSCRIBED = 2.0
 
 #: Whether ``OMP_WAIT_POLICY`` was in place before torch loaded (None: not decided yet).
 _passive_in_time: bool | None = None
-#: The last choice logged in this process, so a run's log carries it once rather than per step.
-_last_logged: int | None = None
+#: Whether this process has warned about spinning waiters (the warning is about the process).
+_spin_warned = False
 
 
 @dataclass(frozen=True)
@@ -206,17 +206,17 @@ def thread_choice(threads: int | None = None) -> ThreadChoice:
 
 
 def use_threads(threads: int | None = None) -> ThreadChoice:
-    """Choose the thread count (:func:`thread_choice`) and give it to torch; call it where a step
-    starts training or predicting, so the choice sees the load of that moment."""
-    global _last_logged
+    """Choose the thread count (:func:`thread_choice`), give it to torch and log it; call it where a
+    step starts training or predicting, so the choice sees the load of that moment and each step's
+    log says what it ran with (a long-lived worker process runs many steps, of many runs)."""
+    global _spin_warned
     import torch  # only callers about to train or predict get here
 
     choice = thread_choice(threads)
     torch.set_num_threads(choice.threads)
-    if choice.threads != _last_logged:
-        _last_logged = choice.threads
-        log.info("%s", choice.describe())
-        if _passive_in_time is False and choice.threads > 1:
-            log.warning("torch was imported before patx_core, so its waiting threads may spin (set "
-                        "OMP_WAIT_POLICY=PASSIVE before Python starts, or import patx_core first)")
+    log.info("%s", choice.describe())
+    if _passive_in_time is False and choice.threads > 1 and not _spin_warned:
+        _spin_warned = True
+        log.warning("torch was imported before patx_core, so its waiting threads may spin (set "
+                    "OMP_WAIT_POLICY=PASSIVE before Python starts, or import patx_core first)")
     return choice

@@ -128,3 +128,23 @@ def test_step_seconds_reads_dagsters_durations_and_failed_steps_from_the_log() -
            '2024-05-01 10:00:04 +0000 - dagster - ERROR - run - abc - windows - STEP_FAILURE - Failed\n')
     steps = _step_seconds(log)
     assert steps == pytest.approx({"features": 94.0, "splits": 0.12, "trained_model": 3723.5, "windows": 3.0})
+
+
+@pytest.mark.slow
+def test_contention_bench_compares_the_default_with_fixed_threads_idle_and_beside_a_competitor() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "contention", "--steps", "1", "--repeats", "1",
+                           "--fixed", "1"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.strip().splitlines()
+    result = json.loads(line)
+    for condition in ("idle", "competitor"):
+        rows = result[condition]
+        assert set(rows) == {"today", "default", "1", "default_vs_best_fixed", "default_vs_today"}
+        # "today" is the loop as it was: OpenMP's spinning default; every other worker sleeps when waiting
+        assert rows["today"]["wait_policy"] == "unset"
+        assert rows["default"]["wait_policy"] == rows["1"]["wait_policy"] == "PASSIVE"
+        assert rows["1"]["threads"] == [1] and rows["today"]["threads"] == [result["cores"]]
+        assert rows["default_vs_today"] == pytest.approx(rows["default"]["median_s"] / rows["today"]["median_s"],
+                                                         rel=1e-12)
+        assert rows["default_vs_best_fixed"] == pytest.approx(rows["default"]["median_s"] / rows["1"]["median_s"],
+                                                              rel=1e-12)

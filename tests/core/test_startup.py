@@ -4,23 +4,22 @@ an orchestrator starts."""
 
 from __future__ import annotations
 
-import pytest
+from tests.cli_entry_points import first_to_load_torch, installed_env, patx_script
 
-from tests.cli_entry_points import installed_env, patx_script, torch_loaded
-
-
-@pytest.mark.parametrize("module", ["patx_core", "patx_core.pipeline", "patx_core.evaluation.walk_forward",
-                                    "patx_core.evaluation.fold_store", "patx_core.serving.ledger"])
-def test_importing_the_library_does_not_import_torch(module, tmp_path):
-    assert not torch_loaded(f"import {module}", installed_env(tmp_path)), f"`import {module}` loaded torch"
+LIBRARY = ["patx_core", "patx_core.pipeline", "patx_core.evaluation.walk_forward", "patx_core.evaluation.fold_store",
+           "patx_core.serving.ledger"]
+COMMANDS = [("--help",), ("check",), ("ledger", "--help"), ("ingest", "--help"), ("predict", "--help")]
 
 
-@pytest.mark.parametrize("args", [("--help",), ("check",), ("ledger", "--help"), ("ingest", "--help"),
-                                  ("predict", "--help")])
-def test_a_patx_command_that_does_not_predict_starts_without_torch(args, tmp_path):
-    assert not torch_loaded(patx_script(*args), installed_env(tmp_path)), f"`patx {' '.join(args)}` loaded torch"
+def test_importing_the_library_does_not_import_torch(tmp_path):
+    assert first_to_load_torch([f"import {m}" for m in LIBRARY], installed_env(tmp_path)) is None
 
 
-def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
-    # The pin must be able to fail: a script that imports the training loop reports torch.
-    assert torch_loaded("import patx_core.model.trainer", installed_env(tmp_path))
+def test_a_patx_command_that_does_not_predict_starts_without_torch(tmp_path):
+    assert first_to_load_torch([patx_script(*args) for args in COMMANDS], installed_env(tmp_path)) is None
+
+
+def test_the_probe_names_the_step_that_loads_torch(tmp_path):
+    # The pin must be able to fail, and say where: importing the training loop loads torch.
+    steps = ["import patx_core", "import patx_core.model.trainer", "import patx_core.pipeline"]
+    assert first_to_load_torch(steps, installed_env(tmp_path)) == "import patx_core.model.trainer"

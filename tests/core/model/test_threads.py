@@ -95,14 +95,12 @@ def test_a_bad_patx_threads_fails_naming_the_setting(monkeypatch, value):
         threads.thread_choice()
 
 
-def test_use_threads_sets_torch_and_logs_the_choice_once_until_it_changes(monkeypatch, caplog):
-    monkeypatch.setattr(threads, "_last_logged", None)
+def test_use_threads_sets_torch_and_logs_each_choice_once(caplog):
     before = torch.get_num_threads()
     try:
         with caplog.at_level(logging.INFO, logger=threads.__name__):
             threads.use_threads(2)
             assert torch.get_num_threads() == 2
-            threads.use_threads(2)
             threads.use_threads(1)
             assert torch.get_num_threads() == 1
     finally:
@@ -112,17 +110,19 @@ def test_use_threads_sets_torch_and_logs_the_choice_once_until_it_changes(monkey
     assert lines[0].startswith("2 torch thread(s)") and lines[1].startswith("1 torch thread(s)")
 
 
-@pytest.mark.parametrize("in_time, warned", [(False, True), (True, False)])
-def test_more_than_one_thread_with_spinning_waiters_is_warned_about(monkeypatch, caplog, in_time, warned):
-    monkeypatch.setattr(threads, "_last_logged", None)
+@pytest.mark.parametrize("in_time, warnings", [(False, 1), (True, 0)])
+def test_more_than_one_thread_with_spinning_waiters_is_warned_about_once_per_process(monkeypatch, caplog, in_time,
+                                                                                      warnings):
+    monkeypatch.setattr(threads, "_spin_warned", False)
     monkeypatch.setattr(threads, "_passive_in_time", in_time)
     before = torch.get_num_threads()
     try:
         with caplog.at_level(logging.INFO, logger=threads.__name__):
             threads.use_threads(2)
+            threads.use_threads(2)
     finally:
         torch.set_num_threads(before)
-    assert any(r.levelno == logging.WARNING and "may spin" in r.getMessage() for r in caplog.records) == warned
+    assert sum(r.levelno == logging.WARNING and "may spin" in r.getMessage() for r in caplog.records) == warnings
 
 
 def _gomp_spin_count(code: str, **env: str) -> str:
