@@ -29,7 +29,7 @@ _PUBLIC = {
     "FEATURE_COLUMNS": "patx_core.data.features",
     "build_feature_table": "patx_core.data.splits",
     "split_dataset": "patx_core.data.splits",
-    "load_checkpoint": "patx_core.storage.checkpoint",
+    "load_checkpoint": "patx_core.model.checkpoint",
     "predict_frame": "patx_core.serving.predict",
 }
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is import
     from patx_core.model.transformer import PriceActionTransformer
     from patx_core.serving.predict import predict_frame
     from patx_core.settings.config import ModelConfig, TrainConfig
-    from patx_core.storage.checkpoint import load_checkpoint
+    from patx_core.model.checkpoint import load_checkpoint
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,7 @@ from patx_core.model.threads import use_threads
 from patx_core.serving.ledger import SUSPENDED_PREFIX
 
 if TYPE_CHECKING:
-    from patx_core.storage.checkpoint import LoadedCheckpoint
+    from patx_core.model.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
     point of a training run: a kill before its rename leaves the previous model whole and
     self-consistent (``scaler.pkl`` is a convenience copy for the guide's users, never read here).
     """
-    from patx_core.storage.checkpoint import save_checkpoint, save_scaler
+    from patx_core.model.checkpoint import save_checkpoint, save_scaler
     from patx_core.model.trainer import Trainer
 
     use_threads()  # the cores free now: a step beside another job must not thrash
@@ -423,7 +423,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     ``evaluation.json`` and ``report.md`` are written whatever the gate's verdict, so a refused
     model still leaves a report that says why.
     """
-    from patx_core.storage.checkpoint import load_checkpoint
+    from patx_core.model.checkpoint import load_checkpoint
     from patx_core.evaluation.record import SplitPredictions, evaluate_variant
     from patx_core.evaluation.report import write_report
     from patx_core.model.inference import predict_proba
@@ -593,7 +593,7 @@ def latest_signal(cell: GridCell) -> StepResult:
         if sha256_file(paths.champion_checkpoint) != manifest["checkpoint_sha256"]:
             raise RuntimeError(f"{paths.champion_checkpoint} does not match {paths.champion_manifest} (a promotion "
                                "was interrupted between the two files); re-run champion_model")
-        from patx_core.storage.checkpoint import load_checkpoint
+        from patx_core.model.checkpoint import load_checkpoint
 
         # Resolution and the monitor's decision come before tonight's signal: the night the
         # champion is suspended, it issues no buy.
@@ -775,7 +775,7 @@ def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
     """The champion (when there is one) and the shadow (the cell's latest trained checkpoint)."""
     from patx_core.serving.ledger import CHAMPION, SHADOW, Scorer
     from patx_core.serving.predict import recorded_threshold
-    from patx_core.storage.checkpoint import load_checkpoint
+    from patx_core.model.checkpoint import load_checkpoint
 
     paths = cell.paths
     out = []

@@ -8,17 +8,15 @@ leave the median of daily equities at one day.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Sequence
 
 import numpy as np
 import polars as pl
 
-#: Seconds per time unit: the one table behind parsing ("15m", "1w"), writing intervals ("1.5h")
-#: and reading durations in logs ("1m34s", "120ms").
-UNIT_SECONDS: dict[str, float] = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "min": 60.0,
-                                  "s": 1.0, "ms": 1e-3}
+# Durations are settings (a dataset's interval, its max_staleness): their one parser lives there.
+from patx_core.settings.durations import UNIT_SECONDS, parse_duration  # noqa: F401 (re-exported)
+
 # Largest first: an interval is written in the largest unit it fills at least once (a week as "7d").
 _WRITTEN_UNITS = ("d", "h", "m", "s")
 
@@ -86,13 +84,3 @@ def interval_differs(observed_seconds: float, trained_seconds: float,
     return abs(observed_seconds - trained_seconds) > tolerance * trained_seconds
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
-
-
-def parse_duration(text: str, *, field: str = "duration") -> float:
-    """``"1d"``, ``"4h"``, ``"15m"``, ``"1w"``, ``"30s"`` → seconds; ``ValueError`` names the field."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{field} must be a positive number and a unit (s, m, h, d, w), e.g. '1d' or "
-                         f"'15m'; got {text!r}")
-    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]

@@ -58,7 +58,7 @@ from patx_core.settings.config import LabelConfig
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_bytes, atomic_write_with, read_parquet
 
 if TYPE_CHECKING:
-    from patx_core.storage.checkpoint import LoadedCheckpoint
+    from patx_core.model.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 

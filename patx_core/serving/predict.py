@@ -33,7 +33,7 @@ from patx_core.model.ensemble import SeedEnsemble
 if TYPE_CHECKING:
     import polars as pl
 
-    from patx_core.storage.checkpoint import LoadedCheckpoint
+    from patx_core.model.checkpoint import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def predict_from_paths(checkpoint_path: PathLike, raw_path: PathLike, *, last: i
                        threshold: float | None = None,
                        evaluation_path: PathLike | None = None) -> list[dict[str, Any]]:
     """Score the newest candles of ``raw_path``; the threshold as the module docstring orders it."""
-    from patx_core.storage.checkpoint import load_checkpoint
+    from patx_core.model.checkpoint import load_checkpoint
     from patx_core.data.universe import read_universe
 
     checkpoint = load_checkpoint(checkpoint_path)

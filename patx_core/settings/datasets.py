@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from patx_core.storage.artifacts import PathLike, as_path
 from patx_core.settings.config import read_named_tables, refuse_unknown_fields
-from patx_core.data.intervals import parse_duration
+from patx_core.settings.durations import parse_duration
 from patx_core.storage.paths import REPO_ROOT
 
 DEFAULT_DATASETS_FILE = REPO_ROOT / "datasets.toml"

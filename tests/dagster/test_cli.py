@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from patx_core.storage.artifacts import read_json
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from tests.cells import write_datasets_file
 from tests.dagster.harness import cell_paths
 

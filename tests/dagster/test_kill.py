@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from tests.dagster.harness import cell_paths, snapshot
 
 REPO = Path(__file__).resolve().parents[2]

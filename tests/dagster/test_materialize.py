@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from patx_core.storage.artifacts import read_json
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from tests.numbers import FLOAT32_RTOL, assert_same_numbers
 from tests.dagster.harness import PER_VARIANT, cell_paths, materialize, materialized, snapshot
 

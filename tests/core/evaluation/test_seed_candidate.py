@@ -13,7 +13,7 @@ import numpy as np
 from patx_core import pipeline
 from patx_core.data.contract import validate_raw
 from patx_core.settings.variants import get_variant
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from tests.cells import make_cell
 from tests.synthetic import planted_candles
 

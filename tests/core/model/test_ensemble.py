@@ -20,7 +20,7 @@ from patx_core.model.inference import predict_proba
 from patx_core.serving.predict import predict_frame
 from patx_core.settings.config import TrainConfig
 from patx_core.settings.variants import get_variant, load_variants
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from tests.cells import make_cell
 from tests.synthetic import planted_candles
 

@@ -11,7 +11,7 @@ import pytest
 
 from patx_core import pipeline
 from patx_core.storage.artifacts import sha256_file
-from patx_core.storage.checkpoint import load_checkpoint
+from patx_core.model.checkpoint import load_checkpoint
 from patx_core.cli import main as patx
 from patx_core.serving.predict import NO_THRESHOLD, SHORT_HISTORY, predict_frame, recorded_threshold
 from patx_core.model.inference import predict_proba

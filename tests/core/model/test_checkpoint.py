@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from patx_core.storage import checkpoint as ckpt_mod
-from patx_core.storage.checkpoint import load_checkpoint, save_checkpoint, save_scaler
+from patx_core.model import checkpoint as ckpt_mod
+from patx_core.model.checkpoint import load_checkpoint, save_checkpoint, save_scaler
 from patx_core.settings.config import DataConfig, ModelConfig, VariantConfig
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.data.scaler import Scaler
