@@ -31,7 +31,7 @@ from patx_core.data.scaler import UniverseScaler
 from patx_core.data.universe import SYMBOL
 from patx_core.data.windows import WindowedData
 from patx_core.model.threads import use_threads
-from patx_core.serving.ledger import SUSPENDED_PREFIX
+from patx_core.serving.champion import apply_suspension, suspension_reason
 
 if TYPE_CHECKING:
     from patx_core.model.checkpoint import LoadedCheckpoint
@@ -603,14 +603,18 @@ def latest_signal(cell: GridCell) -> StepResult:
         lines = predict_universe(load_checkpoint(paths.champion_checkpoint), universe, last=1,
                                  threshold=threshold, hold_reason=reason)
         if manifest.get("suspended"):
-            held = f"{SUSPENDED_PREFIX}: {manifest['suspended']['reason']}"
-            lines = [{**line, "signal": "hold", "reason": held} for line in lines]
+            # Tonight the champion is suspended: every symbol's newest candle holds, whatever its
+            # date (a symbol that stopped trading before the alarm included), so no "from" here.
+            tonight = {**manifest["suspended"], "from": None}
+            lines = [dict(line, **dict(zip(("signal", "reason"), apply_suspension(
+                line["signal"], line["reason"], datetime.fromisoformat(line["timestamp"]), tonight))))
+                for line in lines]
         lines = _as_recorded(lines, state.ledger.rows, manifest["checkpoint_sha256"])
         model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
                                               "precision_gate", "suspended")}
     reason = None if model else "no champion"
     if model and model.get("suspended"):
-        reason = f"{SUSPENDED_PREFIX}: {model['suspended']['reason']}"
+        reason = suspension_reason(model["suspended"])
     signal = {"dataset": cell.dataset.name, "variant": cell.variant.name,
               "generated_at": datetime.now(timezone.utc).isoformat(), "model": model,
               "reason": reason, "signals": lines}
@@ -759,16 +763,15 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
 
 def _hold_from(rows: pl.DataFrame, stored: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
     """The champion's rows not yet written, from the suspension's candle on, turned into holds."""
-    from patx_core.serving.ledger import CHAMPION, KEY, SUSPENDED_PREFIX as PREFIX
+    from patx_core.serving.ledger import CHAMPION, KEY
 
-    sus = manifest["suspended"]
     fresh = rows.join(stored.select(*KEY).with_columns(pl.lit(False).alias("_fresh")), on=list(KEY), how="left",
                       maintain_order="left")["_fresh"].fill_null(True)
-    hold = (fresh & (rows["role"] == CHAMPION) & (rows["model_sha256"] == manifest["checkpoint_sha256"])
-            & (rows["timestamp"] >= datetime.fromisoformat(sus["from"])))
-    return rows.with_columns(
-        pl.when(hold).then(pl.lit("hold")).otherwise(pl.col("signal")).alias("signal"),
-        pl.when(hold).then(pl.lit(f"{PREFIX}: {sus['reason']}")).otherwise(pl.col("reason")).alias("reason"))
+    mine = fresh & (rows["role"] == CHAMPION) & (rows["model_sha256"] == manifest["checkpoint_sha256"])
+    decided = [apply_suspension(sig, why, t, manifest["suspended"]) if own else (sig, why)
+               for own, sig, why, t in zip(mine, rows["signal"], rows["reason"], rows["timestamp"])]
+    return rows.with_columns(pl.Series("signal", [d[0] for d in decided], dtype=rows["signal"].dtype),
+                             pl.Series("reason", [d[1] for d in decided], dtype=rows["reason"].dtype))
 
 
 def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:

@@ -54,6 +54,7 @@ from patx_core.data.features import compute_indicators
 from patx_core.data.labels import known_outcomes
 from patx_core.data.universe import SYMBOL
 from patx_core.evaluation.backtest import round_trip_factor
+from patx_core.serving.champion import apply_suspension
 from patx_core.settings.config import LabelConfig
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_bytes, atomic_write_with, read_parquet
 
@@ -76,7 +77,6 @@ CANDLES_KEY = "patx.ledger.candles"
 LEGACY_CANDLES = "candles.parquet"
 # How long a run waits for another run writing the same cell's ledger (a score run takes seconds).
 LOCK_TIMEOUT_S = 600.0
-SUSPENDED_PREFIX = "champion suspended"
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 
 _TS = pl.Datetime("us", "UTC")
@@ -360,9 +360,9 @@ def score_rows(ledger: Ledger, scorer: Scorer, universe: pl.DataFrame, outcomes:
         for line in lines:
             t = datetime.fromisoformat(line["timestamp"])
             idx = int(oc.index_of(pl.Series([t], dtype=_TS))[0])
-            signal, reason = line["signal"], line["reason"]
-            if scorer.suspended is not None and (scorer.suspended_from is None or t >= scorer.suspended_from):
-                signal, reason = "hold", f"{SUSPENDED_PREFIX}: {scorer.suspended}"
+            suspension = (None if scorer.suspended is None else
+                          {"reason": scorer.suspended, "from": scorer.suspended_from})
+            signal, reason = apply_suspension(line["signal"], line["reason"], t, suspension)
             out.append({"symbol": symbol, "timestamp": t, "model_sha256": scorer.sha256, "role": scorer.role,
                         "probability": line["probability"], "threshold": scorer.threshold, "signal": signal,
                         "reason": reason, "entry_price": float(oc.close[idx]), "model_data_end": scorer.data_end,
