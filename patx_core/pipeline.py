@@ -8,18 +8,16 @@ for the UI, and ``CheckOutcome``s for the properties the orchestration turns int
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
 
-from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, read_parquet, sha256_file
+from patx_core.storage.artifacts import PathLike, atomic_copy, atomic_write_json, read_json, sha256_file
 from patx_core.storage.jsonsafe import iso, json_safe, rounded
 from patx_core.settings.config import VariantConfig
 from patx_core.evaluation.looks import counted_looks, evaluation_looks, fold_looks, record_looks
@@ -31,7 +29,8 @@ from patx_core.data.scaler import UniverseScaler
 from patx_core.data.universe import SYMBOL
 from patx_core.data.windows import WindowedData
 from patx_core.model.threads import use_threads
-from patx_core.serving.champion import apply_suspension, suspension_reason
+from patx_core.serving.champion import (apply_suspension, as_recorded, champion_manifest, review_champion,
+                                       suspension_reason)
 
 if TYPE_CHECKING:
     from patx_core.model.checkpoint import LoadedCheckpoint
@@ -73,27 +72,6 @@ def _date_range(frame: pl.DataFrame) -> dict[str, Any]:
     return {"first_timestamp": iso(frame["timestamp"].min()), "last_timestamp": iso(frame["timestamp"].max())}
 
 
-def _scaler_path(paths: VariantPaths) -> Path:
-    return paths.work_dir / "scaler.json"
-
-
-def _windows_path(paths: VariantPaths) -> Path:
-    return paths.work_dir / "windows.npz"
-
-
-def _input_path(paths: VariantPaths) -> Path:
-    """What ``raw_prices`` read (files, digest, symbols, spacing): later steps record it."""
-    return paths.work_dir / "input.json"
-
-
-def read_input_info(cell: GridCell) -> dict[str, Any]:
-    """The ``dataset`` facts ``raw_prices`` recorded for this cell (see :func:`load_raw_prices`)."""
-    path = _input_path(cell.paths)
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: materialize raw_prices for {cell.key} first")
-    return read_json(path)
-
-
 # --------------------------------------------------------------------------------------- data
 
 
@@ -126,7 +104,7 @@ def load_raw_prices(cell: GridCell, *, now: datetime | None = None) -> StepResul
             "median_spacing_seconds": spacing, "source_sha256": source_digest(files),
             "source": [str(f) for f in files], "rows": raw.height, "skipped_symbols": universe.skipped,
             **_date_range(raw)}
-    atomic_write_json(_input_path(cell.paths), info)
+    atomic_write_json(cell.paths.input_json, info)
     # read_universe validated every symbol (pandera schema + invariants, after normalization) or
     # raised, so the check records that outcome rather than validating it a second time.
     schema_check = CheckOutcome(
@@ -149,7 +127,8 @@ def _duration(seconds: float | None) -> str | None:
 
 def freshness_check(newest: dict[str, datetime], max_staleness: str, *, now: datetime | None = None) -> CheckOutcome:
     """``raw_prices_fresh``: every symbol's newest candle is at most ``max_staleness`` old."""
-    from patx_core.data.intervals import format_duration, parse_duration
+    from patx_core.data.intervals import format_duration
+    from patx_core.settings.durations import parse_duration
 
     if not max_staleness:
         return CheckOutcome("raw_prices_fresh", True, {"max_staleness": None},
@@ -208,14 +187,14 @@ def build_splits(table: pl.DataFrame, cell: GridCell) -> StepResult:
 
     variant = cell.variant
     ds = split_dataset(table, variant.split, variant.labels, variant.data)
-    atomic_write_json(_scaler_path(cell.paths), ds.scaler.to_plain())
+    atomic_write_json(cell.paths.scaler_json, ds.scaler.to_plain())
     if ds.skipped:
         # Symbols the splits left out (no train rows for their own scaler) are not in the model:
         # the input record says so, for the evaluation and the report.
-        info = read_input_info(cell)
+        info = cell.input_info()
         info["symbols"] = [s for s in info["symbols"] if s not in ds.skipped]
         info["skipped_symbols"] = {**info["skipped_symbols"], **ds.skipped}
-        atomic_write_json(_input_path(cell.paths), info)
+        atomic_write_json(cell.paths.input_json, info)
     frame = ds.frame
     summary = split_summaries(frame, variant.split.names)
     scalers = [ds.scaler.pooled] if ds.scaler.pooled is not None else list((ds.scaler.per_symbol or {}).values())
@@ -265,9 +244,9 @@ def build_windows(splits_frame: pl.DataFrame, cell: GridCell) -> StepResult:
     """Normalize with the train-only scaler and record each split's window ends (views, not copies)."""
     from patx_core.data.splits import windows_from_frame
 
-    scaler = UniverseScaler.from_dict(read_json(_scaler_path(cell.paths)))
+    scaler = UniverseScaler.from_dict(read_json(cell.paths.scaler_json))
     data = windows_from_frame(splits_frame, scaler, cell.variant.data.window_size)
-    data.save(_windows_path(cell.paths))
+    data.save(cell.paths.windows)
     meta = {"matrix_shape": list(data.matrix.shape), "window_size": data.window_size,
             "matrix_mb": round(data.matrix.nbytes / 2**20, 3),
             "sequences": {s: data.n_sequences(s) for s in data.splits},
@@ -291,8 +270,8 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
 
     use_threads()  # the cores free now: a step beside another job must not thrash
     variant, paths = cell.variant, cell.paths
-    data = WindowedData.load(_windows_path(paths))
-    scaler = UniverseScaler.from_dict(read_json(_scaler_path(paths)))
+    data = WindowedData.load(paths.windows)
+    scaler = UniverseScaler.from_dict(read_json(paths.scaler_json))
     seeds = variant.train.seed_list
     if len(seeds) == 1:
         trainer = Trainer(variant.model, variant.train, data, on_epoch_end=on_epoch_end,
@@ -315,7 +294,7 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
                     metrics={**best_metrics, "best_epoch": history["best_epoch"], **extra,
                              "history": json_safe(history)},
                     feature_columns=data.feature_columns,
-                    interval_seconds=read_input_info(cell)["median_spacing_seconds"])
+                    interval_seconds=cell.input_info()["median_spacing_seconds"])
     _write_seed_predictions(paths, data, variant, [(seeds[0], model, history), *others])
     meta = {"epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "best_val_loss": best_metrics.get("val_loss"), "training_seconds": history["seconds"],
@@ -326,11 +305,6 @@ def train_model(cell: GridCell, *, on_epoch_end: Callable[[int, dict[str, float]
         meta["candidate"] = f"{len(seeds)}-seed ensemble" if variant.train.ensemble else f"seed {seeds[0]}"
         meta["seed_best_val_loss"] = {str(s): h["best_val_loss"] for s, _, h in [(seeds[0], model, history), *others]}
     return StepResult(value=history, metadata=meta)
-
-
-def _seeds_path(paths: VariantPaths) -> Path:
-    """Each seed's val/test probabilities of a seed study, for the evaluation's per-seed gates."""
-    return paths.work_dir / "seed_predictions.npz"
 
 
 def _train_seeds(variant: VariantConfig, data: WindowedData,
@@ -373,14 +347,14 @@ def _write_seed_predictions(paths: VariantPaths, data: WindowedData, variant: Va
     def write(buf: io.BytesIO) -> None:
         np.savez(buf, **arrays)
 
-    atomic_write_with(_seeds_path(paths), write)
+    atomic_write_with(paths.seed_predictions, write)
 
 
 def read_seed_predictions(cell: GridCell) -> dict[str, Any]:
     """The seed study ``trained_model`` recorded: seeds, best epochs and per-split probabilities."""
     import io
 
-    path = _seeds_path(cell.paths)
+    path = cell.paths.seed_predictions
     if not path.exists():
         raise RuntimeError(f"{path} is missing: re-materialize trained_model for {cell.key}")
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
@@ -430,11 +404,11 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
 
     use_threads()  # the cores free now: a step beside another job must not thrash
     variant, paths = cell.variant, cell.paths
-    data = WindowedData.load(_windows_path(paths))
+    data = WindowedData.load(paths.windows)
     checkpoint = load_checkpoint(paths.checkpoint)
-    _require_same_training_data(checkpoint, variant, data, UniverseScaler.from_dict(read_json(_scaler_path(paths))),
+    _require_same_training_data(checkpoint, variant, data, UniverseScaler.from_dict(read_json(paths.scaler_json)),
                                 paths)
-    info = read_input_info(cell)
+    info = cell.input_info()
     history = checkpoint.metrics["history"]
     predictions = {}
     for split in variant.split.names:
@@ -496,7 +470,7 @@ def _seed_block(cell: GridCell, predictions: dict[str, Any], checkpoint_sha: str
         return seed_study(variant, {seeds[0]: predictions}, best_epochs={seeds[0]: history["best_epoch"]})
     recorded = read_seed_predictions(cell)
     if str(recorded["checkpoint_sha256"]) != checkpoint_sha or list(recorded["seeds"]) != list(seeds):
-        raise RuntimeError(f"{_seeds_path(cell.paths)} belongs to another training run than {cell.paths.checkpoint} "
+        raise RuntimeError(f"{cell.paths.seed_predictions} belongs to another training run than {cell.paths.checkpoint} "
                            f"(seeds {list(recorded['seeds'])} vs {list(seeds)}); re-materialize trained_model")
     per_seed = {s: {split: SplitPredictions(samples=p.samples, prob=recorded[f"{split}_{s}"])
                     for split, p in predictions.items()} for s in seeds}
@@ -521,7 +495,7 @@ def promote_champion(cell: GridCell) -> StepResult:
     selection = evaluation["checks"].get("precision_gate_selection")
     checkpoint_sha = sha256_file(paths.checkpoint)
     refusal = None
-    previous = _champion_manifest(paths)
+    previous = champion_manifest(paths)
     if previous is not None and not previous.get("suspended"):
         # Tonight's outcomes judge the current champion before anything replaces it: one that
         # stopped working is suspended and named here, not overwritten by a retrain unnoticed.
@@ -609,7 +583,7 @@ def latest_signal(cell: GridCell) -> StepResult:
             lines = [dict(line, **dict(zip(("signal", "reason"), apply_suspension(
                 line["signal"], line["reason"], datetime.fromisoformat(line["timestamp"]), tonight))))
                 for line in lines]
-        lines = _as_recorded(lines, state.ledger.rows, manifest["checkpoint_sha256"])
+        lines = as_recorded(lines, state.ledger.rows, manifest["checkpoint_sha256"])
         model = {k: manifest.get(k) for k in ("promoted_at", "checkpoint_sha256", "threshold", "code_version",
                                               "precision_gate", "suspended")}
     reason = None if model else "no champion"
@@ -625,182 +599,7 @@ def latest_signal(cell: GridCell) -> StepResult:
     return StepResult(value=signal, metadata=meta)
 
 
-def _as_recorded(lines: list[dict[str, Any]], rows: pl.DataFrame, sha256: str) -> list[dict[str, Any]]:
-    """Each line as the champion's ledger row of its candle records it, where there is one: a candle
-    scored while the champion was suspended stays a hold after a reinstatement (a recorded signal is
-    never rewritten), and ``latest.json`` says the same as the ledger, with the reason."""
-    from patx_core.serving.ledger import CHAMPION
-
-    mine = rows.filter((pl.col("role") == CHAMPION) & (pl.col("model_sha256") == sha256))
-    recorded = {(s, t.isoformat()): (sig, why) for s, t, sig, why in
-                mine.select("symbol", "timestamp", "signal", "reason").iter_rows()}
-    out = []
-    for line in lines:
-        sig, why = recorded.get((line["symbol"], line["timestamp"]), (line["signal"], line["reason"]))
-        if sig != line["signal"]:
-            line = {**line, "signal": sig,
-                    "reason": f"as recorded in the ledger when this candle was scored ({why}); a recorded signal is "
-                              "never rewritten"}
-        out.append(line)
-    return out
-
-
 # ------------------------------------------------------------------------ ledger and monitor
-
-
-@dataclass
-class LedgerState:
-    """The ledger resolved against the store as it is now (in memory until ``signal_ledger`` writes it)."""
-
-    ledger: Any  # patx_core.serving.ledger.Ledger
-    universe: pl.DataFrame
-    outcomes: dict[str, Any]
-    seen_now: pl.DataFrame  # the store's candles the rows depend on, to keep beside the ledger
-    resolved: int
-    revisions: list[dict[str, Any]]
-    manifest: dict[str, Any] | None
-    monitor: Any  # MonitorResult | None
-
-
-def _champion_manifest(paths: VariantPaths) -> dict[str, Any] | None:
-    if not (paths.champion_checkpoint.exists() and paths.champion_manifest.exists()):
-        return None
-    return read_json(paths.champion_manifest)
-
-
-def _monitor_stream(rows: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
-    """The champion's out-of-sample resolved bets (:func:`patx_core.serving.ledger.bets`) in the
-    order their outcomes were decided, from the last reinstatement on."""
-    from patx_core.serving.ledger import CHAMPION, RESOLVED, bets, counted_rows
-
-    mine = counted_rows(rows, CHAMPION).filter(pl.col("model_sha256") == manifest["checkpoint_sha256"])
-    stream = bets(mine).filter(pl.col("status") == RESOLVED)
-    restart = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
-    if restart:
-        stream = stream.filter(pl.col("resolved_at") > datetime.fromisoformat(restart))
-    return stream.sort("resolved_at", "timestamp", "symbol")
-
-
-def champion_monitor(cell: GridCell, rows: pl.DataFrame, manifest: dict[str, Any] | None):
-    """The monitor (:mod:`patx_core.serving.monitor`) over the champion's stream, or None without one."""
-    from patx_core.serving.monitor import CusumDesign, run_cusum
-
-    if manifest is None:
-        return None
-    design = CusumDesign.build(cell.variant.eval.target_precision, cell.variant.monitor)
-    return run_cusum(_monitor_stream(rows, manifest)["label"].to_numpy() == 1, design)
-
-
-def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
-    """Resolve the ledger against the store, score the new candles (in memory), run the monitor and,
-    when it decides, suspend the champion.
-
-    ``latest_signal`` calls it before issuing tonight's signal and ``signal_ledger`` before
-    writing, so the night the monitor suspends, no buy is issued. The suspension goes into the
-    champion's manifest (its checkpoint stays) with ``from``, the candle its outcome was decided
-    on: champion rows of later candles hold. Writes nothing else.
-    """
-    from patx_core.data.universe import read_universe
-    from patx_core.evaluation.metrics import wilson_interval
-    from patx_core.serving.ledger import (dependent_candles, find_revisions, merge_rows, probe_key, read_ledger,
-                                          read_seen_candles, resolve_rows, score_rows, symbol_outcomes)
-    from patx_core.serving.monitor import SUSPENDED, alarm_run
-
-    paths, variant = cell.paths, cell.variant
-    universe = read_universe(cell.input_files(), volume=cell.dataset.volume).frame
-    outcomes = symbol_outcomes(universe, variant.labels)
-    ledger = read_ledger(paths.ledger)
-    seen = read_seen_candles(paths.ledger, ledger)
-    revisions = find_revisions(seen, dependent_candles(universe, ledger.rows))
-    if revisions:
-        log.warning("%s: %d candle value(s) the ledger depends on were revised in the store (first: %s)",
-                    cell.key, len(revisions), revisions[0])
-    stored = ledger
-    ledger, resolved = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps, revisions=revisions)
-    manifest = _champion_manifest(paths)
-    if score:
-        revised = sorted({rev["symbol"] for rev in revisions})
-        # rows scored tonight whose outcome the store already decides (scored late) resolve at once
-        for scorer in _scorers(cell, manifest):
-            # this model's rows of a revised symbol were scored from the old candles: never probed again
-            mine = ledger.rows.filter((pl.col("role") == scorer.role) & (pl.col("model_sha256") == scorer.sha256)
-                                      & pl.col("symbol").is_in(revised))
-            stale = {probe_key(scorer.role, scorer.sha256, s): t.isoformat()
-                     for s, t in mine.group_by("symbol").agg(pl.col("timestamp").max()).iter_rows()}
-            ledger = dataclasses.replace(ledger, unprobed={**ledger.unprobed, **stale})
-            new = score_rows(ledger, scorer, universe, outcomes, max_backfill=variant.monitor.max_backfill,
-                             recorded_at=datetime.now(timezone.utc))
-            ledger, _ = merge_rows(ledger, new)
-        ledger, late = resolve_rows(ledger, outcomes, cost_bps=variant.backtest.cost_bps)
-        resolved += late
-    monitor = champion_monitor(cell, ledger.rows, manifest)
-    if manifest is not None and monitor is not None and monitor.decision == SUSPENDED and not manifest.get("suspended"):
-        stream = _monitor_stream(ledger.rows, manifest)
-        decided_at = stream["resolved_at"][monitor.alarm_index]
-        hits, n = monitor.hits, monitor.n
-        lo, hi = wilson_interval(hits, n, variant.eval.confidence)
-        live = hits / n
-        first, lost = alarm_run(monitor)
-        run = monitor.alarm_index + 1 - first
-        since = stream["timestamp"][first].date().isoformat()
-        signals = int(stream.head(n)["n_signals"].sum())
-        manifest["suspended"] = {
-            "at": datetime.now(timezone.utc).isoformat(),
-            # what fired first (the recent run), then the whole record, whose precision may look fine
-            "reason": (f"{lost} of the last {run} bets lost since {since}; CUSUM {monitor.statistic:.1f} >= "
-                       f"{monitor.threshold:.1f} (p0={variant.eval.target_precision}, p1={variant.monitor.p1}); whole "
-                       f"record: live precision {live:.3f} [{lo:.3f}, {hi:.3f}] on {n} resolved bets ({signals} buy "
-                       "signals)"),
-            "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
-            "live_precision_ci": [lo, hi], "from": decided_at.isoformat(),
-            "run": {"bets": run, "lost": lost, "since": stream["timestamp"][first].isoformat()}}
-        atomic_write_json(paths.champion_manifest, manifest)
-        ledger = dataclasses.replace(ledger, rows=_hold_from(ledger.rows, stored.rows, manifest))
-        log.warning("%s: champion suspended: %s", cell.key, manifest["suspended"]["reason"])
-    return LedgerState(ledger, universe, outcomes, dependent_candles(universe, ledger.rows), resolved, revisions,
-                       manifest, monitor)
-
-
-def _hold_from(rows: pl.DataFrame, stored: pl.DataFrame, manifest: dict[str, Any]) -> pl.DataFrame:
-    """The champion's rows not yet written, from the suspension's candle on, turned into holds."""
-    from patx_core.serving.ledger import CHAMPION, KEY
-
-    fresh = rows.join(stored.select(*KEY).with_columns(pl.lit(False).alias("_fresh")), on=list(KEY), how="left",
-                      maintain_order="left")["_fresh"].fill_null(True)
-    mine = fresh & (rows["role"] == CHAMPION) & (rows["model_sha256"] == manifest["checkpoint_sha256"])
-    decided = [apply_suspension(sig, why, t, manifest["suspended"]) if own else (sig, why)
-               for own, sig, why, t in zip(mine, rows["signal"], rows["reason"], rows["timestamp"])]
-    return rows.with_columns(pl.Series("signal", [d[0] for d in decided], dtype=rows["signal"].dtype),
-                             pl.Series("reason", [d[1] for d in decided], dtype=rows["reason"].dtype))
-
-
-def _scorers(cell: GridCell, manifest: dict[str, Any] | None) -> list[Any]:
-    """The champion (when there is one) and the shadow (the cell's latest trained checkpoint)."""
-    from patx_core.serving.ledger import CHAMPION, SHADOW, Scorer
-    from patx_core.serving.predict import recorded_threshold
-    from patx_core.model.checkpoint import load_checkpoint
-
-    paths = cell.paths
-    out = []
-    if manifest is not None:
-        threshold, why = recorded_threshold(manifest, str(paths.champion_manifest))
-        sus = manifest.get("suspended")
-        out.append(Scorer(CHAMPION, manifest["checkpoint_sha256"], load_checkpoint(paths.champion_checkpoint),
-                          threshold, why, datetime.fromisoformat(manifest["data"]["last_timestamp"]),
-                          suspended=sus["reason"] if sus else None,
-                          suspended_from=datetime.fromisoformat(sus["from"]) if sus and sus.get("from") else None))
-    if paths.checkpoint.exists():
-        sha = sha256_file(paths.checkpoint)
-        evaluation = read_json(paths.evaluation_json) if paths.evaluation_json.exists() else {}
-        if evaluation.get("checkpoint_sha256") == sha:
-            threshold, why = recorded_threshold(evaluation, str(paths.evaluation_json))
-            data_end = evaluation["dataset"]["last_timestamp"]
-        else:
-            threshold, why = None, f"{paths.checkpoint} has no evaluation yet: its signals hold"
-            data_end = read_input_info(cell)["last_timestamp"]
-        out.append(Scorer(SHADOW, sha, load_checkpoint(paths.checkpoint), threshold, why,
-                          datetime.fromisoformat(data_end)))
-    return out
 
 
 def signal_ledger(cell: GridCell) -> StepResult:
@@ -889,7 +688,7 @@ def track_record(cell: GridCell) -> StepResult:
                   "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_bets_resolved"],
                   "decision": mon.get("decision", "no champion")}
     live = "n/a" if champ["precision"] is None else f"{champ['precision']:.3f}"
-    desc = (f"no champion: nothing to monitor" if state.manifest is None else
+    desc = ("no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
             f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
     check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
@@ -898,37 +697,6 @@ def track_record(cell: GridCell) -> StepResult:
             **{f"{role}_{k}": record["roles"][role][k] for role in record["roles"]
                for k in ("n_scored", "n_signals", "n_bets", "n_bets_resolved", "precision")}}
     return StepResult(value=record, metadata=meta, checks=[check], markdown=tr.render_markdown(record, inline))
-
-
-def reinstate_champion(cell: GridCell, reason: str) -> dict[str, Any]:
-    """Lift a suspension by hand: recorded in the manifest; the monitor restarts from zero on the
-    outcomes decided after the newest one it had read. Ledger rows are never rewritten."""
-    from patx_core.serving.ledger import read_ledger
-
-    paths = cell.paths
-    if not reason.strip():
-        raise ValueError("reinstating needs a --reason saying why the champion may signal again")
-    manifest = _champion_manifest(paths)
-    if manifest is None:
-        raise RuntimeError(f"{cell.key} has no champion ({paths.champion_manifest} is missing): nothing to reinstate")
-    if not manifest.get("suspended"):
-        raise RuntimeError(f"the champion of {cell.key} is not suspended: nothing to reinstate")
-    stream = _monitor_stream(read_ledger(paths.ledger).rows, manifest)
-    # After every outcome the monitor read: the ledger's newest, and at least the alarm's own
-    # (``from``), which a run killed between the suspension and the ledger write never recorded.
-    sus_from = manifest["suspended"].get("from")
-    read = [t for t in (stream["resolved_at"].max() if stream.height else None,
-                        datetime.fromisoformat(sus_from) if sus_from else None) if t is not None]
-    restart = max(read) if read else None
-    previous = (manifest.get("reinstated") or {}).get("monitor_restarts_after")
-    entry = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason.strip(),
-             "suspension": manifest.pop("suspended"),
-             "monitor_restarts_after": restart.isoformat() if restart is not None else previous}
-    manifest["reinstated"] = entry
-    manifest.setdefault("reinstatements", []).append(entry)
-    atomic_write_json(paths.champion_manifest, manifest)
-    log.info("%s: champion reinstated: %s", cell.key, reason)
-    return manifest
 
 
 # -------------------------------------------------------------------------------- leaderboard

@@ -41,7 +41,7 @@ def _run(words: list[str], reason: str | None) -> int:
         if len(words) != 3 or not reason:
             print("error: usage: patx ledger reinstate DATASET VARIANT --reason TEXT", file=sys.stderr)
             return 2
-        from patx_core.pipeline import reinstate_champion
+        from patx_core.serving.champion import reinstate_champion
 
         cell = resolve_cell(words[1], words[2])
         manifest = reinstate_champion(cell, reason)

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 # Durations are settings (a dataset's interval, its max_staleness): their one parser lives there.
-from patx_core.settings.durations import UNIT_SECONDS, parse_duration  # noqa: F401 (re-exported)
+from patx_core.settings.durations import UNIT_SECONDS
 
 # Largest first: an interval is written in the largest unit it fills at least once (a week as "7d").
 _WRITTEN_UNITS = ("d", "h", "m", "s")

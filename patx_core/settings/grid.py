@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from patx_core.storage.artifacts import PathLike, as_path
+from patx_core.storage.artifacts import PathLike, as_path, read_json
 from patx_core.settings.config import VariantConfig
 from patx_core.settings.datasets import DatasetConfig, load_datasets
 from patx_core.storage.paths import DatasetPaths, VariantPaths, data_dir
@@ -67,6 +67,13 @@ class GridCell:
             if curated:
                 return curated
         return self.dataset.source_files()
+
+    def input_info(self) -> dict:
+        """The ``dataset`` facts ``raw_prices`` recorded for this cell (files, digest, symbols, spacing)."""
+        path = self.paths.input_json
+        if not path.exists():
+            raise RuntimeError(f"{path} is missing: materialize raw_prices for {self.key} first")
+        return read_json(path)
 
 
 @dataclass(frozen=True)

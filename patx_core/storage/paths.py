@@ -153,6 +153,26 @@ class VariantPaths:
         return self.root / "work" / self.variant
 
     @property
+    def input_json(self) -> Path:
+        """What ``raw_prices`` read (files, digest, symbols, spacing): later steps record it."""
+        return self.work_dir / "input.json"
+
+    @property
+    def scaler_json(self) -> Path:
+        """The scaler ``splits`` fitted on train, for the steps after it."""
+        return self.work_dir / "scaler.json"
+
+    @property
+    def windows(self) -> Path:
+        """The windowed tensors ``windows`` built (``WindowedData.save``)."""
+        return self.work_dir / "windows.npz"
+
+    @property
+    def seed_predictions(self) -> Path:
+        """Each seed's val/test probabilities of a seed study, for the evaluation's per-seed gates."""
+        return self.work_dir / "seed_predictions.npz"
+
+    @property
     def search_dir(self) -> Path:
         """``patx search``'s study and what it found; nothing in it is read by the graph."""
         return self.root / "search" / self.variant

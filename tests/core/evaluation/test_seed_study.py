@@ -51,7 +51,7 @@ def test_three_seeds_are_judged_by_the_gate_and_the_candidate_is_the_first_seeds
     # an evaluation refuses a seed study recorded for another checkpoint
     npz = dict(recorded)
     npz["checkpoint_sha256"] = np.asarray("0" * 64)
-    with open(pipeline._seeds_path(cell.paths), "wb") as fh:
+    with open(cell.paths.seed_predictions, "wb") as fh:
         np.savez(fh, **npz)
     with pytest.raises(RuntimeError, match="belongs to another training run"):
         pipeline.evaluate_model(table, frame, cell)

@@ -73,7 +73,7 @@ def test_the_checkpoint_holds_every_seed_and_loads_weights_only(trained):
 
 def test_ensemble_probabilities_are_the_mean_of_its_members(trained):
     cell, _, _, _ = trained
-    data = pipeline.WindowedData.load(pipeline._windows_path(cell.paths))
+    data = pipeline.WindowedData.load(cell.paths.windows)
     ensemble = load_checkpoint(cell.paths.checkpoint).model
     members = np.stack([predict_proba(m, data, "test") for m in ensemble.members])
     np.testing.assert_allclose(predict_proba(ensemble, data, "test"), members.mean(axis=0), rtol=0, atol=MEAN_ATOL)

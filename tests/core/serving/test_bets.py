@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from patx_core import pipeline
+from patx_core.serving import champion
 from patx_core.serving.ledger import CHAMPION, LEDGER_SCHEMA, SHADOW, bets
 from patx_core.serving.monitor import CusumDesign, run_cusum
 from patx_core.serving.track_record import live_equity, role_figures
@@ -54,7 +55,7 @@ def stream_rows(outcomes: np.ndarray, sizes: np.ndarray, *, symbol: str = "s", g
 
 def _monitor(rows: list[dict]):  # type: ignore[no-untyped-def]
     design = CusumDesign.build(P0, MonitorConfig())
-    stream = pipeline._monitor_stream(_frame(rows), MANIFEST)
+    stream = champion.monitor_stream(_frame(rows), MANIFEST)
     return run_cusum(stream["label"].to_numpy() == 1, design), stream
 
 

@@ -27,6 +27,7 @@ import polars as pl
 import pytest
 
 from patx_core import pipeline
+from patx_core.serving import champion as champion_life
 from patx_core.data.splits import build_feature_table
 from patx_core.evaluation.backtest import round_trip_factor
 from patx_core.ingest.landing import ingest_dataset
@@ -146,8 +147,8 @@ def test_a_champion_that_stops_working_is_suspended_within_the_promised_detectio
     assert set(sus) >= {"at", "reason", "statistic", "threshold", "live_precision", "n"}
     assert sus["statistic"] >= sus["threshold"] == 5.6
     rows = read_ledger(cell.paths.ledger).rows
-    stream = pipeline._monitor_stream(rows, _manifest(cell))
-    alarm = pipeline.champion_monitor(cell, rows, _manifest(cell)).alarm_index
+    stream = champion_life.monitor_stream(rows, _manifest(cell))
+    alarm = champion_life.champion_monitor(cell, rows, _manifest(cell)).alarm_index
     before = stream.head(alarm + 1)  # the resolved buy signals the monitor read up to its alarm
     after_break = before.filter(pl.col("timestamp") >= scenario["series"]["broken"]["timestamp"][BREAK])
     assert 0 < after_break.height <= DETECTION, after_break.height
@@ -269,7 +270,7 @@ def test_suspension_blocks_promotion_until_a_person_reinstates(scenario):
     assert manifest["reinstated"]["suspension"]["statistic"] >= 5.6
     assert cell.paths.ledger.read_bytes() == ledger_before, "reinstating never rewrites ledger rows"
     # the monitor's statistic is reset: it restarts on outcomes decided after the reinstatement
-    assert pipeline.review_champion(cell).monitor.n == 0
+    assert champion_life.review_champion(cell).monitor.n == 0
     again = pipeline.promote_champion(cell)
     assert again.metadata["promoted"], again.metadata["reason"]
     assert _manifest(cell)["reinstated"] == manifest["reinstated"]
@@ -287,7 +288,7 @@ def test_max_backfill_bounds_a_nights_new_rows_and_skips_the_probe(scenario):
     ledger = read_ledger(cell.paths.ledger)
     universe = read_universe(cell.input_files()).frame
     outcomes = symbol_outcomes(universe, cell.variant.labels)
-    [champion] = [s for s in pipeline._scorers(cell, _manifest(cell)) if s.role == CHAMPION]
+    [champion] = [s for s in champion_life.scorers(cell, _manifest(cell)) if s.role == CHAMPION]
     mine = ledger.rows.filter(pl.col("role") == CHAMPION)
     cut = mine["timestamp"].sort()[-20]  # as if the 19 newest candles had not been scored yet
     new = score_rows(Ledger(ledger.rows.filter(pl.col("timestamp") <= cut)), champion, universe, outcomes,
@@ -362,7 +363,7 @@ def test_reinstating_restarts_the_monitor_after_the_alarm_even_if_the_ledger_mis
     ledger = read_ledger(cell.paths.ledger)
     write_ledger(cell.paths.ledger, Ledger(ledger.rows.filter(pl.col("resolved_at").is_null()
                                                               | (pl.col("resolved_at") < alarm)), ledger.revisions))
-    reinstated = pipeline.reinstate_champion(cell, "checked by hand")
+    reinstated = champion_life.reinstate_champion(cell, "checked by hand")
     assert datetime.fromisoformat(reinstated["reinstated"]["monitor_restarts_after"]) >= alarm
 
 
@@ -456,8 +457,8 @@ def test_with_bursts_a_champion_whose_pattern_stopped_is_suspended_within_the_pr
     assert decisions[-1] == "suspended", decisions
     rows = read_ledger(cell.paths.ledger).rows
     manifest = _manifest(cell)
-    stream = pipeline._monitor_stream(rows, manifest)
-    alarm = pipeline.champion_monitor(cell, rows, manifest).alarm_index
+    stream = champion_life.monitor_stream(rows, manifest)
+    alarm = champion_life.champion_monitor(cell, rows, manifest).alarm_index
     after_break = stream.head(alarm + 1).filter(pl.col("timestamp") >= scenario["series"]["bursts_broken"]["timestamp"][BREAK])
     assert 0 < after_break.height <= DETECTION, after_break.height
     assert manifest["suspended"]["reason"].split(" bets lost since ")[0].split(" of the last ")[0].isdigit()

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from patx_core import pipeline
+from patx_core.serving import champion
 from patx_core.data.contract import validate_raw
 from patx_core.data.universe import SYMBOL
 from patx_core.serving import predict
@@ -85,10 +86,10 @@ def _champion_cell(tmp_path: Path, target: float, misses: int):  # type: ignore[
 
 def test_the_monitor_watches_against_the_variants_own_target_precision(tmp_path):
     # at a target of 0.8 the chart is (7, 3): a miss adds 0.7, so 8 misses reach 5.6 (at 0.7's (6, 4), 4.8)
-    seven = pipeline.review_champion(_champion_cell(tmp_path / "seven", 0.8, 7), score=False)
+    seven = champion.review_champion(_champion_cell(tmp_path / "seven", 0.8, 7), score=False)
     assert seven.monitor.decision == "watching" and abs(seven.monitor.statistic - 4.9) < 1e-9
     cell = _champion_cell(tmp_path / "eight", 0.8, 8)
-    state = pipeline.review_champion(cell, score=False)
+    state = champion.review_champion(cell, score=False)
     assert state.monitor.decision == "suspended" and state.monitor.alarm_index == 7
     assert abs(state.monitor.statistic - 5.6) < 1e-9
     suspended = json.loads(cell.paths.champion_manifest.read_text())["suspended"]
@@ -98,7 +99,7 @@ def test_the_monitor_watches_against_the_variants_own_target_precision(tmp_path)
     assert suspended["reason"].startswith(f"8 of the last 8 bets lost since {first}; CUSUM 5.6 >= 5.6 (p0=0.8, ")
     assert "whole record: live precision 0.000 [" in suspended["reason"]
     # the same eight misses against a target of 0.7 keep watching
-    assert pipeline.review_champion(_champion_cell(tmp_path / "at07", 0.7, 8), score=False).monitor.decision == "watching"
+    assert champion.review_champion(_champion_cell(tmp_path / "at07", 0.7, 8), score=False).monitor.decision == "watching"
 
 
 KILL_BETWEEN = """
@@ -213,12 +214,12 @@ def test_latest_json_says_what_the_champions_ledger_row_recorded_for_its_candle(
               "reason": None},
              {"symbol": "other", "timestamp": t_held, "probability": 0.2, "threshold": 0.5, "signal": "hold",
               "reason": None}]
-    out = pipeline._as_recorded(lines, rows, SHA)
+    out = champion.as_recorded(lines, rows, SHA)
     assert [line["signal"] for line in out] == ["hold", "buy", "hold"]
     assert "champion suspended: 8 of the last 8" in out[0]["reason"] and "never rewritten" in out[0]["reason"]
     assert out[1:] == lines[1:]
     # another model's rows say nothing about this champion's signal
-    assert pipeline._as_recorded(lines, rows, "e" * 64) == lines
+    assert champion.as_recorded(lines, rows, "e" * 64) == lines
 
 
 def test_step_metadata_shown_in_the_ui_is_rounded_and_the_artifacts_keep_every_digit(tmp_path):
