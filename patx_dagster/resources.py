@@ -26,7 +26,7 @@ class GridResource(dg.ConfigurableResource):
     ``variants.toml`` is edited while it trains. Under the multiprocess and Celery executors each
     step's process initializes its own copy and reads the files as they are when that step starts:
     an edit during such a run reaches its later steps, and the evaluation's training-data check
-    (``pipeline._require_same_training_data``) is what refuses a model judged on settings it was
+    (``pipeline.evaluation._require_same_training_data``) is what refuses a model judged on settings it was
     not trained with. Outside a run (a plain ``GridResource()`` in a script or a test) each call
     re-reads the files.
     """

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import torch
 
+from patx_core.data.windows import WindowedData
 from patx_core import pipeline
 from patx_core.data.contract import validate_raw
 from patx_core.model.ensemble import SeedEnsemble
@@ -73,7 +74,7 @@ def test_the_checkpoint_holds_every_seed_and_loads_weights_only(trained):
 
 def test_ensemble_probabilities_are_the_mean_of_its_members(trained):
     cell, _, _, _ = trained
-    data = pipeline.WindowedData.load(cell.paths.windows)
+    data = WindowedData.load(cell.paths.windows)
     ensemble = load_checkpoint(cell.paths.checkpoint).model
     members = np.stack([predict_proba(m, data, "test") for m in ensemble.members])
     np.testing.assert_allclose(predict_proba(ensemble, data, "test"), members.mean(axis=0), rtol=0, atol=MEAN_ATOL)

@@ -62,7 +62,7 @@ def test_a_seed_study_logs_each_seeds_progress_and_forwards_the_first_seeds_epoc
     monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.05)
     first: list[int] = []
     with caplog.at_level(logging.INFO, logger=progress.__name__):
-        model, history, rest = pipeline._train_seeds(variant, None, lambda e, m: first.append(e))
+        model, history, rest = pipeline.training._train_seeds(variant, None, lambda e, m: first.append(e))
     assert (model, history, [s for s, _, _ in rest]) == ("model 0", {"k": 0}, [5])
     assert first == [1], "only the first seed's epochs reach the step's epoch callback"
     beats = [r.getMessage() for r in caplog.records if r.name == progress.__name__]

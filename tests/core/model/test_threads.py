@@ -159,7 +159,7 @@ def test_each_pipeline_step_that_trains_or_predicts_chooses_its_threads_before_i
     def choose(count: int | None = None) -> threads.ThreadChoice:
         raise Chosen
 
-    monkeypatch.setattr(pipeline, "use_threads", choose)
+    monkeypatch.setattr(threads, "use_threads", choose)  # each step calls it through the threads module
     with pytest.raises(Chosen):
         getattr(pipeline, step)(*args)
 
