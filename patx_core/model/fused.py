@@ -67,7 +67,11 @@ ManyEpochCallback = Callable[[int, int, dict[str, float]], None]
 #: another, per device type (``python -m benchmarks fused``, rows in benchmarks/RESULTS.md); below
 #: it, or where ``None``, ``train_many`` trains them one after another. A rule rather than a timing
 #: taken at run time, so that the same inputs give the same results on every run.
-FUSE_FROM_K: dict[str, int | None] = {"cpu": 2, "cuda": 2}
+#: CPU: near idle on 2 cores fused was 0.97x at K = 2, 0.91x at 4 and 0.87x at 8 (a baseline step
+#: is arithmetic-bound there, so fusing saves little overhead); only a loaded machine made it win.
+#: CUDA: the single-model step is launch-bound (0.8 % of the H200's peak); its row is pending in
+#: benchmarks/gpu_pending.sh.
+FUSE_FROM_K: dict[str, int | None] = {"cpu": None, "cuda": 2}
 
 #: Environment override of that rule: "fused" or "sequential" (or "auto", the rule).
 EXECUTOR_ENV = "PATX_TRAIN_MANY"
