@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 import yaml
 
+from patx_core.settings.environment import positive_int_env
 from patx_core.storage.paths import REPO_ROOT
 
 EXECUTORS = ("in_process", "multiprocess", "celery")
@@ -155,13 +156,7 @@ def resolve_executor() -> dg.ExecutorDefinition:
 
 def fold_steps(n_folds: int) -> int:
     """Steps a walk-forward of ``n_folds`` folds is spread over (see the module docstring)."""
-    raw = os.environ.get("PATX_FOLD_STEPS", "").strip()
-    if raw:
-        try:
-            steps = int(raw)
-        except ValueError:
-            steps = 0
-        if steps < 1:
-            raise ValueError(f"PATX_FOLD_STEPS={raw!r}: expected a whole number of steps >= 1")
+    steps = positive_int_env("PATX_FOLD_STEPS", "fold steps")
+    if steps is not None:
         return min(steps, n_folds)
     return 1 if executor_kind() == "in_process" else n_folds

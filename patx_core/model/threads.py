@@ -33,6 +33,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from patx_core.settings.environment import positive_int_env
+
 __all__ = ["Load", "ThreadChoice", "allowed_cores", "busy_between", "choose_threads", "cpu_ticks", "measure_load",
            "procs_running", "sleep_waiting_threads", "thread_choice", "use_threads", "THREADS_ENV", "SAMPLE_S",
            "OVERSUBSCRIBED"]
@@ -177,19 +179,6 @@ def choose_threads(cores: int, load: Load) -> int:
     return max(1, min(cores, math.floor(cores - load.busy + 0.5)))
 
 
-def _positive_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}={raw!r}: expected a positive integer (torch threads)")
-    return value
-
-
 def thread_choice(threads: int | None = None) -> ThreadChoice:
     """The thread count to use now (see the module docstring for the order of the overrides)."""
     cores = allowed_cores()
@@ -198,7 +187,7 @@ def thread_choice(threads: int | None = None) -> ThreadChoice:
             raise ValueError(f"threads={threads}: expected a positive integer")
         return ThreadChoice(threads, cores, None, "argument")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
-        value = _positive_int(name)
+        value = positive_int_env(name, "torch threads")
         if value is not None:
             return ThreadChoice(value, cores, None, name)
     load = measure_load()
