@@ -13,6 +13,8 @@ import logging
 import sys
 from typing import Any
 
+from patx_core.cli.command import fail, setup_logging
+
 #: Exit status: every batch merged, or none was waiting.
 EXIT_OK = 0
 #: Exit status: a batch was quarantined (the others still merged).
@@ -39,17 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from patx_core.ingest.landing import IngestError, ingest_dataset
     from patx_core.settings.datasets import load_datasets
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     try:
         datasets = load_datasets(args.datasets)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(str(exc), EXIT_FAILED)
     bad = [n for n in args.dataset if n not in datasets or not datasets[n].landing]
     if bad:
         fed = sorted(n for n, d in datasets.items() if d.landing)
-        print(f"error: {bad} are not datasets with a landing folder; those are {fed}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"{bad} are not datasets with a landing folder; those are {fed}", EXIT_FAILED)
     summary: dict[str, Any] = {}
     code = EXIT_OK
     for name in args.dataset:

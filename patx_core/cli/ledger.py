@@ -10,8 +10,8 @@ ledger rows are never rewritten. Exit status 0, or 2 with one ``error:`` line.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+
+from patx_core.cli.command import fail, run_command
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,12 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(list(args.words), args.reason)
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(list(args.words), args.reason))
 
 
 def _run(words: list[str], reason: str | None) -> int:
@@ -39,8 +34,7 @@ def _run(words: list[str], reason: str | None) -> int:
 
     if words and words[0] == "reinstate":
         if len(words) != 3 or not reason:
-            print("error: usage: patx ledger reinstate DATASET VARIANT --reason TEXT", file=sys.stderr)
-            return 2
+            return fail("usage: patx ledger reinstate DATASET VARIANT --reason TEXT")
         from patx_core.serving.champion import reinstate_champion
 
         cell = resolve_cell(words[1], words[2])
@@ -49,13 +43,10 @@ def _run(words: list[str], reason: str | None) -> int:
               f"{manifest['reinstated']['monitor_restarts_after']}; recorded in {cell.paths.champion_manifest}")
         return 0
     if len(words) != 2:
-        print("error: usage: patx ledger DATASET VARIANT", file=sys.stderr)
-        return 2
+        return fail("usage: patx ledger DATASET VARIANT")
     cell = resolve_cell(*words)
     path = cell.paths.track_record_md
     if not path.exists():
-        print(f"error: {path} does not exist yet: run `make score DATASET={words[0]} VARIANT={words[1]}` first",
-              file=sys.stderr)
-        return 2
+        return fail(f"{path} does not exist yet: run `make score DATASET={words[0]} VARIANT={words[1]}` first")
     print(path.read_text(encoding="utf-8"), end="")
     return 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
+
+from patx_core.cli.command import run_command
 
 EPILOG = """\
 decision threshold, first found wins:
@@ -43,15 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from patx_core.serving.predict import predict_from_paths
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    try:
-        rows = predict_from_paths(args.checkpoint, args.raw, last=args.last, threshold=args.threshold,
-                                  evaluation_path=args.evaluation)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for row in rows:
-        print(json.dumps(row))
-    return 0
+
+    def predict() -> int:
+        for row in predict_from_paths(args.checkpoint, args.raw, last=args.last, threshold=args.threshold,
+                                      evaluation_path=args.evaluation):
+            print(json.dumps(row))
+        return 0
+
+    return run_command(predict)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
+from patx_core.cli.command import run_command, setup_logging
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # One line per trial on stderr; the verdict lines on stdout.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     logging.getLogger("patx_core.search").setLevel(logging.INFO)
     import optuna
 
@@ -37,14 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from patx_core.search.study import run_search
     from patx_core.settings.grid import resolve_cell
 
-    try:
-        cell = resolve_cell(args.dataset, args.variant)
-        report = run_search(cell, trials=args.trials)
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.final_line())
-    if report.judge_command is None:
-        return 1
-    print(report.judge_command)  # alone on its line, to copy: the one look on test
-    return 0
+    def search() -> int:
+        report = run_search(resolve_cell(args.dataset, args.variant), trials=args.trials)
+        print(report.final_line())
+        if report.judge_command is None:
+            return 1
+        print(report.judge_command)  # alone on its line, to copy: the one look on test
+        return 0
+
+    return run_command(search)
