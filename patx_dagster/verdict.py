@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from patx_core.evaluation.formatting import num
 from patx_core.evaluation.selection import selection_summary
 from patx_core.storage.artifacts import read_json
 from patx_core.settings.grid import cell_key
@@ -68,7 +69,7 @@ def track_record_line(record: dict[str, Any]) -> str:
     make and the precision over resolved bets, the figure the monitor reads."""
     parts = []
     for role, f in record["roles"].items():
-        precision = "n/a" if f["precision"] is None else f"{f['precision']:.3f}"
+        precision = num(f["precision"])
         # a record written before n_in_sample / n_bets existed has no such keys: nothing to say about them
         in_sample = f.get("n_in_sample") or 0
         bets = f" in {f['n_bets']} bets" if "n_bets" in f else ""

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from patx_core.evaluation.formatting import interval
 from patx_core.evaluation.threshold import ThresholdChoice
 
 #: Probabilities whose 5–95 % range is narrower than this count as collapsed. A collapsed model
@@ -113,7 +114,7 @@ def collapsed_probabilities(probabilities: Mapping[str, np.ndarray]) -> Diagnosi
     if not narrow:
         return None
     lo_pct, hi_pct = (f"{q:g}" for q in BAND_PERCENTILES)
-    where = "; ".join(f"{s} [{lo:.2f}, {hi:.2f}]" for s, (lo, hi) in narrow.items())
+    where = "; ".join(f"{s} {interval(lo, hi, 2)}" for s, (lo, hi) in narrow.items())
     return Diagnosis("collapsed_probabilities",
                      f"The probabilities collapsed into a narrow band ({lo_pct}–{hi_pct} % range {where}, "
                      f"narrower than {COLLAPSED_WIDTH:g}): the output barely depends on the candles.")
@@ -124,7 +125,7 @@ def no_ranking_skill(split: str, metrics: Mapping[str, Any]) -> Diagnosis | None
     if auc is None or ci is None or not ci[0] <= 0.5 <= ci[1]:
         return None
     return Diagnosis("no_ranking_skill",
-                     f"The {split} ROC-AUC {auc:.3f} has a 95 % DeLong interval [{ci[0]:.3f}, {ci[1]:.3f}] "
+                     f"The {split} ROC-AUC {auc:.3f} has a 95 % DeLong interval {interval(*ci)} "
                      "that includes 0.5: the model ranks winners above losers no better than a coin.")
 
 

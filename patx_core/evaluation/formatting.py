@@ -21,3 +21,14 @@ def ordinal(x: float) -> str:
     n = int(round(x))
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def interval(lo: float, hi: float, digits: int = 3) -> str:
+    """A confidence interval as the reports write it: ``[0.612, 0.803]``."""
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def estimate(x: float | None, ci: tuple[float, float] | list[float], digits: int = 3, *,
+             ci_digits: int | None = None) -> str:
+    """A figure with its interval: ``0.712 [0.612, 0.803]`` ("n/a [0.000, 1.000]" without signals)."""
+    return f"{num(x, digits)} {interval(ci[0], ci[1], digits if ci_digits is None else ci_digits)}"

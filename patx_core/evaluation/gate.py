@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from patx_core.evaluation.formatting import num
+from patx_core.evaluation.formatting import estimate
 from patx_core.evaluation.metrics import classification_metrics, signal_mask
 from patx_core.evaluation.threshold import ThresholdChoice, select_threshold
 from patx_core.settings.config import EvalConfig
@@ -58,7 +58,7 @@ def precision_gate(split: str, metrics: Mapping[str, Any], threshold: ThresholdC
     precision, n = metrics["precision"], int(metrics["n_signals"])
     lo, hi = metrics["precision_ci95"]
     passed = not threshold.abstains and precision is not None and precision > target and n >= min_signals
-    head = (f"{split} precision {num(precision, 2)} [{lo:.2f}, {hi:.2f}] on {n} signals "
+    head = (f"{split} precision {estimate(precision, (lo, hi), 2)} on {n} signals "
             f"vs base rate {metrics['base_rate']:.2f}")
     if threshold.abstains:
         reason = f"abstains: {threshold.explanation}, so there are no signals on {split}"

@@ -26,7 +26,7 @@ from patx_core.evaluation.figures import (
     plot_training,
     write_figures,
 )
-from patx_core.evaluation.formatting import num, ordinal, pct
+from patx_core.evaluation.formatting import estimate, interval, num, ordinal, pct
 from patx_core.evaluation.record import SplitPredictions
 from patx_core.evaluation.selection import selection_summary
 from patx_core.storage.artifacts import PathLike, as_path, atomic_write_text
@@ -91,7 +91,7 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
     def auc(m: Mapping[str, Any]) -> str:
         ci = m.get("roc_auc_ci95")
-        return num(m["roc_auc"]) + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+        return num(m["roc_auc"]) + ("" if ci is None else " " + interval(*ci))
 
     rows: list[tuple[str, Any]] = [
         ("precision [95 % CI]", lambda m: f"{num(m['precision'])} [{m['precision_ci95'][0]:.3f}, "
@@ -205,7 +205,7 @@ def _symbols_table(evaluation: Mapping[str, Any]) -> list[str]:
     for symbol, m in per.items():
         bt = bts.get(symbol, {})
         out.append(f"| {symbol} | {m['samples']} | {m['signals']} | {num(m['precision'])} "
-                   f"[{m['precision_ci95'][0]:.3f}, {m['precision_ci95'][1]:.3f}] | {num(m['base_rate'])} | "
+                   f"{interval(*m['precision_ci95'])} | {num(m['base_rate'])} | "
                    f"{pct(bt.get('total_return'), signed=True)} | {pct(bt.get('buy_and_hold_return'), signed=True)} |")
     for symbol, u in untested.items():
         out.append(f"| {symbol} | 0 | — | not tested: {u['reason']} | — | — | — |")
@@ -228,7 +228,7 @@ def _seeds_table(evaluation: Mapping[str, Any]) -> list[str]:
            "|---:|---|---|---:|---:|---:|---:|"]
     for r in block["per_seed"]:
         lo, hi = r["precision_ci95"]
-        out.append(f"| {r['seed']} | {'pass' if r['passed'] else 'fail'} | {num(r['precision'])} [{lo:.3f}, {hi:.3f}] "
+        out.append(f"| {r['seed']} | {'pass' if r['passed'] else 'fail'} | {estimate(r['precision'], (lo, hi))} "
                    f"| {r['n_signals']} | {num(r['threshold'], 4)} | {num(r['roc_auc'])} | {r['best_epoch']} |")
     return out + [""]
 
@@ -386,7 +386,7 @@ def _live(row: Mapping[str, Any]) -> str:
     if row["live_role"] is None:
         return "n/a"
     lo, hi = row["live_ci"]
-    return f"{num(row['live_precision'])} [{lo:.3f}, {hi:.3f}] ({row['live_role']})"
+    return f"{estimate(row['live_precision'], (lo, hi))} ({row['live_role']})"
 
 
 def _selection(row: Mapping[str, Any]) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import polars as pl
 from scipy.special import betainc
 
-from patx_core.evaluation.formatting import num
+from patx_core.evaluation.formatting import interval, num
 from patx_core.settings.config import EvalConfig
 
 
@@ -61,8 +61,8 @@ def selection_gate(hits: int, n_signals: int, n_looks: int, *, target: float, mi
     if n_signals == 0:
         reason = f"no signals on {split}, so nothing to judge ({looks})"
     else:
-        interval = "" if precision_ci95 is None else f" [{precision_ci95[0]:.2f}, {precision_ci95[1]:.2f}]"
-        head = f"{split} precision {num(hits / n_signals, 2)}{interval} on {n_signals} signals"
+        ci = "" if precision_ci95 is None else " " + interval(precision_ci95[0], precision_ci95[1], 2)
+        head = f"{split} precision {num(hits / n_signals, 2)}{ci} on {n_signals} signals"
         alone = 1.0 - p_value >= min_confidence
         if passed:
             reason = f"{head}; {looks}: confidence {confidence:.2f} >= {min_confidence:g}"

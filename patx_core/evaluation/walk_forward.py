@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from patx_core.evaluation.backtest import RandomBaseline, portfolio
-from patx_core.evaluation.formatting import num
+from patx_core.evaluation.formatting import estimate, num
 from patx_core.evaluation.gate import judge
 from patx_core.settings.config import SplitConfig, VariantConfig
 from patx_core.data.splits import OUTCOME_COLUMNS, processed_mask, calendar_cutoffs, split_at_cutoffs
@@ -482,7 +482,7 @@ def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: l
         f"({100 * s['gate_pass_rate']:.0f} %; needs {100 * s['min_pass_rate']:.0f} %). Each fold retrains on the "
         f"data before its test period ({s['mode']} history) and trades the next stretch out of sample.",
         "",
-        f"- Pooled test precision {num(s['precision'], 3)} [{lo:.3f}, {hi:.3f}] on {s['n_signals']} "
+        f"- Pooled test precision {estimate(s['precision'], (lo, hi))} on {s['n_signals']} "
         f"signals vs base rate {s['base_rate']:.3f} (target {s['target_precision']:g}).",
         f"- Stitched strategy {100 * s['strategy_return']:+.1f} % ({s['trades']} trades) vs buy-and-hold "
         f"{100 * s['buy_and_hold_return']:+.1f} %, {s['test_start'][:10]} → {s['test_end'][:10]}; random entries: "
@@ -497,7 +497,7 @@ def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: l
         lines.append(
             f"| {f['fold']} | {f['train_start'][:10]} → {f['train_end'][:10]} | {f['test_start'][:10]} → "
             f"{f['test_end'][:10]} | {num(f['threshold'], 3) if f['threshold_reachable'] else 'abstain'} | "
-            f"{f['n_signals']} | {num(f['precision'], 3)} [{flo:.2f}, {fhi:.2f}] | {f['base_rate']:.3f} | "
+            f"{f['n_signals']} | {estimate(f['precision'], (flo, fhi), ci_digits=2)} | {f['base_rate']:.3f} | "
             f"{num(f['roc_auc'], 3)} | {100 * f['strategy_return']:+.1f} % | "
             f"{100 * f['buy_and_hold_return']:+.1f} % | {'pass' if f['gate_passed'] else 'fail'} |")
     lines.append("")

@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from patx_core.evaluation.formatting import estimate
 from patx_core.storage.artifacts import atomic_copy, atomic_write_json, read_json, sha256_file
 from patx_core.storage.jsonsafe import iso, json_safe
 from patx_core.settings.grid import GridCell
@@ -227,10 +228,9 @@ def track_record(cell: GridCell) -> StepResult:
     check_meta = {"statistic": mon.get("statistic"), "threshold": mon.get("threshold"),
                   "live_precision": champ["precision"], "live_precision_ci": [lo, hi], "n": champ["n_bets_resolved"],
                   "decision": mon.get("decision", "no champion")}
-    live = "n/a" if champ["precision"] is None else f"{champ['precision']:.3f}"
     desc = ("no champion: nothing to monitor" if state.manifest is None else
             f"monitor {check_meta['decision']}: CUSUM {mon.get('statistic', 0):.1f} / {mon.get('threshold', 0):.1f}; "
-            f"live precision {live} [{lo:.3f}, {hi:.3f}] on {champ['n_bets_resolved']} bets")
+            f"live precision {estimate(champ['precision'], (lo, hi))} on {champ['n_bets_resolved']} bets")
     check = CheckOutcome("track_record_live_precision", not suspended, check_meta, desc)
     meta = {"path": str(paths.track_record_json), "champion": state.manifest is not None,
             "monitor": check_meta["decision"],

@@ -4,7 +4,6 @@ finished study rewrites them identically."""
 
 from __future__ import annotations
 
-import io
 import logging
 import shlex
 from dataclasses import dataclass

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import polars as pl
 
+from patx_core.evaluation.formatting import num
 from patx_core.data.windows import WindowedData
 from patx_core.settings.config import VariantConfig
 from patx_core.settings.grid import GridCell
@@ -255,7 +255,7 @@ def _run_trials(study: Any, variant: VariantConfig, raw: pl.DataFrame, target: i
 
 
 def _report(outcome: TrialOutcome, on_trial: Callable[[TrialOutcome], None] | None) -> None:
-    value = "n/a" if outcome.objective is None else f"{outcome.objective:.4f}"
+    value = num(outcome.objective, 4)
     log.info("trial #%d %s: objective %s (best epoch %s, %s s) %s%s", outcome.number, outcome.state, value,
              outcome.best_epoch, None if outcome.seconds is None else round(outcome.seconds, 1), outcome.params,
              f": {outcome.error}" if outcome.error else "")

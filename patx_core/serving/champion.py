@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from patx_core.evaluation.formatting import estimate
 from patx_core.settings.grid import GridCell
 from patx_core.storage.artifacts import atomic_write_json, read_json, sha256_file
 from patx_core.storage.paths import VariantPaths
@@ -167,7 +168,7 @@ def review_champion(cell: GridCell, *, score: bool = True) -> LedgerState:
             # what fired first (the recent run), then the whole record, whose precision may look fine
             "reason": (f"{lost} of the last {run} bets lost since {since}; CUSUM {monitor.statistic:.1f} >= "
                        f"{monitor.threshold:.1f} (p0={variant.eval.target_precision}, p1={variant.monitor.p1}); whole "
-                       f"record: live precision {live:.3f} [{lo:.3f}, {hi:.3f}] on {n} resolved bets ({signals} buy "
+                       f"record: live precision {estimate(live, (lo, hi))} on {n} resolved bets ({signals} buy "
                        "signals)"),
             "statistic": monitor.statistic, "threshold": monitor.threshold, "live_precision": live, "n": n,
             "live_precision_ci": [lo, hi], "from": decided_at.isoformat(),

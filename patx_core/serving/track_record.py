@@ -36,7 +36,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from patx_core.evaluation.backtest import round_trip_factor
-from patx_core.evaluation.formatting import num, pct
+from patx_core.evaluation.formatting import estimate, num, pct
 from patx_core.evaluation.metrics import wilson_interval
 from patx_core.serving.ledger import CHAMPION, RESOLVED, SHADOW, SymbolOutcomes, bets, counted_rows
 from patx_core.serving.monitor import MonitorResult
@@ -176,7 +176,7 @@ def render_markdown(record: Mapping[str, Any], images: list[tuple[str, str]]) ->
         for label, f in (("all out-of-sample", fig), ("forward only", fig["forward"])):
             lo, hi = f["precision_ci"]
             lines.append(f"| {role} | {label} | {f['n_scored']} | {f['n_signals']} | {f['n_bets']} | "
-                         f"{f['n_bets_resolved']} | {f['n_bets_open']} | {num(f['precision'])} [{lo:.3f}, {hi:.3f}] | "
+                         f"{f['n_bets_resolved']} | {f['n_bets_open']} | {estimate(f['precision'], (lo, hi))} | "
                          f"{num(f['signal_precision'])} on {f['n_resolved']} | {num(f['base_rate'])} | "
                          f"{num(f['lift'], 2)} | {pct(f['strategy_return'], 2, signed=True)} | "
                          f"{pct(f['buy_and_hold_return'], 2, signed=True)} |")
