@@ -6,7 +6,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from patx_core.evaluation.input_change import input_changed
+from patx_core.ingest.input_change import input_changed
 from patx_dagster.jobs import retrain_job, walk_forward_job
 from patx_dagster.partitions import partition_key
 from patx_dagster.resources import GridResource
@@ -18,7 +18,7 @@ WEEKLY_CRON = "0 4 * * 6"  # Saturday 04:00 UTC: markets closed, after Friday's 
 def nightly_requests(grid: GridResource, day: str, now: datetime | None = None) -> list[dg.RunRequest | dg.SkipReason]:
     """A run for every nightly cell whose input changed since its last evaluation, else a skip.
 
-    Whether it changed is :func:`patx_core.evaluation.input_change.input_changed`'s call. The
+    Whether it changed is :func:`patx_core.ingest.input_change.input_changed`'s call. The
     run key holds the digest: one run per cell per input (and per day while files wait in the
     landing folder, since the digest only moves once they are ingested).
     """

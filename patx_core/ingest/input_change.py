@@ -1,4 +1,4 @@
-"""Has a cell's input changed since its last evaluation? The one place that decides it.
+"""Has a cell's input changed since its latest evaluation? The nightly retrain asks this and only this.
 
 Training is deterministic, so retraining on the input the last evaluation already saw reproduces
 the same model: work that adds no information. The nightly schedule asks :func:`input_changed`

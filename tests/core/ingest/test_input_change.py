@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from patx_core.data.universe import source_digest
-from patx_core.evaluation.input_change import NO_INPUT, input_changed
+from patx_core.ingest.input_change import NO_INPUT, input_changed
 from patx_core.storage.artifacts import atomic_write_json
 from tests.cells import make_cell
 from tests.conftest import make_candles
