@@ -39,11 +39,33 @@ def _positive_int(cls: str, name: str, value: Any) -> None:
              "a positive integer", value)
 
 
-def _finite(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
+def _in_range(value: Any, lo: float, hi: float, *, lo_open: bool = False) -> bool:
+    """A finite number (never a bool: TOML's ``true`` is not 1) within [lo, hi] or (lo, hi]."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    return ok and (value > lo if lo_open else value >= lo) and value <= hi
+
+
+def _finite(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
     rule = f"in {'(' if lo_open else '['}{lo}, {hi}]"
-    _require(ok, cls, name, rule, value)
+    _require(_in_range(value, lo, hi, lo_open=lo_open), cls, name, rule, value)
+
+
+#: What a dataset or variant may be called: each names a folder under PATX_DATA_DIR.
+NAME_RULE = "letters, digits, '_' or '-'"
+
+
+def is_valid_name(name: Any) -> bool:
+    """The one name rule of datasets and variants (:data:`NAME_RULE`)."""
+    return isinstance(name, str) and bool(name) and name.replace("_", "").replace("-", "").isalnum()
+
+
+#: A trading cost per side, in basis points: a variant's ``backtest.cost_bps`` or a dataset's own.
+COST_BPS_RANGE = (0.0, 10_000.0)
+
+
+def is_valid_cost_bps(value: Any) -> bool:
+    """The one cost rule of variants and datasets (:data:`COST_BPS_RANGE`)."""
+    return _in_range(value, *COST_BPS_RANGE)
 
 
 @dataclass(frozen=True)
@@ -235,10 +257,11 @@ class BacktestConfig:
     periods_per_year: float | None = None  # None: candles per year observed in the data (count / years spanned)
 
     def __post_init__(self) -> None:
-        _finite("BacktestConfig", "cost_bps", self.cost_bps, 0.0, 10_000.0)
+        _require(is_valid_cost_bps(self.cost_bps), "BacktestConfig", "cost_bps",
+                 f"in [{COST_BPS_RANGE[0]}, {COST_BPS_RANGE[1]}]", self.cost_bps)
         _positive_int("BacktestConfig", "n_random", self.n_random)
-        _require(isinstance(self.seed, int) and self.seed >= 0, "BacktestConfig", "seed",
-                 "a non-negative integer", self.seed)
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+                 "BacktestConfig", "seed", "a non-negative integer", self.seed)
         if self.periods_per_year is not None:
             _finite("BacktestConfig", "periods_per_year", self.periods_per_year, 0.0, 1e7, lo_open=True)
 
@@ -398,8 +421,7 @@ class VariantConfig:
     search: SearchConfig | None = None
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
-                 "VariantConfig", "name", "letters, digits, '_' or '-'", self.name)
+        _require(is_valid_name(self.name), "VariantConfig", "name", NAME_RULE, self.name)
         _require(isinstance(self.nightly, bool), "VariantConfig", "nightly", "true or false", self.nightly)
         _require(self.model.window_size == self.data.window_size, "VariantConfig",
                  "model.window_size", f"equal to data.window_size={self.data.window_size}",

@@ -13,14 +13,14 @@ use) and the trading cost ``cost_bps``, which replaces the variant's ``backtest.
 from __future__ import annotations
 
 import glob as globlib
-import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from patx_core.storage.artifacts import PathLike, as_path
-from patx_core.settings.config import read_named_tables, refuse_unknown_fields
+from patx_core.settings.config import (COST_BPS_RANGE, NAME_RULE, is_valid_cost_bps, is_valid_name, read_named_tables,
+                                       refuse_unknown_fields)
 from patx_core.settings.durations import parse_duration
 from patx_core.storage.paths import REPO_ROOT
 
@@ -63,8 +63,8 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
-        if not (self.name and self.name.replace("_", "").replace("-", "").isalnum()):
-            raise ValueError(f"{where}: name must be letters, digits, '_' or '-'")
+        if not is_valid_name(self.name):
+            raise ValueError(f"{where}: name must be {NAME_RULE}")
         if self.name in RESERVED_NAMES:
             raise ValueError(f"{where}: name must not be one of {sorted(RESERVED_NAMES)} (folders of PATX_DATA_DIR)")
         for name in ("description", "source", "interval", "landing", "max_staleness", "symbol"):
@@ -76,10 +76,9 @@ class DatasetConfig:
         parse_duration(self.interval, field=f"{where}: interval")
         if self.max_staleness:
             parse_duration(self.max_staleness, field=f"{where}: max_staleness")
-        cost = self.cost_bps
-        if cost is not None and not (isinstance(cost, (int, float)) and not isinstance(cost, bool)
-                                     and math.isfinite(cost) and 0 <= cost <= 10_000):
-            raise ValueError(f"{where}: cost_bps must be in [0, 10000], got {cost!r}")
+        if self.cost_bps is not None and not is_valid_cost_bps(self.cost_bps):
+            lo, hi = COST_BPS_RANGE
+            raise ValueError(f"{where}: cost_bps must be in [{lo:g}, {hi:g}], got {self.cost_bps!r}")
         if not self.source and not self.landing:
             raise ValueError(f"{where}: needs a source (file, folder or glob) or a landing folder")
 

@@ -87,3 +87,26 @@ def test_a_typo_in_a_variant_names_the_table_and_the_near_match(tmp_path):
     assert settings_problem() is None, "the shipped files load"
     with pytest.raises(ValueError, match=r"variant 'v': unknown field\(s\) \['nightlyy'\]; did you mean 'nightly'\?"):
         VariantConfig.from_dict("v", {"nightlyy": True})
+
+
+def test_a_bool_is_not_an_integer_seed_for_backtests_either() -> None:
+    # TOML's `seed = true` would be 1 to Python: refused, as TrainConfig refuses it
+    with pytest.raises(ValueError, match=r"^BacktestConfig\.seed must be a non-negative integer, got True$"):
+        BacktestConfig(seed=True)
+
+
+def test_datasets_and_variants_share_one_name_rule_and_one_cost_rule() -> None:
+    from patx_core.settings.datasets import DatasetConfig
+
+    for bad in ("a b", "", "x/y", "a.b"):
+        with pytest.raises(ValueError, match="name must be letters, digits, '_' or '-'"):
+            DatasetConfig(name=bad, source="x.parquet")
+        with pytest.raises(ValueError, match=r"VariantConfig\.name must be letters, digits, '_' or '-'"):
+            VariantConfig(name=bad)
+    for cost in (-0.5, 10_000.5, float("nan"), True):
+        with pytest.raises(ValueError, match="cost_bps must be in "):
+            DatasetConfig(name="d", source="x.parquet", cost_bps=cost)
+        with pytest.raises(ValueError, match=r"BacktestConfig\.cost_bps must be in "):
+            BacktestConfig(cost_bps=cost)
+    assert DatasetConfig(name="d-1_x", source="x.parquet", cost_bps=10_000).cost_bps == 10_000
+    assert BacktestConfig(cost_bps=10_000).cost_bps == 10_000
