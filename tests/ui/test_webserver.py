@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 EXPECTED_ASSETS = {"ingested_candles", "raw_prices", "features", "splits", "windows", "trained_model",
                    "evaluation_report", "champion_model", "latest_signal", "signal_ledger", "track_record",
-                   "walk_forward", "variant_leaderboard"}
+                   "walk_forward", "variant_leaderboard", "search_study"}
 UNPARTITIONED = {"ingested_candles", "variant_leaderboard"}
 
 GRAPH_QUERY = """
