@@ -37,6 +37,10 @@ that date would have used); a fold's numbers depend on its plan, the data, the d
 thread count of the process it runs in and the group it trains in: fused and one-by-one training
 differ only by float rounding (each fused model sees its own data, batch order and dropout
 masks), which training can amplify on real data, so the same grouping gives the same numbers.
+
+Rendering is :mod:`patx_core.evaluation.walk_forward_report`. What stays here (planning, the fold
+table, training, judging and stitching) is one chain of leak-free rules read top to bottom, kept
+in one module on purpose: a rule split from the next would be checked apart from what it guards.
 """
 
 from __future__ import annotations
@@ -54,7 +58,6 @@ import numpy as np
 import polars as pl
 
 from patx_core.evaluation.backtest import RandomBaseline, portfolio
-from patx_core.evaluation.formatting import estimate, num
 from patx_core.evaluation.gate import judge
 from patx_core.settings.config import SplitConfig, VariantConfig
 from patx_core.data.splits import OUTCOME_COLUMNS, processed_mask, calendar_cutoffs, split_at_cutoffs
@@ -69,7 +72,7 @@ if TYPE_CHECKING:  # torch loads only in the functions that train or predict, so
     import torch  # and reading fold files (the IO manager, every CLI) start without it
 
 __all__ = ["FoldPlan", "FoldResult", "WalkForwardResult", "fold_groups", "fold_table", "plan_folds", "run_fold",
-           "run_fold_group", "run_walk_forward", "stitch_folds", "write_walk_forward", "SIGNAL_MARGIN"]
+           "run_fold_group", "run_walk_forward", "stitch_folds", "SIGNAL_MARGIN"]
 
 log = logging.getLogger(__name__)
 
@@ -464,60 +467,3 @@ def run_walk_forward(features: pl.DataFrame, variant: VariantConfig, *, device: 
                                                           on_fold_end=on_fold_end)]
     return stitch_folds(results, variant, concurrency="sequential", workers=len(cut),
                         seconds=time.perf_counter() - started)
-
-
-# ----------------------------------------------------------------------------------- report
-
-def render_markdown(result: WalkForwardResult, variant: VariantConfig, images: list[tuple[str, str]], *,
-                    title: str | None = None) -> str:
-    """walk_forward.md: verdict, summary, one row per fold, then the plots (``(caption, src)``);
-    ``title`` names what was walked forward (default: the variant), e.g. ``nasdaq|baseline``."""
-    s = result.summary
-    lo, hi = s["precision_ci95"]
-    verdict = "stable" if s["stable"] else "not stable"
-    lines = [
-        f"# Walk-forward: {title or variant.name}",
-        "",
-        f"**Gate {verdict}**: passed in {s['gate_passed_folds']} of {s['n_folds']} folds "
-        f"({100 * s['gate_pass_rate']:.0f} %; needs {100 * s['min_pass_rate']:.0f} %). Each fold retrains on the "
-        f"data before its test period ({s['mode']} history) and trades the next stretch out of sample.",
-        "",
-        f"- Pooled test precision {estimate(s['precision'], (lo, hi))} on {s['n_signals']} "
-        f"signals vs base rate {s['base_rate']:.3f} (target {s['target_precision']:g}).",
-        f"- Stitched strategy {100 * s['strategy_return']:+.1f} % ({s['trades']} trades) vs buy-and-hold "
-        f"{100 * s['buy_and_hold_return']:+.1f} %, {s['test_start'][:10]} → {s['test_end'][:10]}; random entries: "
-        f"strategy at percentile {num(s['random_entry_percentile'], 0)}.",
-        "",
-        "| fold | train | test | threshold | signals | precision [95 % CI] | base rate | ROC AUC | strategy | "
-        "buy & hold | gate |",
-        "|---:|---|---|---:|---:|---|---:|---:|---:|---:|---|",
-    ]
-    for f in result.folds:
-        flo, fhi = f["precision_ci95"]
-        lines.append(
-            f"| {f['fold']} | {f['train_start'][:10]} → {f['train_end'][:10]} | {f['test_start'][:10]} → "
-            f"{f['test_end'][:10]} | {num(f['threshold'], 3) if f['threshold_reachable'] else 'abstain'} | "
-            f"{f['n_signals']} | {estimate(f['precision'], (flo, fhi), ci_digits=2)} | {f['base_rate']:.3f} | "
-            f"{num(f['roc_auc'], 3)} | {100 * f['strategy_return']:+.1f} % | "
-            f"{100 * f['buy_and_hold_return']:+.1f} % | {'pass' if f['gate_passed'] else 'fail'} |")
-    lines.append("")
-    for caption, src in images:
-        lines += [f"## {caption}", "", f"![{caption}]({src})", ""]
-    return "\n".join(lines)
-
-
-def write_walk_forward(report_dir: Any, result: WalkForwardResult, variant: VariantConfig, *,
-                       title: str | None = None) -> str:
-    """walk_forward.json, walk_forward.md and its PNGs into ``report_dir`` (atomically); returns
-    the markdown with the images inlined."""
-    from patx_core.storage.artifacts import as_path, atomic_write_json, atomic_write_text
-    from patx_core.evaluation.figures import plot_fold_precision, plot_stitched_equity, write_figures
-
-    out = as_path(report_dir)
-    atomic_write_json(out / "walk_forward.json", result.to_json())
-    figures = [("walk_forward_precision.png", "Precision per fold",
-                plot_fold_precision(result.folds, target=variant.eval.target_precision)),
-               ("walk_forward_equity.png", "Stitched equity", plot_stitched_equity(result.equity, result.summary))]
-    on_disk, inline = write_figures(out, figures)
-    atomic_write_text(out / "walk_forward.md", render_markdown(result, variant, on_disk, title=title))
-    return render_markdown(result, variant, inline, title=title)

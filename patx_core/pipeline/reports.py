@@ -93,7 +93,8 @@ def walk_forward_report(results: list[Any], cell: GridCell, *, concurrency: str,
                         seconds: float) -> StepResult:
     """Every fold group's results stitched (:func:`~patx_core.evaluation.walk_forward.stitch_folds`)
     into walk_forward.json + .md, its metadata and the ``walk_forward_gate_stable`` check."""
-    from patx_core.evaluation.walk_forward import stitch_folds, write_walk_forward
+    from patx_core.evaluation.walk_forward import stitch_folds
+    from patx_core.evaluation.walk_forward_report import write_walk_forward
 
     variant = cell.variant
     result = stitch_folds(results, variant, concurrency=concurrency, workers=workers, seconds=seconds)

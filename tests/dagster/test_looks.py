@@ -125,3 +125,21 @@ def test_a_literal_pass_that_does_not_survive_its_looks_is_not_promoted(tmp_path
     assert reason.startswith("selection gate failed: test precision ") and "would pass alone, but " in reason
     assert f"{others + 1} models were judged on this test window" in reason
     assert snapshot(paths.champion_dir) == champion_before
+
+
+@pytest.mark.slow
+def test_a_retrain_on_a_barely_grown_window_is_one_more_look_and_a_moved_window_a_fresh_test(tmp_path, good_run):
+    """The nightly retrain of the same cell: 100 new candles keep most of the test window (one
+    more look); 3,000 new candles move it past the old one entirely (a fresh test, one look)."""
+    from tests.dagster.harness import write_raw
+    from tests.synthetic import planted_candles
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(good_run[0], data_dir)  # smoke judged once on planted_candles(3000, seed=1)
+    counts = []
+    for n in (3100, 6000):
+        raw = write_raw(planted_candles(n, seed=1), tmp_path / f"planted_{n}.parquet")
+        grid = grid_for(raw, data_dir)
+        counts.append(_evaluate(grid, data_dir, "smoke")["checks"]["precision_gate_selection"]["n_looks"])
+    assert counts == [2, 1]
+    assert read_looks(cell_paths(data_dir).dataset.looks).height == 3
