@@ -28,9 +28,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ui,deploy,distributed]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: instance.yaml
+# The gpu pool's slots are created here, at instance.yaml's default limit: on a brand-new instance
+# Dagster creates a default-limit pool lazily, and two runs claiming it at the same moment can each
+# create a slot (a race in its set-up) and train at once. `dagster instance concurrency set gpu N`
+# changes it later (README "Nightly retrains").
+$(DAGSTER_HOME)/dagster.yaml: instance.yaml | $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME)
 	cp instance.yaml $@
+	$(DAGSTER) instance concurrency set gpu $$($(PY) -c "import yaml; print(yaml.safe_load(open('instance.yaml'))['concurrency']['pools']['default_limit'])") >/dev/null
 
 baseline: DATASET = nasdaq
 baseline: VARIANT = baseline

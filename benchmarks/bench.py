@@ -569,6 +569,15 @@ def _fresh_instance(tmp: str, name: str, raw: str | None, dataset: str = "nasdaq
     return env
 
 
+def _shipped_pool_limit() -> int:
+    """``concurrency.pools.default_limit`` of the project's instance.yaml."""
+    import yaml
+
+    from patx_core.storage.paths import REPO_ROOT
+
+    return int(yaml.safe_load((REPO_ROOT / "instance.yaml").read_text())["concurrency"]["pools"]["default_limit"])
+
+
 def _dagster_cli() -> str:
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     return dagster if os.path.exists(dagster) else "dagster"
@@ -614,9 +623,12 @@ def bench_pools(*, variants: Sequence[str], limits: Sequence[int | None], raw: s
             # once race, and one fails within seconds.
             subprocess.run([_dagster_cli(), "instance", "migrate"], env=env, cwd=REPO_ROOT, check=True,
                            capture_output=True)
-            if limit is not None:
-                subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu", str(limit)], env=env,
-                               cwd=REPO_ROOT, check=True, capture_output=True)
+            # "shipped" sets the pool to instance.yaml's default limit first, as `make setup` does: a
+            # brand-new instance creates a default-limit pool's slots lazily, and two runs claiming
+            # at the same moment can each create one (a race in Dagster's set-up) and train together.
+            subprocess.run([_dagster_cli(), "instance", "concurrency", "set", "gpu",
+                            str(_shipped_pool_limit() if limit is None else limit)], env=env,
+                           cwd=REPO_ROOT, check=True, capture_output=True)
             start = time.perf_counter()
             procs = {v: subprocess.Popen([_dagster_cli(), "asset", "materialize", "-m", "patx_dagster", "--select",
                                           "*latest_signal", "--partition", f"nasdaq|{v}", *DEBUG_EVENTS], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,

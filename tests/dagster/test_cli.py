@@ -189,3 +189,31 @@ def test_the_readmes_stop_command_ends_a_background_ui_session_whatever_the_widt
         if ui.poll() is None:
             ui.kill()
             ui.wait()
+
+
+@pytest.mark.slow
+def test_a_volume_less_hourly_fx_file_runs_through_make_materialize_and_make_score(tmp_path):
+    """What a new user types for FX quotes: `volume = false` in the dataset's table, then the
+    README's two targets, from the shell."""
+    from tests.core.data.test_volume_option import _hourly
+
+    venv = Path(sys.prefix)
+    if not (venv / ".installed").exists():
+        pytest.skip(f"{venv} was not built by `make setup` (run the suite with `make test`)")
+    raw = tmp_path / "eurusd.parquet"
+    _hourly(1500).write_parquet(raw)
+    assert "volume" not in pl.read_parquet(raw).columns
+    env = _shell_env(tmp_path, raw)
+    write_datasets_file(Path(env["PATX_DATASETS"]), {"eurusd": {"source": str(raw), "interval": "1h",
+                                                                "volume": False}})
+    outs = [subprocess.run(["make", "-s", target, "DATASET=eurusd", "VARIANT=smoke", f"VENV={venv}",
+                            f"DAGSTER_HOME={env['DAGSTER_HOME']}"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600) for target in ("materialize", "score")]
+    for out in outs:
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    materialized, scored = (out.stdout.strip().splitlines() for out in outs)
+    assert materialized[-1] == f"report: {tmp_path / 'data' / 'eurusd' / 'reports' / 'smoke' / 'report.md'}"
+    assert any(line.startswith("eurusd|smoke: precision gate ") for line in materialized)
+    assert scored[-2].startswith("eurusd|smoke: ") and scored[-1].startswith("track record: ")
+    ledger = pl.read_parquet(tmp_path / "data" / "eurusd" / "ledger" / "smoke" / "signals.parquet")
+    assert ledger.height > 0
