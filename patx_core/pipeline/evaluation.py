@@ -89,8 +89,9 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
                           dataset_info={k: info[k] for k in ("name", "symbols", "interval", "source_sha256",
                                                              "median_spacing_seconds", "skipped_symbols")})
     judged_at = datetime.now(timezone.utc)
-    body = {**ev.body, "seeds": _seed_block(cell, predictions, sha256_file(paths.checkpoint), history),
-            "checkpoint_sha256": sha256_file(paths.checkpoint), "generated_at": judged_at.isoformat()}
+    checkpoint_sha = sha256_file(paths.checkpoint)
+    body = {**ev.body, "seeds": _seed_block(cell, predictions, checkpoint_sha, history),
+            "checkpoint_sha256": checkpoint_sha, "generated_at": judged_at.isoformat()}
     # The look is recorded before the report: a run killed in between leaves a look counted
     # without a report (the safe side), never a verdict that did not pay for itself.
     window = splits_frame.filter(pl.col("split") == variant.gate_split)["timestamp"]
@@ -113,7 +114,7 @@ def evaluate_model(features: pl.DataFrame, splits_frame: pl.DataFrame, cell: Gri
     gate_metrics = body["metrics"].get(variant.gate_split, {})
     meta = {"gate_passed": bool(gate["passed"]), "gate_reason": gate["reason"],
             "selection_passed": bool(selection["passed"]), "n_looks": selection["n_looks"],
-            "selection_confidence": round(selection["confidence"], 4),
+            "selection_confidence": selection["confidence"],  # StepResult rounds it for the UI
             "threshold": body["threshold"]["value"], "threshold_rule": body["threshold"]["rule"],
             "diagnosis": [d["code"] for d in body["diagnosis"]],
             "diagnosis_text": [f"{d['code']}: {d['explanation']}" for d in body["diagnosis"]],
