@@ -1,4 +1,4 @@
-"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools|fused|selection``.
+"""The project's performance record: ``python -m benchmarks train|large-batch|features|pipeline|pools|fused|selection|contention|bf16``.
 
 Each command prints ONE JSON line on stdout (logs go to stderr), so results can be appended to
 ``benchmarks/RESULTS.md`` or compared by a script.
@@ -82,7 +82,7 @@ from patx_core.settings.config import (
 from patx_core.model.transformer import PriceActionTransformer
 from patx_core.model.trainer import Trainer, resolve_device
 from patx_core.data.windows import WindowedData
-from benchmarks import contention
+from benchmarks import bf16, contention
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -854,6 +854,7 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--seed", type=int, default=0)
     sel.add_argument("--workers", type=int, default=None, help="judging processes (default: the usable cores)")
     contention.add_parser(sub)
+    bf16.add_parser(sub)
     return parser
 
 
@@ -893,6 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              repeats=args.repeats)
     elif args.command == "contention":
         result = contention.run(args)
+    elif args.command == "bf16":
+        result = bf16.run(args)
     elif args.command == "walk-forward":
         result = bench_walk_forward(variant=args.variant, dataset=args.dataset, raw=args.raw,
                                     gpu_workers=[int(n) for n in args.gpu_workers.split(",")])

@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -67,11 +68,12 @@ ManyEpochCallback = Callable[[int, int, dict[str, float]], None]
 #: another, per device type (``python -m benchmarks fused``, rows in benchmarks/RESULTS.md); below
 #: it, or where ``None``, ``train_many`` trains them one after another. A rule rather than a timing
 #: taken at run time, so that the same inputs give the same results on every run.
-#: CPU: near idle on 2 cores fused was 0.97x at K = 2, 0.91x at 4 and 0.87x at 8 (a baseline step
-#: is arithmetic-bound there, so fusing saves little overhead); only a loaded machine made it win.
-#: CUDA: the single-model step is launch-bound (0.8 % of the H200's peak); its row is pending in
-#: benchmarks/gpu_pending.sh.
-FUSE_FROM_K: dict[str, int | None] = {"cpu": None, "cuda": 2}
+#: CPU: on 2 idle cores (AMD EPYC), 20 steps per epoch, fused was 1.21x one after another at K = 2,
+#: 1.13x at 4 and 1.21x at 8: the arithmetic is the same GEMMs, and what fusing saves is the
+#: serial dropout-mask draws (K streams side by side) and the per-op overhead; K = 1 is the lone
+#: model either way. CUDA: the single-model step is launch-bound (0.8 % of the H200's peak); its
+#: row is pending in benchmarks/gpu_pending.sh.
+FUSE_FROM_K: dict[str, int | None] = {"cpu": 2, "cuda": 2}
 
 #: Environment override of that rule: "fused" or "sequential" (or "auto", the rule).
 EXECUTOR_ENV = "PATX_TRAIN_MANY"
@@ -178,6 +180,7 @@ class _Fused:
         self.x = torch.from_numpy(np.concatenate([d.matrix for d in datas])).to(self.device)  # (ΣN, F)
         self.y = torch.from_numpy(np.concatenate([d.labels for d in datas])).to(self.device)  # (ΣN,)
         self.window_offsets = torch.arange(-(model_config.window_size - 1), 1, device=self.device)  # (W,)
+        self.pool: ThreadPoolExecutor | None = None  # CPU: draws the models' dropout masks side by side
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -239,22 +242,33 @@ class _Fused:
 
     def _draw_masks(self, run: "_Run", active: list[bool] | None,
                     buffers: list[torch.Tensor]) -> list[torch.Tensor]:
-        """This step's dropout masks, scaled by 1 / (1 - p), one (K, ...) tensor per site."""
+        """This step's dropout masks, scaled by 1 / (1 - p), one (K, ...) tensor per site (in place)."""
         p = self.model_config.dropout
         if not buffers:
             return []
         if self.device.type == "cpu":
             assert active is not None
-            for j, member in enumerate(run.slots):
+
+            def draw(j: int) -> None:
+                gen = run.members[run.slots[j]].dropout_gen
                 for buf in buffers:
                     if active[j]:  # the draws Trainer alone would make, from this model's stream
-                        buf[j].bernoulli_(1.0 - p, generator=run.members[member].dropout_gen)
+                        buf[j].bernoulli_(1.0 - p, generator=gen)
                     else:  # no draw: a model without a batch this step leaves its stream alone
                         buf[j].fill_(1.0 - p)
+
+            # torch's CPU bernoulli_ is one serial loop over its generator (about a quarter of a
+            # baseline step), so the models' independent streams are drawn side by side, one
+            # thread per core; each stream still sees its draws in the lone model's order.
+            if self.pool is not None and len(run.slots) > 1:
+                list(self.pool.map(draw, range(len(run.slots))))
+            else:
+                for j in range(len(run.slots)):
+                    draw(j)
         else:
             for buf in buffers:
                 buf.bernoulli_(1.0 - p)  # one draw for all models; capturable
-        return [buf.div(1.0 - p) for buf in buffers]  # native dropout's scaling, same rounding
+        return [buf.div_(1.0 - p) for buf in buffers]  # native dropout's scaling, same rounding
 
     def _step(self, run: "_Run", buffers: list[torch.Tensor], idx: torch.Tensor, weight: torch.Tensor,
               count: torch.Tensor, active: torch.Tensor,
@@ -272,6 +286,16 @@ class _Fused:
     # -- one run ------------------------------------------------------------------------------------
 
     def fit(self, batch: int, eval_batch: int) -> list[tuple[nn.Module, dict[str, Any]]]:
+        workers = min(len(self.configs), torch.get_num_threads())
+        if self.device.type != "cpu" or workers < 2:
+            return self._fit(batch, eval_batch)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patx-dropout") as self.pool:
+            try:
+                return self._fit(batch, eval_batch)
+            finally:
+                self.pool = None
+
+    def _fit(self, batch: int, eval_batch: int) -> list[tuple[nn.Module, dict[str, Any]]]:
         start = time.perf_counter()
         members, modules = self._members()
         run = _Run(self.model_config, members, modules, self.device)

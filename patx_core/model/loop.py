@@ -3,7 +3,8 @@
 The two drivers differ only in the shape of a step (one ``nn.Module`` and ``torch.optim.AdamW``,
 or K models as one batched network); what a training run *means* is here:
 
-* :func:`fit_with_oom_retry` — on CUDA out-of-memory, one retry at half the batch size;
+* :func:`fit_with_oom_retry` — where every fit starts: on the CPU freed memory stays in the heap
+  (:mod:`~patx_core.model.heap`); on CUDA out-of-memory, one retry at half the batch size;
 * :func:`check_finite` — a NaN/inf epoch loss fails, located to its first bad step;
 * :class:`EarlyStopping` — a model's history, its best epoch, patience and ``max_epochs``;
 * :func:`capture_step` — the step recorded as a CUDA graph, warm-up steps undone, eager on failure;
@@ -24,6 +25,7 @@ import torch
 
 from patx_core.data.windows import WindowedData
 from patx_core.model.device_step import GraphedStep
+from patx_core.model.heap import keep_freed_memory
 from patx_core.settings.config import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ def autocast(use_amp: bool) -> contextlib.AbstractContextManager[Any]:
 def fit_with_oom_retry(fit: Callable[[int, int], T], batch: int, eval_batch: int, device: torch.device, *,
                        where: str = "") -> T:
     """``fit(batch, eval_batch)``; on CUDA out-of-memory, once more at half of both."""
+    if device.type == "cpu":
+        keep_freed_memory()  # a step's activations reuse the last step's pages instead of faulting new ones
     try:
         return fit(batch, eval_batch)
     except torch.cuda.OutOfMemoryError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,26 @@ def test_dropout_masks_drawn_per_model_reproduce_the_modules_own_training_forwar
     assert site_view(masks[1], 1).shape == (1, 6, 8, 16)  # the post-attention mask is drawn (W, B, C)
 
 
-def test_fused_models_match_each_model_trained_alone() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_models_match_each_model_trained_alone(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2 torch threads the models' dropout masks are drawn side by side in a thread pool; each
+    model must still see exactly its own stream's draws, in the lone model's order."""
+    draws: list[int] = []
+
+    class Pool(fused_mod.ThreadPoolExecutor):
+        def map(self, fn: Any, *iterables: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            draws.append(threading.get_ident())
+            return super().map(fn, *iterables, **kwargs)
+
+    monkeypatch.setattr(fused_mod, "ThreadPoolExecutor", Pool)
     configs, datas = _three()
-    fused = train_many(TINY, configs, datas)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused = train_many(TINY, configs, datas)
+    finally:
+        torch.set_num_threads(saved)
+    assert bool(draws) == (threads > 1)  # the pool drew the masks exactly when there were cores for it
     stops = []
     for k, ((model, history), config, data) in enumerate(zip(fused, configs, datas)):
         trainer = Trainer(TINY, config, data)
