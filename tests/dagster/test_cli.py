@@ -31,6 +31,7 @@ def _shell_env(tmp_path: Path, raw: Path) -> dict[str, str]:
             "PATX_DATASETS": str(datasets)}
 
 
+@pytest.mark.slow  # a whole smoke graph through the CLI: ~20 s on an idle core
 def test_dagster_asset_materialize_from_the_shell_leaves_the_three_artifacts(tmp_path, planted_raw):
     env = _shell_env(tmp_path, planted_raw)
     dagster = Path(sys.executable).parent / "dagster"
@@ -86,6 +87,7 @@ def test_make_materialize_ends_with_the_rule_of_a_bad_input_and_fails(tmp_path, 
     assert any("rule 'prices > 0' failed for column 'close'" in line and "row 321" in line for line in last), last
 
 
+@pytest.mark.slow  # a whole smoke graph through the CLI: ~20 s on an idle core
 def test_make_materialize_exits_0_on_a_refused_model_and_ends_with_the_verdict(tmp_path, noise_raw):
     out = _make(tmp_path, _shell_env(tmp_path, noise_raw))
     assert out.returncode == 0, out.stderr[-3000:]
