@@ -97,8 +97,11 @@ settings-check: setup
 	$(if $(SETTINGS_PROBLEM),$(error $(SETTINGS_PROBLEM)))
 	@:
 
+# On every core by default (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one
+# process, in file order (for a debugger, or to read one test's output in order).
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # Everything patx wrote under ./data (the tracked raw samples and data/README.md stay).
 clean-outputs:

@@ -31,6 +31,7 @@ def _shell_env(tmp_path: Path, raw: Path) -> dict[str, str]:
             "PATX_DATASETS": str(datasets)}
 
 
+@pytest.mark.slow  # a whole smoke graph through the CLI: ~20 s on an idle core
 def test_dagster_asset_materialize_from_the_shell_leaves_the_three_artifacts(tmp_path, planted_raw):
     env = _shell_env(tmp_path, planted_raw)
     dagster = Path(sys.executable).parent / "dagster"
@@ -61,13 +62,18 @@ def test_dagster_asset_materialize_from_the_shell_leaves_the_three_artifacts(tmp
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
 
 
-def _make(tmp_path: Path, env: dict[str, str], variant: str = "smoke") -> subprocess.CompletedProcess:
-    venv = Path(sys.prefix)
+def _make_command(target: str, venv: Path, env: dict[str, str], *variables: str) -> list[str]:
+    """``make -s <target>`` on the running venv, which it never reinstalls (``-o``): a pyproject.toml
+    newer than the venv would have each test rebuild the venv the other tests are running from."""
     if not (venv / ".installed").exists():
         pytest.skip(f"{venv} was not built by `make setup` (run the suite with `make test`)")
-    return subprocess.run(["make", "-s", "materialize", "DATASET=nasdaq", f"VARIANT={variant}", f"VENV={venv}",
-                           f"DAGSTER_HOME={env['DAGSTER_HOME']}"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return ["make", "-s", "-o", f"{venv}/.installed", target, *variables, f"VENV={venv}",
+            f"DAGSTER_HOME={env['DAGSTER_HOME']}"]
+
+
+def _make(tmp_path: Path, env: dict[str, str], variant: str = "smoke") -> subprocess.CompletedProcess:
+    return subprocess.run(_make_command("materialize", Path(sys.prefix), env, "DATASET=nasdaq", f"VARIANT={variant}"),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_make_materialize_ends_with_the_rule_of_a_bad_input_and_fails(tmp_path, planted_raw):
@@ -81,6 +87,7 @@ def test_make_materialize_ends_with_the_rule_of_a_bad_input_and_fails(tmp_path, 
     assert any("rule 'prices > 0' failed for column 'close'" in line and "row 321" in line for line in last), last
 
 
+@pytest.mark.slow  # a whole smoke graph through the CLI: ~20 s on an idle core
 def test_make_materialize_exits_0_on_a_refused_model_and_ends_with_the_verdict(tmp_path, noise_raw):
     out = _make(tmp_path, _shell_env(tmp_path, noise_raw))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -197,18 +204,15 @@ def test_a_volume_less_hourly_fx_file_runs_through_make_materialize_and_make_sco
     README's two targets, from the shell."""
     from tests.core.data.test_volume_option import _hourly
 
-    venv = Path(sys.prefix)
-    if not (venv / ".installed").exists():
-        pytest.skip(f"{venv} was not built by `make setup` (run the suite with `make test`)")
     raw = tmp_path / "eurusd.parquet"
     _hourly(1500).write_parquet(raw)
     assert "volume" not in pl.read_parquet(raw).columns
     env = _shell_env(tmp_path, raw)
     write_datasets_file(Path(env["PATX_DATASETS"]), {"eurusd": {"source": str(raw), "interval": "1h",
                                                                 "volume": False}})
-    outs = [subprocess.run(["make", "-s", target, "DATASET=eurusd", "VARIANT=smoke", f"VENV={venv}",
-                            f"DAGSTER_HOME={env['DAGSTER_HOME']}"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600) for target in ("materialize", "score")]
+    outs = [subprocess.run(_make_command(target, Path(sys.prefix), env, "DATASET=eurusd", "VARIANT=smoke"),
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            for target in ("materialize", "score")]
     for out in outs:
         assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     materialized, scored = (out.stdout.strip().splitlines() for out in outs)

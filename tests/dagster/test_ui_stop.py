@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 START_TIMEOUT_S = 240
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _session(sid: int) -> dict[int, str]:
@@ -53,7 +48,7 @@ def _ignores_sigterm(pid: int) -> bool:
 def test_make_ui_stop_ends_every_process_of_a_ui_started_in_the_background(tmp_path):
     if shutil.which("make") is None or not (VENV / "bin" / "dagster").exists():
         pytest.skip("needs make and dagster in the running venv")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "PATX_DATA_DIR": str(tmp_path / "data")}
     make = ["make", "-C", str(REPO), f"VENV={VENV}", f"UI_PORT={port}"]
     if (VENV / ".installed").exists():
